@@ -1,0 +1,1 @@
+"""Contracts shared by every engine: reason codes and table schemas."""

@@ -1,0 +1,35 @@
+"""The typed error hierarchy.
+
+Every error that reaches an operator is a ``DedupError`` whose message says what is wrong
+and what to do about it. Per-row problems in a batch are not errors: they become reject
+rows with a reason code (see ``dedup.contracts.reasons``).
+"""
+
+from __future__ import annotations
+
+
+class DedupError(Exception):
+    """Base of every error ``dedup`` raises on purpose."""
+
+
+class ConfigError(DedupError):
+    """The settings file or environment holds an invalid value."""
+
+
+class ManifestError(DedupError):
+    """The batch manifest as a whole cannot be read (missing file, unknown format, no header).
+
+    A bad *row* is never a ``ManifestError``: it is rejected with a reason code.
+    """
+
+
+class LakeError(DedupError):
+    """A Delta table in the lake is missing, unreadable or has an unexpected schema."""
+
+
+class DependencyError(DedupError):
+    """A required external artefact (Delta jars, model weights, test portraits) is absent."""
+
+
+class InjectedCrash(DedupError):
+    """Raised at a named crash point when a fault test asks for it (see ``dedup.faults``)."""

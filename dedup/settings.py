@@ -1,0 +1,183 @@
+"""One typed settings object, read from a YAML file and the environment, validated once.
+
+Precedence, highest first: explicit overrides (CLI flags), environment variables
+(``DEDUP_`` prefix, ``__`` between levels: ``DEDUP_SPARK__MASTER=spark://host:7077``),
+the YAML file (``--config`` or ``DEDUP_CONFIG``), then the defaults below.
+
+    >>> s = load_settings(overrides={"lake": "/tmp/lake"})
+    >>> s.spark.master
+    'local[*]'
+
+A job writes the settings it ran with next to its outputs (``Settings.to_json``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dedup.errors import ConfigError
+
+CONFIG_ENV = "DEDUP_CONFIG"
+
+
+def default_cache_dir() -> Path:
+    """Where fetched artefacts (Delta jars, test portraits) are kept between runs."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dedup"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SparkSettings(_Section):
+    master: str = "local[*]"
+    # A folder of pre-fetched jars (air-gapped registries). When set, nothing is fetched.
+    jar_dir: Path | None = None
+    # Where `mvn` puts the Delta jars it fetches from Maven Central.
+    jar_cache: Path = Field(default_factory=lambda: default_cache_dir() / "jars")
+    delta_version: str = "3.3.2"
+    scala_version: str = "2.12"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    driver_memory: str = "2g"
+    # Photos per Arrow batch handed to a Python worker: bounds worker memory on big photos.
+    photos_per_arrow_batch: int = Field(default=16, ge=1)
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class ManifestSettings(_Section):
+    allow_absolute_paths: bool = False
+    allow_uris: bool = False
+
+
+class ImagingSettings(_Section):
+    max_file_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # Decompression-bomb guard: checked on the header, before any pixel is decoded.
+    max_pixels: int = Field(default=50_000_000, ge=1)
+    min_side: int = Field(default=80, ge=1)
+    # Photos are downscaled to this long side for detection only; alignment uses full pixels.
+    detection_max_side: int = Field(default=1024, ge=160)
+
+
+class DetectionSettings(_Section):
+    upsample: int = Field(default=1, ge=0, le=3)
+    min_score: float = 0.0
+    min_face_px: int = Field(default=60, ge=1)
+
+
+class QualitySettings(_Section):
+    min_inter_eye_px: float = 30.0
+    min_sharpness: float = 22.0
+    min_brightness: float = 50.0
+    max_brightness: float = 215.0
+    max_clipped_fraction: float = Field(default=0.2, ge=0, le=1)
+    min_detector_score: float = 0.3
+    max_abs_yaw_deg: float = 35.0
+    max_abs_roll_deg: float = 30.0
+    # Share of the detected box allowed to lie outside the photo (a face cut by the frame).
+    max_box_outside_fraction: float = Field(default=0.05, ge=0, le=1)
+
+
+class ModelSpec(_Section):
+    """What the stage job needs to know of a face model: which chip to cut for it."""
+
+    alignment: str
+    dimension: int = Field(ge=1)
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {"dlib-resnet-v1": ModelSpec(alignment="dlib-150", dimension=128)}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DEDUP_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    lake: str = "lake"
+    model: str = "dlib-resnet-v1"
+    models: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    manifest: ManifestSettings = Field(default_factory=ManifestSettings)
+    imaging: ImagingSettings = Field(default_factory=ImagingSettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+
+    @model_validator(mode="after")
+    def _model_is_registered(self) -> Settings:
+        if self.model not in self.models:
+            raise ValueError(f"model {self.model!r} is not in models ({sorted(self.models)})")
+        return self
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return self.models[self.model]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"settings file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"settings file {path} must hold a mapping at the top level")
+    return loaded
+
+
+def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate the settings once; raise ``ConfigError`` naming each bad field.
+
+    The YAML file sits below the environment, so its values are passed as defaults that
+    environment variables can still replace: we merge the YAML under explicit overrides and
+    let pydantic-settings lay the environment over the YAML by reading env for any key the
+    overrides leave unset.
+    """
+    path = config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    from_file = _read_yaml(path) if path else {}
+    try:
+        env_only = Settings()  # environment over defaults
+        env_set = env_only.model_dump(exclude_unset=True)
+        values = _deep_merge(_deep_merge(from_file, env_set), overrides or {})
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
