@@ -25,6 +25,8 @@ MANIFEST_COLUMNS = MANIFEST_REQUIRED + MANIFEST_DISPLAY
 RAW_MANIFEST = pa.schema(
     [pa.field("row_index", pa.int64(), nullable=False)]
     + [pa.field(name, pa.string()) for name in MANIFEST_COLUMNS]
+    # Set when the reader could not split the row into fields (bad JSON line, wrong field count).
+    + [pa.field("row_error", pa.string())]
 )
 
 STATUS_STAGED = "staged"

@@ -1,0 +1,137 @@
+"""The stage job's per-partition work on Arrow record batches, shared by every engine.
+
+Spark calls these through ``mapInArrow``; the single-process path and the benchmark call them
+directly. Both steps turn each row into a verdict (a reason code, or none) and never raise on
+bad input.
+
+    validate_rows:  RAW_MANIFEST  -> VALIDATED    (field checks)
+    stage_photos:   VALIDATED     -> PHOTO_RESULT (path, decode, face, chip, quality)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from dedup.contracts.reasons import RowRejected
+from dedup.contracts.schemas import BOX, QUALITY, UTC_TS
+from dedup.manifest import MAX_TEXT, ENROLLMENT_ID, parse_captured_at, resolve_photo, validate_row
+from dedup.settings import Settings
+from dedup.staging import read_photo, stage_photo
+
+VALIDATED = pa.schema(
+    [
+        pa.field("row_index", pa.int64(), nullable=False),
+        pa.field("enrollment_id", pa.string()),
+        pa.field("id_valid", pa.bool_(), nullable=False),
+        pa.field("photo_path", pa.string()),
+        pa.field("consent", pa.bool_()),
+        pa.field("captured_at", UTC_TS),
+        pa.field("center_id", pa.string()),
+        pa.field("given_name", pa.string()),
+        pa.field("family_name", pa.string()),
+        pa.field("date_of_birth", pa.date32()),
+        pa.field("sex", pa.string()),
+        pa.field("reason_code", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+PHOTO_RESULT = pa.schema(
+    [
+        pa.field("row_index", pa.int64(), nullable=False),
+        pa.field("reason_code", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("alignment", pa.string()),
+        pa.field("chip_png", pa.binary()),
+        pa.field("photo_sha256", pa.string()),
+        pa.field("image_width", pa.int32()),
+        pa.field("image_height", pa.int32()),
+        pa.field("box", BOX),
+        pa.field("landmarks", pa.list_(pa.float32())),
+        pa.field("quality", QUALITY),
+    ]
+)
+
+_TEXT_FIELDS = ("enrollment_id", "photo_path", "center_id", "given_name", "family_name", "sex")
+
+
+def _clip(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value[:MAX_TEXT] if value else None
+
+
+def _best_effort(row: dict[str, Any]) -> dict[str, Any]:
+    """What can be kept of a rejected row, so the enrollments table still shows it."""
+    kept: dict[str, Any] = {name: _clip(row.get(name)) for name in _TEXT_FIELDS}
+    consent = (row.get("consent") or "").strip().lower()
+    kept["consent"] = True if consent == "true" else False if consent == "false" else None
+    try:
+        kept["captured_at"] = parse_captured_at((row.get("captured_at") or "").strip())
+    except RowRejected:
+        kept["captured_at"] = None
+    try:
+        kept["date_of_birth"] = dt.date.fromisoformat((row.get("date_of_birth") or "").strip())
+    except ValueError:
+        kept["date_of_birth"] = None
+    return kept
+
+
+def validate_row_verdict(row: dict[str, Any]) -> dict[str, Any]:
+    raw_id = (row.get("enrollment_id") or "").strip()
+    out: dict[str, Any] = {
+        "row_index": row["row_index"],
+        "id_valid": bool(ENROLLMENT_ID.fullmatch(raw_id)) and not row.get("row_error"),
+    }
+    try:
+        valid = validate_row(row)
+    except RowRejected as rejected:
+        out.update(_best_effort(row))
+        out.update(reason_code=rejected.reason.value, detail=rejected.detail)
+        return out
+    out.update(
+        enrollment_id=valid.enrollment_id,
+        photo_path=valid.photo_path,
+        consent=valid.consent,
+        captured_at=valid.captured_at,
+        center_id=valid.center_id,
+        given_name=valid.given_name,
+        family_name=valid.family_name,
+        date_of_birth=valid.date_of_birth,
+        sex=valid.sex,
+        reason_code=None,
+        detail=None,
+    )
+    return out
+
+
+def validate_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        rows = [validate_row_verdict(row) for row in batch.to_pylist()]
+        yield pa.RecordBatch.from_pylist(rows, schema=VALIDATED)
+
+
+def photo_verdict(row: dict[str, Any], batch_dir: Path, settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"row_index": row["row_index"]}
+    try:
+        location = resolve_photo(row["photo_path"], batch_dir, settings.manifest)
+        face = stage_photo(read_photo(location, settings.imaging), settings)
+    except RowRejected as rejected:
+        out.update(reason_code=rejected.reason.value, detail=rejected.detail)
+        return out
+    out.update(face.as_row(), reason_code=None, detail=None)
+    return out
+
+
+def stage_photos(
+    batches: Iterable[pa.RecordBatch], batch_dir: Path, settings: Settings
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        rows = [photo_verdict(row, batch_dir, settings) for row in batch.to_pylist()]
+        yield pa.RecordBatch.from_pylist(rows, schema=PHOTO_RESULT)

@@ -1,0 +1,1 @@
+"""Engine jobs (Spark, Ray) that drive the engine-free core in ``dedup``."""

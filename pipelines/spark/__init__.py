@@ -1,0 +1,1 @@
+"""Spark jobs: the stage job and the Delta Lake plumbing it needs."""

@@ -1,0 +1,80 @@
+"""Delta Lake jars for Spark: fetched from Maven Central with ``mvn``, or a pre-fetched folder.
+
+Air-gapped registries copy the jars into a folder and set ``spark.jar_dir``; nothing is
+fetched then. Otherwise ``mvn dependency:copy`` puts them into ``spark.jar_cache`` once, via a
+temporary folder renamed into place, so an interrupted fetch never leaves a half jar behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from dedup.errors import DependencyError
+from dedup.settings import SparkSettings
+
+# Pinned so the fetch is reproducible and needs no plugin resolution of "latest".
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+
+
+def delta_artifacts(spark: SparkSettings) -> list[tuple[str, str]]:
+    """(Maven coordinate, jar file name) of each jar Delta Lake needs on Spark."""
+    v, scala = spark.delta_version, spark.scala_version
+    return [
+        (f"io.delta:delta-spark_{scala}:{v}", f"delta-spark_{scala}-{v}.jar"),
+        (f"io.delta:delta-storage:{v}", f"delta-storage-{v}.jar"),
+    ]
+
+
+def _from_folder(folder: Path, names: list[str]) -> list[Path]:
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DependencyError(
+            f"jar folder {folder} lacks {', '.join(missing)}; copy them there "
+            "(from Maven Central) or unset spark.jar_dir to let dedup fetch them"
+        )
+    return [folder / n for n in names]
+
+
+def fetch_with_maven(coordinate: str, name: str, cache: Path) -> Path:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DependencyError(
+            "Maven (mvn) is needed to fetch the Delta Lake jars: install it "
+            "(apt-get install maven) or point spark.jar_dir at a folder of pre-fetched jars"
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+        command = [
+            mvn,
+            "-q",
+            "-B",
+            f"{DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={coordinate}",
+            f"-DoutputDirectory={tmp}",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        fetched = Path(tmp) / name
+        if done.returncode != 0 or not fetched.is_file():
+            raise DependencyError(
+                f"mvn could not fetch {coordinate} from Maven Central "
+                f"(exit {done.returncode}): {(done.stdout + done.stderr)[-800:]}"
+            )
+        fetched.replace(cache / name)
+    return cache / name
+
+
+def delta_jars(spark: SparkSettings) -> list[Path]:
+    """Paths of the Delta jars, fetching any that the cache lacks."""
+    artifacts = delta_artifacts(spark)
+    names = [name for _, name in artifacts]
+    if spark.jar_dir is not None:
+        return _from_folder(spark.jar_dir, names)
+    return [
+        spark.jar_cache / name
+        if (spark.jar_cache / name).is_file()
+        else fetch_with_maven(coordinate, name, spark.jar_cache)
+        for coordinate, name in artifacts
+    ]

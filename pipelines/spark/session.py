@@ -1,0 +1,41 @@
+"""The Spark session every job uses: Delta Lake enabled, UTC, sized by the settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from dedup.settings import Settings
+from pipelines.spark.jars import delta_jars
+
+
+def spark_session(settings: Settings, app_name: str = "dedup") -> SparkSession:
+    """Get or create the session. Local by default (``local[*]``), a cluster by ``spark.master``."""
+    # Python workers must run the interpreter that has dedup installed.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    jars = ",".join(str(p) for p in delta_jars(settings.spark))
+    spark = settings.spark
+    builder = (
+        SparkSession.builder.master(spark.master)
+        .appName(app_name)
+        .config("spark.jars", jars)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
+        .config("spark.driver.memory", spark.driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(spark.photos_per_arrow_batch))
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+    )
+    for key, value in spark.extra_conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session

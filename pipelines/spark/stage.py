@@ -1,0 +1,215 @@
+"""The stage job: a batch manifest and its photos into the Delta tables enrollments, faces, rejects.
+
+Steps, each re-runnable:
+
+1. read the manifest on the driver into ``_work/stage/<batch>/manifest.parquet`` (the text as
+   written, with row positions), beside the settings the run used;
+2. validate every row's fields (``mapInArrow``), then the batch-level checks: an id on several
+   rows, an id staged by an earlier batch;
+3. stage every surviving photo on the executors (decode, one face, chip, quality), with dlib's
+   weights loaded once per Python worker;
+4. write all verdicts to ``_work/stage/<batch>/results`` (named after the batch: a retry
+   overwrites it), then MERGE them into faces, rejects and enrollments, inserting only keys
+   not yet present. A crash between any two steps is repaired by running the batch again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from dedup.contracts.reasons import RejectReason
+from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED
+from dedup.errors import ManifestError
+from dedup.faults import crash_point
+from dedup.manifest import read_manifest
+from dedup.settings import Settings
+from dedup.stage_batches import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
+from pipelines.spark.arrow_types import spark_schema
+from pipelines.spark.lake import insert_new, read_table
+
+BATCH_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class StageReport:
+    batch_id: str
+    rows: int
+    staged: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    photos_processed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+
+def work_dir(lake: str, batch_id: str) -> Path:
+    return Path(lake) / "_work" / "stage" / batch_id
+
+
+def check_batch_id(batch_id: str) -> str:
+    if not BATCH_ID.fullmatch(batch_id):
+        raise ManifestError(
+            f"batch id {batch_id!r} must be 1 to 64 of A-Z a-z 0-9 _ . - (it names folders)"
+        )
+    return batch_id
+
+
+def _write_atomically(folder: Path, name: str, write: functools.partial[object]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target, temporary = folder / name, folder / f".{name}.tmp"
+    write(temporary)
+    temporary.replace(target)
+    return target
+
+
+def _with_batch_reasons(validated: DataFrame, enrollments: DataFrame, batch_id: str) -> DataFrame:
+    """Add the checks that need the whole batch or the lake, in reason-code order."""
+    valid_id = F.col("id_valid")
+    repeats = F.count(F.lit(1)).over(Window.partitionBy("enrollment_id"))
+    earlier = (
+        enrollments.where((F.col("status") == STATUS_STAGED) & (F.col("batch_id") != batch_id))
+        .select("enrollment_id", F.col("batch_id").alias("earlier_batch"))
+        .dropDuplicates(["enrollment_id"])
+    )
+    flagged = validated.withColumn("repeats", F.when(valid_id, repeats).otherwise(F.lit(1))).join(
+        earlier, on="enrollment_id", how="left"
+    )
+    pending = F.col("reason_code").isNull()
+    duplicate = pending & (F.col("repeats") > 1)
+    already = pending & ~duplicate & F.col("earlier_batch").isNotNull()
+    return flagged.select(
+        *[c for c in VALIDATED.names if c not in ("reason_code", "detail", "id_valid")],
+        F.when(duplicate, F.lit(RejectReason.DUPLICATE_IN_BATCH.value))
+        .when(already, F.lit(RejectReason.ALREADY_ENROLLED.value))
+        .otherwise(F.col("reason_code"))
+        .alias("reason_code"),
+        F.when(
+            duplicate,
+            F.concat(
+                F.lit("enrollment_id is on "),
+                F.col("repeats").cast("string"),
+                F.lit(" rows of this batch"),
+            ),
+        )
+        .when(
+            already, F.concat(F.lit("enrollment_id was staged by batch "), F.col("earlier_batch"))
+        )
+        .otherwise(F.col("detail"))
+        .alias("detail"),
+    )
+
+
+def _photo_partitions(spark: SparkSession, rows: int) -> int:
+    # Several partitions per core so a slow photo does not hold a whole core's share.
+    return max(1, min(rows, spark.sparkContext.defaultParallelism * 4))
+
+
+def stage_results(
+    spark: SparkSession, batch_id: str, manifest_parquet: Path, batch_dir: Path, settings: Settings
+) -> DataFrame:
+    """Every manifest row with its verdict and, for staged rows, its face columns."""
+    raw = spark.read.parquet(str(manifest_parquet))
+    validated = raw.mapInArrow(validate_rows, spark_schema(VALIDATED))
+    checked = _with_batch_reasons(
+        validated, read_table(spark, settings.lake, "enrollments"), batch_id
+    )
+    survivors = checked.where(F.col("reason_code").isNull())
+    count = survivors.count()
+    photos = survivors.repartition(_photo_partitions(spark, count), "row_index").mapInArrow(
+        functools.partial(stage_photos, batch_dir=batch_dir, settings=settings),
+        spark_schema(PHOTO_RESULT),
+    )
+    face_columns = [
+        c for c in PHOTO_RESULT.names if c not in ("row_index", "reason_code", "detail")
+    ]
+    joined = checked.join(
+        photos.withColumnRenamed("reason_code", "photo_reason").withColumnRenamed(
+            "detail", "photo_detail"
+        ),
+        on="row_index",
+        how="left",
+    )
+    reason = F.coalesce(F.col("reason_code"), F.col("photo_reason"))
+    return joined.select(
+        F.lit(batch_id).alias("batch_id"),
+        *[c for c in checked.columns if c not in ("reason_code", "detail")],
+        F.when(reason.isNull(), F.lit(STATUS_STAGED))
+        .otherwise(F.lit(STATUS_REJECTED))
+        .alias("status"),
+        reason.alias("reason_code"),
+        F.coalesce(F.col("detail"), F.col("photo_detail")).alias("detail"),
+        *face_columns,
+    )
+
+
+def run_stage(
+    batch_id: str, manifest: Path, settings: Settings, spark: SparkSession
+) -> StageReport:
+    """Stage one batch into the lake. Safe to run again for the same batch at any time."""
+    started = time.perf_counter()
+    check_batch_id(batch_id)
+    manifest = manifest.resolve()
+    work = work_dir(settings.lake, batch_id)
+    raw = read_manifest(manifest)
+    manifest_parquet = _write_atomically(
+        work, "manifest.parquet", functools.partial(pq.write_table, raw)
+    )
+    (work / "settings.json").write_text(settings.to_json(), encoding="utf-8")
+    crash_point("stage.after_manifest")
+
+    staged_at = dt.datetime.now(dt.UTC)
+    results_path = str(work / "results")
+    stage_results(spark, batch_id, manifest_parquet, manifest.parent, settings).write.mode(
+        "overwrite"
+    ).parquet(results_path)
+    crash_point("stage.after_results")
+
+    results = spark.read.parquet(results_path).withColumn(
+        "staged_at", F.lit(staged_at).cast("timestamp")
+    )
+    staged = results.where(F.col("status") == STATUS_STAGED)
+    insert_new(spark, settings.lake, "faces", staged)
+    crash_point("stage.after_faces")
+    rejected = results.where(F.col("status") == STATUS_REJECTED).withColumn(
+        "rejected_at", F.col("staged_at")
+    )
+    insert_new(spark, settings.lake, "rejects", rejected)
+    crash_point("stage.after_rejects")
+    insert_new(spark, settings.lake, "enrollments", results)
+    crash_point("stage.after_enrollments")
+
+    counts = {
+        (row["status"], row["reason_code"]): int(row["count"])
+        for row in results.groupBy("status", "reason_code").count().collect()
+    }
+    rejected_by_reason = {
+        str(reason): n for (status, reason), n in counts.items() if status == STATUS_REJECTED
+    }
+    before_photos = sum(n for r, n in rejected_by_reason.items() if r in _BEFORE_PHOTOS)
+    return StageReport(
+        batch_id=batch_id,
+        rows=raw.num_rows,
+        staged=counts.get((STATUS_STAGED, None), 0),
+        rejected_by_reason=dict(sorted(rejected_by_reason.items())),
+        photos_processed=raw.num_rows - before_photos,
+        seconds=time.perf_counter() - started,
+    )
+
+
+_BEFORE_PHOTOS = {
+    RejectReason.INVALID_ROW.value,
+    RejectReason.CONSENT_MISSING.value,
+    RejectReason.DUPLICATE_IN_BATCH.value,
+    RejectReason.ALREADY_ENROLLED.value,
+}
