@@ -1,0 +1,173 @@
+"""The one command line: ``dedup <command>``. Each command is a thin call into one function.
+
+Engines are imported inside the commands that need them, so ``dedup --help`` and the pure
+commands start without a JVM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dedup.contracts.reasons import REASON_DESCRIPTIONS, RejectReason, reasons_markdown
+from dedup.errors import DedupError
+from dedup.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="dedup: nightly face deduplication for identity registries.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+fetch_app = typer.Typer(help="Fetch external artefacts into the local cache.", no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (else $DEDUP_CONFIG).")
+]
+LakeOption = Annotated[
+    str | None, typer.Option("--lake", help="Lake root folder (overrides the settings).")
+]
+
+
+def _settings(config: Path | None, lake: str | None) -> Settings:
+    overrides: dict[str, Any] = {"lake": lake} if lake else {}
+    return load_settings(config, overrides)
+
+
+def _fail(error: DedupError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {error}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def stage(
+    batch_id: Annotated[str, typer.Option("--batch-id", help="The batch's id (names its work).")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="CSV, Parquet or JSON Lines.")],
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Stage a batch: validate rows, decode photos, find one face, write Delta tables."""
+    try:
+        settings = _settings(config, lake)
+        report = run_stage_command(batch_id, manifest, settings)
+    except DedupError as error:
+        raise _fail(error) from error
+    print_stage_report(report)
+
+
+def run_stage_command(batch_id: str, manifest: Path, settings: Settings) -> Any:
+    from pipelines.spark.progress import spark_progress
+    from pipelines.spark.session import spark_session
+    from pipelines.spark.stage import run_stage
+
+    spark = spark_session(settings, app_name=f"dedup-stage-{batch_id}")
+    with spark_progress(spark, f"staging {batch_id}"):
+        return run_stage(batch_id, manifest, settings, spark)
+
+
+def print_stage_report(report: Any) -> None:
+    table = Table(title=f"batch {report.batch_id}: {report.rows} rows in {report.seconds:.1f} s")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("[green]staged[/]", str(report.staged))
+    for reason, count in report.rejected_by_reason.items():
+        table.add_row(f"[red]rejected[/]: {reason}", str(count))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Where the demo batch and lake are written.")
+    ] = Path("demo-run"),
+    config: ConfigOption = None,
+) -> None:
+    """Build the demo batch from the public test portraits, stage it and print a summary."""
+    from dedup.demo.batch import build_demo_batch
+    from dedup.demo.portraits import fetch_portraits
+
+    try:
+        workdir = workdir.resolve()
+        settings = _settings(config, str(workdir / "lake"))
+        console.print("fetching the public test portraits (face_recognition 1.3.0 sdist)...")
+        portraits = fetch_portraits()
+        batch = build_demo_batch(workdir / "batches" / "demo-0001", portraits)
+        console.print(f"demo batch: {len(batch.expected)} rows at {batch.manifest}")
+        report = run_stage_command("demo-0001", batch.manifest, settings)
+    except DedupError as error:
+        raise _fail(error) from error
+    print_stage_report(report)
+    console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects)")
+
+
+@fetch_app.command("jars")
+def fetch_jars(config: ConfigOption = None) -> None:
+    """Fetch the Delta Lake jars into the jar cache with mvn (or check spark.jar_dir)."""
+    from pipelines.spark.jars import delta_jars
+
+    try:
+        for jar in delta_jars(_settings(config, None).spark):
+            console.print(str(jar))
+    except DedupError as error:
+        raise _fail(error) from error
+
+
+@fetch_app.command("portraits")
+def fetch_portraits_command() -> None:
+    """Fetch the public test portraits (face_recognition 1.3.0 sdist) into the cache."""
+    from dedup.demo.portraits import fetch_portraits
+
+    try:
+        console.print(str(fetch_portraits()))
+    except DedupError as error:
+        raise _fail(error) from error
+
+
+@app.command("demo-batch")
+def demo_batch(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the batch into.")],
+    recaptures: Annotated[int, typer.Option(help="Augmented re-captures per portrait.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the augmentations.")] = 0,
+    hostile: Annotated[bool, typer.Option(help="Add the hostile rows.")] = True,
+) -> None:
+    """Write a demo batch (portraits, re-captures, hostile files) and its manifest."""
+    from dedup.demo.batch import build_demo_batch
+    from dedup.demo.portraits import fetch_portraits
+
+    try:
+        batch = build_demo_batch(
+            out, fetch_portraits(), recaptures=recaptures, seed=seed, hostile=hostile
+        )
+    except DedupError as error:
+        raise _fail(error) from error
+    console.print(f"{len(batch.expected)} rows: {batch.manifest}")
+
+
+@app.command()
+def reasons(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print as a Markdown table.")] = False,
+) -> None:
+    """List the reject reason codes, in the order the checks run."""
+    if markdown:
+        console.print(reasons_markdown(), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table("code", "meaning")
+    for code in RejectReason:
+        table.add_row(code.value, REASON_DESCRIPTIONS[code])
+    console.print(table)
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None) -> None:
+    """Print the effective settings (defaults, YAML file, environment) as JSON."""
+    try:
+        console.print_json(_settings(config, None).to_json())
+    except DedupError as error:
+        raise _fail(error) from error

@@ -1,0 +1,42 @@
+"""Shared fixtures: one small local Spark session with Delta for the whole run (UI off, two
+cores, two shuffle partitions), settings pointing into a per-test lake, and the demo batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dedup.settings import Settings, load_settings
+
+
+def make_settings(lake: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "lake": str(lake),
+        "spark": {"master": "local[2]", "shuffle_partitions": 2},
+    }
+    values.update(overrides)
+    return load_settings(overrides=values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from pipelines.spark.session import spark_session
+
+    session = spark_session(make_settings(tmp_path_factory.mktemp("lake")), app_name="dedup-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def portraits() -> Path:
+    from dedup.demo.portraits import fetch_portraits
+
+    return fetch_portraits()

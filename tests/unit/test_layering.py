@@ -1,0 +1,56 @@
+"""The domain core stays engine-free: `dedup` never imports pyspark or ray at module level,
+and never imports `pipelines`."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dedup
+
+ENGINES = ("pyspark", "ray", "delta")
+ROOT = Path(dedup.__file__).parent
+
+
+def module_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:  # only statements at module level, including those under `if`
+        for child in ast.walk(node) if isinstance(node, ast.If | ast.Try) else [node]:
+            if isinstance(child, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in child.names}
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                names.add(child.module.split(".")[0])
+    return names
+
+
+def test_no_module_of_dedup_imports_an_engine_or_pipelines_at_module_level() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(module_level_imports(path) & {*ENGINES, "pipelines"})
+        for path in ROOT.rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_importing_every_dedup_module_loads_no_engine() -> None:
+    modules = [m.name for m in pkgutil.walk_packages([str(ROOT)], prefix="dedup.")]
+    assert "dedup.cli" in modules and "dedup.staging" in modules
+    probe = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {ENGINES!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def test_the_check_itself_catches_an_engine_import(tmp_path: Path) -> None:
+    sample = tmp_path / "bad.py"
+    sample.write_text("import os\nif True:\n    from pyspark.sql import SparkSession\n")
+    assert "pyspark" in module_level_imports(sample)
+    sample.write_text("def f():\n    import ray\n")
+    assert "ray" not in module_level_imports(sample)
