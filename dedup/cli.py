@@ -82,6 +82,9 @@ def print_stage_report(report: Any) -> None:
     console.print(table)
 
 
+DEMO_BATCH_ID = "demo-0001"
+
+
 @app.command()
 def demo(
     workdir: Annotated[
@@ -90,20 +93,29 @@ def demo(
     config: ConfigOption = None,
 ) -> None:
     """Build the demo batch from the public test portraits, stage it and print a summary."""
-    from dedup.demo.batch import build_demo_batch
+    from dedup.demo.batch import build_demo_batch, read_demo_batch
     from dedup.demo.portraits import fetch_portraits
 
     try:
         workdir = workdir.resolve()
         settings = _settings(config, str(workdir / "lake"))
-        console.print("fetching the public test portraits (face_recognition 1.3.0 sdist)...")
-        portraits = fetch_portraits()
-        batch = build_demo_batch(workdir / "batches" / "demo-0001", portraits)
+        folder = workdir / "batches" / DEMO_BATCH_ID
+        if (folder / "expected.json").is_file():
+            batch = read_demo_batch(folder)  # a re-run stages the same batch: nothing changes
+        else:
+            console.print("fetching the public test portraits (face_recognition 1.3.0 sdist)...")
+            batch = build_demo_batch(folder, fetch_portraits())
         console.print(f"demo batch: {len(batch.expected)} rows at {batch.manifest}")
-        report = run_stage_command("demo-0001", batch.manifest, settings)
+        report = run_stage_command(DEMO_BATCH_ID, batch.manifest, settings)
     except DedupError as error:
         raise _fail(error) from error
     print_stage_report(report)
+    expected = batch.expected_reasons()
+    staged_expected = sum(1 for reason in expected.values() if reason is None)
+    console.print(
+        f"expected from the batch's answer sheet: {staged_expected} staged, "
+        f"{len(expected) - staged_expected} rejected"
+    )
     console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects)")
 
 

@@ -16,6 +16,8 @@ def spark_session(settings: Settings, app_name: str = "dedup") -> SparkSession:
     # Python workers must run the interpreter that has dedup installed.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if settings.spark.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jars = ",".join(str(p) for p in delta_jars(settings.spark))
     spark = settings.spark
     builder = (
