@@ -164,7 +164,9 @@ def demo_batch(
 
 @app.command()
 def reasons(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print as a Markdown table.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print as a Markdown table.")
+    ] = False,
 ) -> None:
     """List the reject reason codes, in the order the checks run."""
     if markdown:
@@ -183,3 +185,7 @@ def show_config(config: ConfigOption = None) -> None:
         console.print_json(_settings(config, None).to_json())
     except DedupError as error:
         raise _fail(error) from error
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m dedup.cli`
+    app()

@@ -1,0 +1,92 @@
+"""A stage run that crashes part-way, then runs again, leaves the tables a clean run leaves.
+
+Crashes are injected at the job's named crash points (``dedup.faults``): raised in-process
+between every pair of steps, and once as a hard process exit (what an OOM kill does) from a
+separate ``dedup stage`` process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dedup.demo.batch import DemoBatch, build_demo_batch
+from dedup.errors import InjectedCrash
+from dedup.faults import CRASH_AT_ENV, CRASH_MODE_ENV
+from dedup.settings import Settings
+from tests.conftest import make_settings
+from tests.support import snapshot, stage, table_rows
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+BATCH = "night-1"
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> DemoBatch:
+    return build_demo_batch(tmp_path_factory.mktemp("batches") / "b", portraits, seed=5)
+
+
+@pytest.fixture(scope="module")
+def clean(spark: Any, batch: DemoBatch, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    settings = make_settings(tmp_path_factory.mktemp("clean") / "lake")
+    stage(spark, settings, BATCH, batch.manifest)
+    return snapshot(spark, settings)
+
+
+def row_counts(spark: Any, settings: Settings) -> dict[str, int]:
+    return {name: len(rows) for name, rows in snapshot(spark, settings).items()}
+
+
+@pytest.mark.parametrize(
+    ("point", "written"),
+    [
+        ("stage.after_manifest", set()),
+        ("stage.after_results", set()),
+        ("stage.after_faces", {"faces"}),
+        ("stage.after_rejects", {"faces", "rejects"}),
+    ],
+)
+def test_crash_then_rerun_gives_the_clean_tables(
+    spark: Any,
+    batch: DemoBatch,
+    clean: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    point: str,
+    written: set[str],
+) -> None:
+    settings = make_settings(tmp_path / "lake")
+    monkeypatch.setenv(CRASH_AT_ENV, point)
+    with pytest.raises(InjectedCrash):
+        stage(spark, settings, BATCH, batch.manifest)
+    counts = row_counts(spark, settings)
+    assert {name for name, n in counts.items() if n} == written  # the crash was part-way
+    monkeypatch.delenv(CRASH_AT_ENV)
+    stage(spark, settings, BATCH, batch.manifest)
+    assert snapshot(spark, settings) == clean
+
+
+def test_process_killed_mid_merge_then_rerun_gives_the_clean_tables(
+    spark: Any, batch: DemoBatch, clean: Any, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path / "lake")
+    env = {
+        **os.environ,
+        CRASH_AT_ENV: "stage.after_rejects",
+        CRASH_MODE_ENV: "exit",
+        "DEDUP_SPARK__MASTER": "local[2]",
+        "DEDUP_SPARK__SHUFFLE_PARTITIONS": "2",
+    }
+    command = [sys.executable, "-m", "dedup.cli", "stage", "--batch-id", BATCH]
+    command += ["--manifest", str(batch.manifest), "--lake", settings.lake]
+    killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert table_rows(spark, settings, "faces") and not table_rows(spark, settings, "enrollments")
+    stage(spark, settings, BATCH, batch.manifest)
+    assert snapshot(spark, settings) == clean

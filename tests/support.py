@@ -1,0 +1,34 @@
+"""Helpers shared by the Spark tests: staging a batch and snapshotting the lake's tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dedup.contracts.schemas import NATURAL_KEYS, TABLES
+from dedup.settings import Settings
+
+# Wall-clock columns: the only ones allowed to differ between two runs of the same batch.
+RUN_TIME_COLUMNS = {"staged_at", "rejected_at"}
+
+
+def stage(spark: Any, settings: Settings, batch_id: str, manifest: Path) -> Any:
+    from pipelines.spark.stage import run_stage
+
+    return run_stage(batch_id, manifest, settings, spark)
+
+
+def table_rows(spark: Any, settings: Settings, name: str, *, keep_times: bool = False) -> list[Any]:
+    """Every row of a table as a dict, sorted by natural key; run times dropped unless asked."""
+    from pipelines.spark.lake import read_table
+
+    columns = [f.name for f in TABLES[name] if keep_times or f.name not in RUN_TIME_COLUMNS]
+    rows = [r.asDict(recursive=True) for r in read_table(spark, settings.lake, name).collect()]
+    keys = NATURAL_KEYS[name]
+    return sorted(
+        ({c: row[c] for c in columns} for row in rows), key=lambda r: tuple(r[k] for k in keys)
+    )
+
+
+def snapshot(spark: Any, settings: Settings, *, keep_times: bool = False) -> dict[str, list[Any]]:
+    return {name: table_rows(spark, settings, name, keep_times=keep_times) for name in TABLES}
