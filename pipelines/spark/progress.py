@@ -12,7 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextmanager
-def spark_progress(spark: SparkSession, label: str, console: Console | None = None) -> Iterator[None]:
+def spark_progress(
+    spark: SparkSession, label: str, console: Console | None = None
+) -> Iterator[None]:
     """Show the tasks of the running Spark stages as they complete, until the block ends."""
     console = console or Console(stderr=True)
     if not console.is_terminal:

@@ -110,13 +110,22 @@ def _with_batch_reasons(validated: DataFrame, enrollments: DataFrame, batch_id: 
     )
 
 
+PHOTOS_PER_PARTITION = 64
+
+
 def _photo_partitions(spark: SparkSession, rows: int) -> int:
-    # Several partitions per core so a slow photo does not hold a whole core's share.
-    return max(1, min(rows, spark.sparkContext.defaultParallelism * 4))
+    """Several partitions per core, so a slow photo does not hold up a whole core's share, and
+    at most ``PHOTOS_PER_PARTITION`` photos each, so a retried task redoes little work."""
+    return max(spark.sparkContext.defaultParallelism * 4, -(-rows // PHOTOS_PER_PARTITION))
 
 
 def stage_results(
-    spark: SparkSession, batch_id: str, manifest_parquet: Path, batch_dir: Path, settings: Settings
+    spark: SparkSession,
+    batch_id: str,
+    manifest_parquet: Path,
+    batch_dir: Path,
+    settings: Settings,
+    rows: int,
 ) -> DataFrame:
     """Every manifest row with its verdict and, for staged rows, its face columns."""
     raw = spark.read.parquet(str(manifest_parquet))
@@ -125,8 +134,7 @@ def stage_results(
         validated, read_table(spark, settings.lake, "enrollments"), batch_id
     )
     survivors = checked.where(F.col("reason_code").isNull())
-    count = survivors.count()
-    photos = survivors.repartition(_photo_partitions(spark, count), "row_index").mapInArrow(
+    photos = survivors.repartition(_photo_partitions(spark, rows), "row_index").mapInArrow(
         functools.partial(stage_photos, batch_dir=batch_dir, settings=settings),
         spark_schema(PHOTO_RESULT),
     )
@@ -170,7 +178,9 @@ def run_stage(
 
     staged_at = dt.datetime.now(dt.UTC)
     results_path = str(work / "results")
-    stage_results(spark, batch_id, manifest_parquet, manifest.parent, settings).write.mode(
+    stage_results(
+        spark, batch_id, manifest_parquet, manifest.parent, settings, raw.num_rows
+    ).write.mode(
         "overwrite"
     ).parquet(results_path)
     crash_point("stage.after_results")
