@@ -100,11 +100,13 @@ def main() -> None:
         manifest, warmup, rows = build_batches(root, args.photos)
         results = {"python loop": python_loop(manifest)}
         for master in ("local[1]", "local[2]"):
-            lake = root / ("lake-" + master.strip("local[]"))  # Hadoop reads [] as a glob
+            lake = root / f"lake-{master[6:-1]}"  # no [] in the path: Hadoop reads it as a glob
             results[f"spark {master}"] = in_child(master, manifest, warmup, lake)
 
     base = results["python loop"]["photos"] / results["python loop"]["seconds"]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"{rows} photos, each engine on the same files\n")
     header = f"{'engine':<16}{'photos':>7}{'seconds':>9}{'photos/s':>10}{'vs loop':>9}"
     print(header + f"{'fixed s':>9}{'net photos/s':>14}{'net vs loop':>13}")

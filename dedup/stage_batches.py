@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from dedup.contracts.reasons import RowRejected
 from dedup.contracts.schemas import BOX, QUALITY, UTC_TS
-from dedup.manifest import MAX_TEXT, ENROLLMENT_ID, parse_captured_at, resolve_photo, validate_row
+from dedup.manifest import ENROLLMENT_ID, MAX_TEXT, parse_captured_at, resolve_photo, validate_row
 from dedup.settings import Settings
 from dedup.staging import read_photo, stage_photo
 

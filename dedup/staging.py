@@ -88,7 +88,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def stage_photo(data: bytes, settings: Settings) -> StagedFace:
-    """Turn photo bytes into an aligned chip with landmarks and quality, or raise ``RowRejected``."""
+    """Photo bytes to an aligned chip with landmarks and quality, or raise ``RowRejected``."""
     photo = decode_photo(data, settings.imaging)
     analyser = face_analyser()
     detections = analyser.detect(photo.rgb, settings.detection, settings.imaging.detection_max_side)

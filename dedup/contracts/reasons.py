@@ -49,8 +49,12 @@ REASON_DESCRIPTIONS: dict[RejectReason, str] = {
         "The file is larger than imaging.max_file_bytes, or its declared pixel count exceeds "
         "imaging.max_pixels (decompression-bomb guard). Nothing beyond the header is decoded."
     ),
-    RejectReason.UNDECODABLE_IMAGE: "The file is not an image Pillow can fully decode (truncated, corrupt, or another format).",
-    RejectReason.IMAGE_TOO_SMALL: "The image is smaller than imaging.min_side pixels on its short side.",
+    RejectReason.UNDECODABLE_IMAGE: (
+        "The file is not an image Pillow can fully decode (truncated, corrupt, or another format)."
+    ),
+    RejectReason.IMAGE_TOO_SMALL: (
+        "The image is smaller than imaging.min_side pixels on its short side."
+    ),
     RejectReason.NO_FACE: "The detector found no face.",
     RejectReason.SEVERAL_FACES: (
         "More than one usable face (score at least detection.min_score and at least "

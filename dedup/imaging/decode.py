@@ -97,14 +97,26 @@ def _apply_orientation(image: Image.Image) -> Image.Image:
     return transposed if transposed is not None else image
 
 
+def _full_scale(mode: str, brightest: float) -> float:
+    """The value that maps to 255: the container's range for 16-bit, else what the data says.
+
+    16-bit files use their full range. 32-bit integer and float images carry no range of their
+    own: floats at most 1.0 are read as 0..1 (as scientific and HDR tools write them), values
+    at most 255 as 8-bit, and anything larger is scaled by its brightest pixel.
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    if mode == "F" and brightest <= 1.0:
+        return 1.0
+    return 255.0 if brightest <= 255.0 else brightest
+
+
 def to_rgb8(image: Image.Image) -> RGBImage:
     """Any Pillow mode to 8-bit RGB: high bit depths rescaled, alpha laid over white."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") else max(float(values.max()), 1.0)
-        if mode in ("I", "F") and peak <= 255.0:
-            peak = 255.0
+        peak = _full_scale(mode, float(values.max(initial=0.0)))
         gray = np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):

@@ -35,11 +35,11 @@ def spark_progress(
 
     def poll() -> None:
         while not stop.wait(0.5):
-            stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
-            stages = [s for s in stages if s is not None]
+            infos = (tracker.getStageInfo(s) for s in tracker.getActiveStageIds())
+            stages = [info for info in infos if info is not None]
             if stages:
-                total = sum(s.numTasks for s in stages)
-                done = sum(s.numCompletedTasks for s in stages)
+                total = sum(int(info.numTasks) for info in stages)
+                done = sum(int(info.numCompletedTasks) for info in stages)
                 progress.update(task, total=total, completed=done)
 
     with progress:

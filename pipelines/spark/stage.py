@@ -180,9 +180,7 @@ def run_stage(
     results_path = str(work / "results")
     stage_results(
         spark, batch_id, manifest_parquet, manifest.parent, settings, raw.num_rows
-    ).write.mode(
-        "overwrite"
-    ).parquet(results_path)
+    ).write.mode("overwrite").parquet(results_path)
     crash_point("stage.after_results")
 
     results = spark.read.parquet(results_path).withColumn(
