@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dedup.contracts.reasons import REASON_DESCRIPTIONS, RejectReason, reasons_markdown
-from dedup.errors import DedupError
+from dedup.errors import DedupError, ManifestError
 from dedup.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -54,8 +54,13 @@ def stage(
     config: ConfigOption = None,
 ) -> None:
     """Stage a batch: validate rows, decode photos, find one face, write Delta tables."""
+    from dedup.manifest import check_batch_id
+
     try:
         settings = _settings(config, lake)
+        check_batch_id(batch_id)
+        if not manifest.is_file():  # checked before a JVM is started for nothing
+            raise ManifestError(f"manifest {manifest} does not exist or is not a file")
         report = run_stage_command(batch_id, manifest, settings)
     except DedupError as error:
         raise _fail(error) from error

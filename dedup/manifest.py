@@ -29,6 +29,7 @@ from dedup.errors import ManifestError
 from dedup.settings import ManifestSettings
 
 ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BATCH_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TEXT = 256
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -129,6 +130,15 @@ def read_manifest(path: Path) -> pa.Table:
         return _rows_to_table(reader(path))
     except UnicodeDecodeError as exc:
         raise ManifestError(f"manifest {path} is not UTF-8 text: {exc}") from exc
+
+
+def check_batch_id(batch_id: str) -> str:
+    """A batch id names folders and keys rows, so it is held to a safe alphabet."""
+    if not BATCH_ID.fullmatch(batch_id) or batch_id in (".", ".."):
+        raise ManifestError(
+            f"batch id {batch_id!r} must be 1 to 64 of A-Z a-z 0-9 _ . - (it names folders)"
+        )
+    return batch_id
 
 
 @dataclass(frozen=True)

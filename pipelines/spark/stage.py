@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +27,12 @@ from pyspark.sql import functions as F
 
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED
-from dedup.errors import ManifestError
 from dedup.faults import crash_point
-from dedup.manifest import read_manifest
+from dedup.manifest import check_batch_id, read_manifest
 from dedup.settings import Settings
 from dedup.stage_batches import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
 from pipelines.spark.arrow_types import spark_schema
 from pipelines.spark.lake import insert_new, read_table
-
-BATCH_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -55,14 +51,6 @@ class StageReport:
 
 def work_dir(lake: str, batch_id: str) -> Path:
     return Path(lake) / "_work" / "stage" / batch_id
-
-
-def check_batch_id(batch_id: str) -> str:
-    if not BATCH_ID.fullmatch(batch_id):
-        raise ManifestError(
-            f"batch id {batch_id!r} must be 1 to 64 of A-Z a-z 0-9 _ . - (it names folders)"
-        )
-    return batch_id
 
 
 def _write_atomically(folder: Path, name: str, write: functools.partial[object]) -> Path:
