@@ -61,15 +61,24 @@ def _write_atomically(folder: Path, name: str, write: functools.partial[object])
     return target
 
 
-def _with_batch_reasons(validated: DataFrame, enrollments: DataFrame, batch_id: str) -> DataFrame:
+def _claimed_elsewhere(enrollments: DataFrame, faces: DataFrame, batch_id: str) -> DataFrame:
+    """Ids another batch has staged, or has begun to stage (faces are written first, so a
+    batch that crashed before its enrollments still holds its ids until it is re-run)."""
+    others = F.col("batch_id") != batch_id
+    staged = enrollments.where((F.col("status") == STATUS_STAGED) & others)
+    return (
+        staged.select("enrollment_id", "batch_id")
+        .unionByName(faces.where(others).select("enrollment_id", "batch_id"))
+        .groupBy("enrollment_id")
+        .agg(F.min("batch_id").alias("earlier_batch"))
+    )
+
+
+def _with_batch_reasons(validated: DataFrame, claimed: DataFrame) -> DataFrame:
     """Add the checks that need the whole batch or the lake, in reason-code order."""
     valid_id = F.col("id_valid")
     repeats = F.count(F.lit(1)).over(Window.partitionBy("enrollment_id"))
-    earlier = (
-        enrollments.where((F.col("status") == STATUS_STAGED) & (F.col("batch_id") != batch_id))
-        .select("enrollment_id", F.col("batch_id").alias("earlier_batch"))
-        .dropDuplicates(["enrollment_id"])
-    )
+    earlier = claimed
     flagged = validated.withColumn("repeats", F.when(valid_id, repeats).otherwise(F.lit(1))).join(
         earlier, on="enrollment_id", how="left"
     )
@@ -118,9 +127,12 @@ def stage_results(
     """Every manifest row with its verdict and, for staged rows, its face columns."""
     raw = spark.read.parquet(str(manifest_parquet))
     validated = raw.mapInArrow(validate_rows, spark_schema(VALIDATED))
-    checked = _with_batch_reasons(
-        validated, read_table(spark, settings.lake, "enrollments"), batch_id
+    claimed = _claimed_elsewhere(
+        read_table(spark, settings.lake, "enrollments"),
+        read_table(spark, settings.lake, "faces"),
+        batch_id,
     )
+    checked = _with_batch_reasons(validated, claimed)
     survivors = checked.where(F.col("reason_code").isNull())
     photos = survivors.repartition(_photo_partitions(spark, rows), "row_index").mapInArrow(
         functools.partial(stage_photos, batch_dir=batch_dir, settings=settings),

@@ -8,6 +8,7 @@ separate ``dedup stage`` process.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,26 @@ def test_process_killed_mid_merge_then_rerun_gives_the_clean_tables(
     assert table_rows(spark, settings, "faces") and not table_rows(spark, settings, "enrollments")
     stage(spark, settings, BATCH, batch.manifest)
     assert snapshot(spark, settings) == clean
+
+
+def test_ids_of_a_crashed_batch_stay_its_own_until_it_is_rerun(
+    spark: Any, batch: DemoBatch, clean: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch A crashes after writing faces; batch B, holding the same ids, runs before A is
+    re-run. B must not take A's ids, and A's re-run must still give the clean tables."""
+    settings = make_settings(tmp_path / "lake")
+    monkeypatch.setenv(CRASH_AT_ENV, "stage.after_faces")
+    with pytest.raises(InjectedCrash):
+        stage(spark, settings, BATCH, batch.manifest)
+    monkeypatch.delenv(CRASH_AT_ENV)
+    copy = tmp_path / "copy"
+    shutil.copytree(batch.folder, copy, symlinks=True)
+    other = stage(spark, settings, "night-2", copy / batch.manifest.name)
+    assert other.staged == 0
+    assert other.rejected_by_reason["already_enrolled"] == len(clean["faces"])
+    stage(spark, settings, BATCH, batch.manifest)
+    mine = {
+        name: [r for r in rows if r["batch_id"] == BATCH]
+        for name, rows in snapshot(spark, settings).items()
+    }
+    assert mine == clean
