@@ -8,7 +8,6 @@ import pytest
 
 from dedup.errors import DependencyError
 from dedup.settings import SparkSettings
-from pipelines.spark import jars
 from pipelines.spark.jars import delta_artifacts, delta_jars
 
 
@@ -30,7 +29,9 @@ def test_prefetched_folder_is_used_without_fetching(
     spark = SparkSettings(jar_dir=tmp_path)
     for name in names(spark):
         (tmp_path / name).write_bytes(b"jar")
-    monkeypatch.setattr(jars.shutil, "which", lambda _: pytest.fail("must not look for mvn"))
+    monkeypatch.setattr(
+        "pipelines.spark.jars.shutil.which", lambda _: pytest.fail("must not look for mvn")
+    )
     assert delta_jars(spark) == [tmp_path / n for n in names(spark)]
 
 
@@ -45,14 +46,16 @@ def test_cached_jars_are_not_fetched_again(tmp_path: Path, monkeypatch: pytest.M
     spark = SparkSettings(jar_cache=tmp_path)
     for name in names(spark):
         (tmp_path / name).write_bytes(b"jar")
-    monkeypatch.setattr(jars.subprocess, "run", lambda *a, **k: pytest.fail("fetched again"))
+    monkeypatch.setattr(
+        "pipelines.spark.jars.subprocess.run", lambda *a, **k: pytest.fail("fetched again")
+    )
     assert delta_jars(spark) == [tmp_path / n for n in names(spark)]
 
 
 def test_without_maven_the_error_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jars.shutil, "which", lambda _: None)
+    monkeypatch.setattr("pipelines.spark.jars.shutil.which", lambda _: None)
     with pytest.raises(DependencyError, match="jar_dir"):
         delta_jars(SparkSettings(jar_cache=tmp_path / "cache"))
 

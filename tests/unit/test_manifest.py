@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -126,7 +127,7 @@ class TestResolvePhoto:
         )
 
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {**GOOD, "enrollment_id": "A1"},
     {**GOOD, "enrollment_id": "A2", "consent": "false", "given_name": None},
 ]

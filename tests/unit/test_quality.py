@@ -123,7 +123,8 @@ def rotated(points: np.ndarray, degrees: float, centre: tuple[float, float]) -> 
     angle = math.radians(degrees)
     matrix = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     origin = np.array(centre)
-    return ((points.astype(np.float64) - origin) @ matrix.T + origin).astype(np.float32)
+    turned: np.ndarray = (points.astype(np.float64) - origin) @ matrix.T + origin
+    return turned.astype(np.float32)
 
 
 def test_level_frontal_face_has_no_yaw_or_roll() -> None:
