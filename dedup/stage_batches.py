@@ -18,44 +18,35 @@ from typing import Any
 import pyarrow as pa
 
 from dedup.contracts.reasons import RowRejected
-from dedup.contracts.schemas import BOX, QUALITY, UTC_TS
+from dedup.contracts.schemas import ENROLLMENTS, FACES, MANIFEST_DISPLAY, RAW_MANIFEST, REJECTS
 from dedup.manifest import ENROLLMENT_ID, MAX_TEXT, parse_captured_at, resolve_photo, validate_row
 from dedup.settings import Settings
 from dedup.staging import read_photo, stage_photo
 
+
+def _nullable(schema: pa.Schema, names: Iterable[str]) -> list[pa.Field]:
+    """Columns of a declared table, nullable here: a rejected row has no value for them."""
+    return [schema.field(name).with_nullable(True) for name in names]
+
+
+_ROW_INDEX = RAW_MANIFEST.field("row_index")
+_VERDICT = _nullable(REJECTS, ("reason_code", "detail"))
+# The manifest's columns as typed in enrollments; id_valid tells the batch-level checks which
+# ids may be compared.
+_ROW_COLUMNS = ("photo_path", "consent", "captured_at", "center_id", *MANIFEST_DISPLAY)
+_FACE_COLUMNS = [f.name for f in FACES if f.name not in ("enrollment_id", "batch_id", "staged_at")]
+
 VALIDATED = pa.schema(
     [
-        pa.field("row_index", pa.int64(), nullable=False),
-        pa.field("enrollment_id", pa.string()),
+        _ROW_INDEX,
+        *_nullable(ENROLLMENTS, ["enrollment_id"]),
         pa.field("id_valid", pa.bool_(), nullable=False),
-        pa.field("photo_path", pa.string()),
-        pa.field("consent", pa.bool_()),
-        pa.field("captured_at", UTC_TS),
-        pa.field("center_id", pa.string()),
-        pa.field("given_name", pa.string()),
-        pa.field("family_name", pa.string()),
-        pa.field("date_of_birth", pa.date32()),
-        pa.field("sex", pa.string()),
-        pa.field("reason_code", pa.string()),
-        pa.field("detail", pa.string()),
+        *_nullable(ENROLLMENTS, _ROW_COLUMNS),
+        *_VERDICT,
     ]
 )
 
-PHOTO_RESULT = pa.schema(
-    [
-        pa.field("row_index", pa.int64(), nullable=False),
-        pa.field("reason_code", pa.string()),
-        pa.field("detail", pa.string()),
-        pa.field("alignment", pa.string()),
-        pa.field("chip_png", pa.binary()),
-        pa.field("photo_sha256", pa.string()),
-        pa.field("image_width", pa.int32()),
-        pa.field("image_height", pa.int32()),
-        pa.field("box", BOX),
-        pa.field("landmarks", pa.list_(pa.float32())),
-        pa.field("quality", QUALITY),
-    ]
-)
+PHOTO_RESULT = pa.schema([_ROW_INDEX, *_VERDICT, *_nullable(FACES, _FACE_COLUMNS)])
 
 _TEXT_FIELDS = ("enrollment_id", "photo_path", "center_id", "given_name", "family_name", "sex")
 
