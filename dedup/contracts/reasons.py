@@ -38,7 +38,8 @@ REASON_DESCRIPTIONS: dict[RejectReason, str] = {
         "rejected, since the system cannot tell which one is meant; resubmit the right one."
     ),
     RejectReason.ALREADY_ENROLLED: (
-        "The enrollment_id was staged by an earlier batch. Staged records are never overwritten."
+        "The enrollment_id was staged by an earlier batch, or is held by another batch that "
+        "stopped part-way and has not been re-run. Staged records are never overwritten."
     ),
     RejectReason.PHOTO_OUTSIDE_BATCH: (
         "photo_path leaves the batch folder (.., a symlink out), or is an absolute path or URI "
