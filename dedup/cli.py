@@ -67,14 +67,27 @@ def stage(
     print_stage_report(report)
 
 
-def run_stage_command(batch_id: str, manifest: Path, settings: Settings) -> Any:
+def run_stage_command(
+    batch_id: str, manifest: Path, settings: Settings, expected: dict[int, str | None] | None = None
+) -> Any:
+    """Stage a batch; with ``expected`` (row -> reason), also print every row that differs."""
     from pipelines.spark.progress import spark_progress
     from pipelines.spark.session import spark_session
-    from pipelines.spark.stage import run_stage
+    from pipelines.spark.stage import batch_verdicts, run_stage
 
     spark = spark_session(settings, app_name=f"dedup-stage-{batch_id}")
     with spark_progress(spark, f"staging {batch_id}"):
-        return run_stage(batch_id, manifest, settings, spark)
+        report = run_stage(batch_id, manifest, settings, spark)
+    if expected is not None:
+        got = batch_verdicts(spark, settings.lake, batch_id)
+        wrong = {
+            row: (want, got.get(row)) for row, want in expected.items() if got.get(row) != want
+        }
+        for row, (want, actual) in sorted(wrong.items()):
+            console.print(f"[red]row {row}: expected {want or 'staged'}, got {actual or 'staged'}")
+        matched = len(expected) - len(wrong)
+        console.print(f"{matched} of {len(expected)} rows got the verdict the answer sheet gives")
+    return report
 
 
 def print_stage_report(report: Any) -> None:
@@ -111,16 +124,12 @@ def demo(
             console.print("fetching the public test portraits (face_recognition 1.3.0 sdist)...")
             batch = build_demo_batch(folder, fetch_portraits())
         console.print(f"demo batch: {len(batch.expected)} rows at {batch.manifest}")
-        report = run_stage_command(DEMO_BATCH_ID, batch.manifest, settings)
+        report = run_stage_command(
+            DEMO_BATCH_ID, batch.manifest, settings, expected=batch.expected_reasons()
+        )
     except DedupError as error:
         raise _fail(error) from error
     print_stage_report(report)
-    expected = batch.expected_reasons()
-    staged_expected = sum(1 for reason in expected.values() if reason is None)
-    console.print(
-        f"expected from the batch's answer sheet: {staged_expected} staged, "
-        f"{len(expected) - staged_expected} rejected"
-    )
     console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects)")
 
 

@@ -221,3 +221,11 @@ _BEFORE_PHOTOS = {
     RejectReason.DUPLICATE_IN_BATCH.value,
     RejectReason.ALREADY_ENROLLED.value,
 }
+
+
+def batch_verdicts(spark: SparkSession, lake: str, batch_id: str) -> dict[int, str | None]:
+    """Each manifest row of a staged batch: its reason code, or None if it was staged."""
+    rows = read_table(spark, lake, "enrollments").where(F.col("batch_id") == batch_id)
+    return {
+        r["row_index"]: r["reason_code"] for r in rows.select("row_index", "reason_code").collect()
+    }
