@@ -31,5 +31,9 @@ class DependencyError(DedupError):
     """A required external artefact (Delta jars, model weights, test portraits) is absent."""
 
 
+class ModelError(DedupError):
+    """A face model is missing, malformed, or does not match its registry entry."""
+
+
 class InjectedCrash(DedupError):
     """Raised at a named crash point when a fault test asks for it (see ``dedup.faults``)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -85,14 +85,61 @@ class QualitySettings(_Section):
 
 
 class ModelSpec(_Section):
-    """What the stage job needs to know of a face model: which chip to cut for it."""
+    """A face model in the registry: its ONNX graph, the chip it expects and its output.
+
+    The stage job reads ``alignment`` (which chip to cut); the embedder reads the rest. Pixels
+    reach the graph as ``(pixel - mean[c]) * scale[c]`` in ``colour_order``, laid out as
+    ``layout``. An ArcFace-style model is registered the same way, e.g.
+    ``onnx: /models/w600k_r50.onnx, input_size: 112, mean: [127.5, 127.5, 127.5],
+    scale: [0.0078125, 0.0078125, 0.0078125], alignment: arcface-112, dimension: 512``.
+    """
 
     alignment: str
     dimension: int = Field(ge=1)
+    # None: the built-in model's export in the cache (``dedup model export-dlib`` writes it).
+    onnx: Path | None = None
+    input_size: int = Field(default=150, ge=16)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    colour_order: Literal["RGB", "BGR"] = "RGB"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # Whether the graph may run in half precision on a GPU (TensorRT / CUDA fp16).
+    fp16_allowed: bool = True
+
+
+DLIB_MODEL_ID = "dlib-resnet-v1"
+
+
+def default_model_path(model_id: str) -> Path:
+    return default_cache_dir() / "models" / f"{model_id}.onnx"
 
 
 def _default_models() -> dict[str, ModelSpec]:
-    return {"dlib-resnet-v1": ModelSpec(alignment="dlib-150", dimension=128)}
+    # dlib's input layer: per-channel means of its training set, then division by 256.
+    return {
+        DLIB_MODEL_ID: ModelSpec(
+            alignment="dlib-150",
+            dimension=128,
+            input_size=150,
+            mean=(122.782, 117.001, 104.298),
+            scale=(1 / 256, 1 / 256, 1 / 256),
+        )
+    }
+
+
+class EmbedSettings(_Section):
+    """How templates are computed: ONNX Runtime sessions and the Ray actor pool."""
+
+    batch_size: int = Field(default=64, ge=1)
+    # "auto": CUDA/TensorRT when onnxruntime-gpu and a GPU are present, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads of one ONNX Runtime session; None lets ONNX Runtime use every core.
+    intra_op_threads: int | None = Field(default=None, ge=1)
+    inter_op_threads: int = Field(default=1, ge=1)
+    # Ray: actors in the pool (None: one per GPU, else one per CPU / cpus_per_actor).
+    actors: int | None = Field(default=None, ge=1)
+    cpus_per_actor: int = Field(default=1, ge=1)
+    ray_address: str | None = None
 
 
 class Settings(BaseSettings):
@@ -104,13 +151,14 @@ class Settings(BaseSettings):
     )
 
     lake: str = "lake"
-    model: str = "dlib-resnet-v1"
+    model: str = DLIB_MODEL_ID
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     manifest: ManifestSettings = Field(default_factory=ManifestSettings)
     imaging: ImagingSettings = Field(default_factory=ImagingSettings)
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
 
     @model_validator(mode="after")
     def _model_is_registered(self) -> Settings:
@@ -121,6 +169,11 @@ class Settings(BaseSettings):
     @property
     def model_spec(self) -> ModelSpec:
         return self.models[self.model]
+
+    def model_path(self, model_id: str | None = None) -> Path:
+        """Where the ONNX graph of a registered model is (the current model by default)."""
+        model_id = model_id or self.model
+        return self.models[model_id].onnx or default_model_path(model_id)
 
     @classmethod
     def settings_customise_sources(
