@@ -22,3 +22,23 @@ def crash_point(name: str) -> None:
     if os.environ.get(CRASH_MODE_ENV) == "exit":
         os._exit(137)
     raise InjectedCrash(f"crash injected at {name!r}")
+
+
+CRASH_MARKER_ENV = "DEDUP_CRASH_MARKER"
+
+
+def crash_once(name: str) -> None:
+    """Kill this process the first time any process reaches ``name``; let later ones pass.
+
+    For workers that a framework restarts and retries (Ray actors): the first arrival leaves
+    a marker file (``DEDUP_CRASH_MARKER``) and exits hard, the retry finds it and goes on.
+    """
+    marker = os.environ.get(CRASH_MARKER_ENV)
+    if os.environ.get(CRASH_AT_ENV) != name or not marker:
+        return
+    try:
+        with open(marker, "x", encoding="utf-8") as claimed:
+            claimed.write(str(os.getpid()))
+    except FileExistsError:
+        return
+    os._exit(137)

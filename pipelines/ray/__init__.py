@@ -1,0 +1,1 @@
+"""Ray jobs: the embed job (and, later, matching against FAISS shards)."""

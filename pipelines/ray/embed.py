@@ -1,0 +1,257 @@
+"""The embed job: a staged batch's face chips into the Delta table ``templates``, on Ray.
+
+1. Read the batch's chips from ``faces`` (delta-rs; no Spark needed), refusing a batch whose
+   staging has not finished (``enrollments`` is written last), and skipping enrollments that
+   already have a template of this model: a re-run computes and changes nothing.
+2. Run an actor pool of ``Embedder``s over them with Ray Data: one GPU per actor when the
+   cluster has GPUs, CPU actors otherwise. Actors are restarted and their batches retried when
+   a worker dies.
+3. Drop any duplicate a retry could produce, check every vector, and MERGE the rows into
+   ``templates`` in one Delta commit, inserting only (enrollment_id, model_id) keys not present.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedup.contracts.schemas import STATUS_STAGED, TEMPLATES, fixed_size_vectors
+from dedup.errors import LakeError
+from dedup.faults import crash_once, crash_point
+from dedup.models.embedder import Embedder
+from dedup.settings import Settings
+
+ACTOR_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    batch_id: str
+    model_id: str
+    faces: int
+    embedded: int
+    already_embedded: int
+    seconds: float
+    actors: int
+    device: str
+
+    @property
+    def faces_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def table_path(lake: str, name: str) -> str:
+    return f"{lake.rstrip('/')}/{name}"
+
+
+def _delta(lake: str, name: str) -> Any:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(table_path(lake, name))
+    except TableNotFoundError:
+        return None
+
+
+def pending_faces(settings: Settings, batch_id: str) -> tuple[pa.Table, int]:
+    """(chips of the batch still lacking a template of the model, how many already have one)."""
+    enrollments, faces = _delta(settings.lake, "enrollments"), _delta(settings.lake, "faces")
+    staged = (
+        enrollments.to_pyarrow_dataset().to_table(
+            columns=["enrollment_id"],
+            filter=(pc.field("batch_id") == batch_id) & (pc.field("status") == STATUS_STAGED),
+        )
+        if enrollments is not None
+        else None
+    )
+    if staged is None or (faces is None and staged.num_rows):
+        raise LakeError(f"batch {batch_id!r} has not been staged: run `dedup stage` first")
+    if staged.num_rows == 0:
+        finished = enrollments.to_pyarrow_dataset().count_rows(
+            filter=pc.field("batch_id") == batch_id
+        )
+        if not finished:
+            raise LakeError(
+                f"batch {batch_id!r} has no enrollments rows: it was never staged, or its "
+                "staging stopped part-way; run `dedup stage` for it again"
+            )
+        return pa.table({"enrollment_id": [], "batch_id": [], "chip_png": []}), 0
+    batch_only = pc.field("batch_id") == batch_id
+    chips = _plain_strings(
+        faces.to_pyarrow_dataset().to_table(
+            columns=["enrollment_id", "batch_id", "chip_png"], filter=batch_only
+        )
+    )
+    chips = chips.filter(pc.is_in(chips["enrollment_id"], _ids(staged)))
+    templates = _delta(settings.lake, "templates")
+    if templates is None:
+        return chips, 0
+    done = templates.to_pyarrow_dataset().to_table(
+        columns=["enrollment_id"], filter=batch_only & (pc.field("model_id") == settings.model)
+    )
+    todo = chips.filter(pc.invert(pc.is_in(chips["enrollment_id"], _ids(done))))
+    return todo, chips.num_rows - todo.num_rows
+
+
+def _ids(table: pa.Table) -> pa.Array:
+    return pc.cast(table["enrollment_id"], pa.string()).combine_chunks()
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """delta-rs may hand back string_view columns; the rest of the job uses plain strings."""
+    return table.cast(
+        pa.schema(
+            pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f
+            for f in table.schema
+        )
+    )
+
+
+class EmbedWorker:
+    """A Ray Data actor: one ONNX Runtime session, reused for every batch it is given."""
+
+    def __init__(self, settings_json: str) -> None:
+        settings = Settings.model_validate_json(settings_json)
+        # Ray sets CUDA_VISIBLE_DEVICES to the actor's own GPU, which is then device 0.
+        self.embedder = Embedder.from_settings(settings)
+        self.model_id = settings.model
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        crash_once("embed.worker_batch")
+        vectors = self.embedder.embed_png(batch["chip_png"].to_pylist())
+        flat = pa.array(vectors.ravel(), type=pa.float32())
+        return pa.table(
+            {
+                "enrollment_id": batch["enrollment_id"],
+                "batch_id": batch["batch_id"],
+                "model_id": pa.array([self.model_id] * batch.num_rows, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            }
+        )
+
+
+def _actor_count(settings: Settings, gpus: int, cpus: int) -> int:
+    if settings.embed.actors:
+        return settings.embed.actors
+    return gpus if gpus else max(1, cpus // settings.embed.cpus_per_actor)
+
+
+def embed_on_ray(chips: pa.Table, settings: Settings) -> tuple[pa.Table, int, str]:
+    """Templates for every chip, computed by an actor pool; (rows, actors, device)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=settings.embed.ray_address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    actors = _actor_count(settings, gpus, cpus)
+    # A CPU actor gets as many ONNX Runtime threads as the cores it reserves, no more.
+    threads = settings.embed.intra_op_threads or (None if gpus else settings.embed.cpus_per_actor)
+    actor_settings = settings.model_copy(
+        update={"embed": settings.embed.model_copy(update={"intra_op_threads": threads})}
+    )
+    batch_size = settings.embed.batch_size
+    # Blocks are cut here, on the driver: a Ray-side repartition would need a CPU that the
+    # actor pool already holds on a small node, and wait for it forever.
+    per_block = max(1, min(batch_size * 4, -(-chips.num_rows // (actors * 2))))
+    blocks = [chips.slice(start, per_block) for start in range(0, chips.num_rows, per_block)]
+    results = ray.data.from_arrow(blocks).map_batches(
+        EmbedWorker,
+        fn_constructor_args=(actor_settings.to_json(),),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0 if gpus else settings.embed.cpus_per_actor,
+        num_gpus=1 if gpus else 0,
+        max_restarts=ACTOR_RETRIES,
+        max_task_retries=ACTOR_RETRIES,
+    )
+    tables = ray.get(list(results.to_arrow_refs()))
+    combined = pa.concat_tables(tables) if tables else TEMPLATES.empty_table()
+    return combined, actors, f"{'gpu' if gpus else 'cpu'} x{actors}"
+
+
+def template_rows(embedded: pa.Table, settings: Settings, now: dt.datetime) -> pa.Table:
+    """The rows to commit: one per enrollment (a retried batch may repeat some), checked."""
+    first = pc.equal(
+        pa.array(range(embedded.num_rows)),
+        pa.array(_first_index(embedded["enrollment_id"].to_pylist())),
+    )
+    unique = embedded.filter(first)
+    vectors = fixed_size_vectors(unique["vector"], settings.model_spec.dimension)
+    values = vectors.flatten().to_numpy(zero_copy_only=False)
+    if not np.all(np.isfinite(values)):
+        raise LakeError("the embed job produced non-finite template values; nothing written")
+    return pa.table(
+        {
+            "enrollment_id": unique["enrollment_id"],
+            "batch_id": unique["batch_id"],
+            "model_id": unique["model_id"],
+            "vector": vectors.cast(pa.list_(pa.float32())),
+            "created_at": pa.array([now] * unique.num_rows, TEMPLATES.field("created_at").type),
+        },
+        schema=TEMPLATES,
+    )
+
+
+def _first_index(keys: list[str]) -> list[int]:
+    seen: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        seen.setdefault(key, index)
+    return [seen[key] for key in keys]
+
+
+def commit_templates(settings: Settings, rows: pa.Table) -> None:
+    """One Delta commit inserting the keys the table lacks (creating the table if needed)."""
+    from deltalake import DeltaTable, write_deltalake
+
+    path = table_path(settings.lake, "templates")
+    if _delta(settings.lake, "templates") is None:
+        write_deltalake(path, TEMPLATES.empty_table(), mode="append")
+    (
+        DeltaTable(path)
+        .merge(
+            source=rows,
+            predicate="t.enrollment_id = s.enrollment_id AND t.model_id = s.model_id",
+            source_alias="s",
+            target_alias="t",
+        )
+        .when_not_matched_insert_all()
+        .execute()
+    )
+
+
+def run_embed(batch_id: str, settings: Settings) -> EmbedReport:
+    """Embed one staged batch. Safe to run again for the same batch at any time."""
+    started = time.perf_counter()
+    chips, already = pending_faces(settings, batch_id)
+    actors, device = 0, "none"
+    if chips.num_rows:
+        embedded, actors, device = embed_on_ray(chips, settings)
+        rows = template_rows(embedded, settings, dt.datetime.now(dt.UTC))
+        if set(rows["enrollment_id"].to_pylist()) != set(chips["enrollment_id"].to_pylist()):
+            raise LakeError("the embed job lost enrollments on the way; nothing written")
+        crash_point("embed.before_commit")
+        commit_templates(settings, rows)
+    return EmbedReport(
+        batch_id=batch_id,
+        model_id=settings.model,
+        faces=chips.num_rows + already,
+        embedded=chips.num_rows,
+        already_embedded=already,
+        seconds=time.perf_counter() - started,
+        actors=actors,
+        device=device,
+    )
