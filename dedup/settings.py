@@ -127,6 +127,14 @@ def _default_models() -> dict[str, ModelSpec]:
     }
 
 
+class MatchingSettings(_Section):
+    # Cosine between unit-length templates above which a pair goes to an adjudicator. 0.90 sits
+    # between what dlib's model gives on the test portraits: same person 0.94 to 0.99, different
+    # people at most 0.84. The gallery issue replaces it with a threshold calibrated to a target
+    # false-positive identification rate at the gallery's size.
+    review_threshold: float = Field(default=0.90, gt=-1.0, lt=1.0)
+
+
 class EmbedSettings(_Section):
     """How templates are computed: ONNX Runtime sessions and the Ray actor pool."""
 
@@ -159,6 +167,7 @@ class Settings(BaseSettings):
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    matching: MatchingSettings = Field(default_factory=MatchingSettings)
 
     @model_validator(mode="after")
     def _model_is_registered(self) -> Settings:

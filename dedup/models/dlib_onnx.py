@@ -302,3 +302,26 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def default_weights() -> Path:
+    """dlib's weights as shipped in the PyPI package face-recognition-models."""
+    import face_recognition_models
+
+    return Path(face_recognition_models.face_recognition_model_location())
+
+
+def ensure_dlib_export(out: Path, weights: Path | None = None, force: bool = False) -> ModelCard:
+    """The exported graph at ``out``, exporting only if it is absent, stale or damaged.
+
+    The card's sha256s tie the graph to the weights it came from: a graph whose bytes or
+    source weights no longer match is exported again.
+    """
+    weights = weights or default_weights()
+    card_path = out.with_suffix(".json")
+    if not force and out.is_file() and card_path.is_file():
+        card = ModelCard.from_json(card_path.read_text(encoding="utf-8"))
+        current = card.weights_sha256 == _sha256_file(weights)
+        if current and card.onnx_sha256 == _sha256_file(out):
+            return card
+    return export_dlib(weights, out)
