@@ -35,5 +35,9 @@ class ModelError(DedupError):
     """A face model is missing, malformed, or does not match its registry entry."""
 
 
+class GalleryError(DedupError):
+    """A gallery is missing, corrupt (a checksum does not match), or used with the wrong model."""
+
+
 class InjectedCrash(DedupError):
     """Raised at a named crash point when a fault test asks for it (see ``dedup.faults``)."""
