@@ -1,0 +1,197 @@
+"""One-to-many and in-batch search over a published gallery, in two engines behind one interface.
+
+- ``IvfPqEngine``: every probe fans out to every shard (IVF-PQ, ``nprobe`` lists), the
+  compressed-domain top lists are merged, and the survivors are re-scored exactly against the
+  full vectors before any threshold is applied.
+- ``ExactSweepEngine``: brute-force inner product (``faiss.knn``) over the full vectors, tiled,
+  so the whole batch reads the gallery once.
+
+Both return, per probe, the ``k`` best live gallery ids with exact cosine scores; erased ids
+(tombstones) are never returned. ``search_batch`` adds the in-batch search and writes the
+``candidates`` rows: probe_id, candidate_id, score, rank, source (``gallery`` or ``batch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import faiss
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from dedup.errors import GalleryError
+from dedup.gallery.store import Gallery
+
+Scores = NDArray[np.float32]
+Ids = NDArray[np.int64]
+
+CANDIDATES = pa.schema(
+    [
+        pa.field("probe_id", pa.string(), nullable=False),
+        pa.field("candidate_id", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+
+class SearchEngine(Protocol):
+    name: str
+
+    def search(self, gallery: Gallery, probes: Scores, k: int) -> tuple[Scores, Ids]:
+        """(scores, gallery ids), each (B, k), best first; id -1 where fewer than k exist."""
+        ...
+
+
+def _top_k(scores: Scores, ids: Ids, k: int) -> tuple[Scores, Ids]:
+    """Best k of each row, sorted; -inf / -1 pad rows with fewer than k candidates."""
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return (
+        np.take_along_axis(top_scores, order, axis=1).astype(np.float32),
+        np.take_along_axis(np.take_along_axis(ids, part, axis=1), order, axis=1),
+    )
+
+
+def exact_scores(gallery: Gallery, probes: Scores, ids: Ids) -> Scores:
+    """Cosine of each probe with each of its candidate ids (-1 gives -inf), from full vectors."""
+    safe = np.where(ids >= 0, ids, 0)
+    full = np.asarray(gallery.vectors[safe.ravel()], dtype=np.float32).reshape(*ids.shape, -1)
+    scores = np.einsum("bd,bkd->bk", probes, full).astype(np.float32)
+    return np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+
+
+def _drop_dead(gallery: Gallery, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:
+    dead = (ids < 0) | ~gallery.is_live(np.where(ids >= 0, ids, 0))
+    return np.where(dead, -np.inf, scores).astype(np.float32), np.where(dead, -1, ids)
+
+
+@dataclass
+class IvfPqEngine:
+    nprobe: int = 64
+    # Compressed-domain candidates taken from each shard before exact re-scoring.
+    shortlist: int = 100
+    name: str = "ivfpq"
+
+    def search(self, gallery: Gallery, probes: Scores, k: int) -> tuple[Scores, Ids]:
+        per_shard = max(self.shortlist, k)
+        found_ids = []
+        for _, shard in gallery.shards:
+            faiss.extract_index_ivf(shard).nprobe = self.nprobe
+            _, ids = shard.search(probes, per_shard)
+            found_ids.append(ids)
+        merged = np.concatenate(found_ids, axis=1)
+        scores, ids = _drop_dead(gallery, exact_scores(gallery, probes, merged), merged)
+        return _top_k(scores, ids, k)
+
+
+@dataclass
+class ExactSweepEngine:
+    tile_rows: int = 1 << 20
+    name: str = "exact"
+
+    def search(self, gallery: Gallery, probes: Scores, k: int) -> tuple[Scores, Ids]:
+        total = int(gallery.manifest.next_id)
+        best_scores = np.full((len(probes), k), -np.inf, dtype=np.float32)
+        best_ids = np.full((len(probes), k), -1, dtype=np.int64)
+        dead = gallery.tombstones
+        for start in range(0, total, self.tile_rows):
+            tile = np.asarray(gallery.vectors[start : start + self.tile_rows], dtype=np.float32)
+            erased_here = int(np.count_nonzero((dead >= start) & (dead < start + len(tile))))
+            want = min(len(tile), k + erased_here)
+            scores, local = faiss.knn(probes, tile, want, metric=faiss.METRIC_INNER_PRODUCT)
+            ids = np.where(local >= 0, local + start, -1).astype(np.int64)
+            scores, ids = _drop_dead(gallery, scores.astype(np.float32), ids)
+            best_scores, best_ids = _top_k(
+                np.concatenate([best_scores, scores], axis=1),
+                np.concatenate([best_ids, ids], axis=1),
+                k,
+            )
+        return best_scores, best_ids
+
+
+def in_batch(probes: Scores, k: int) -> tuple[Scores, Ids]:
+    """Each probe against the other probes of its batch (exact), itself excluded."""
+    want = min(len(probes), k + 1)
+    scores, ids = faiss.knn(probes, probes, want, metric=faiss.METRIC_INNER_PRODUCT)
+    ids = ids.astype(np.int64)
+    own = ids == np.arange(len(probes))[:, None]
+    scores = np.where(own, -np.inf, scores).astype(np.float32)
+    return _top_k(scores, np.where(own, -1, ids), min(k, max(len(probes) - 1, 1)))
+
+
+def check_probes(gallery: Gallery, probes: NDArray[np.floating], model_id: str | None) -> Scores:
+    if model_id is not None and model_id != gallery.model_id:
+        raise GalleryError(
+            f"probes are {model_id!r} templates but the gallery holds {gallery.model_id!r}: "
+            "a gallery never mixes models"
+        )
+    if probes.ndim != 2 or probes.shape[1] != gallery.dimension:
+        raise GalleryError(f"probes must be (B, {gallery.dimension}); got {probes.shape}")
+    matrix = np.ascontiguousarray(probes, dtype=np.float32)
+    if not np.all(np.isfinite(matrix)):
+        raise GalleryError("probes hold non-finite values")
+    return matrix
+
+
+def candidate_rows(
+    probe_ids: list[str],
+    scores: Scores,
+    names: NDArray[np.object_],
+    threshold: float,
+    source: str,
+) -> pa.Table:
+    """Rows at or above the threshold; rank counts from 1 within the probe's list."""
+    keep = np.isfinite(scores) & (scores >= threshold)
+    rows, cols = np.nonzero(keep)
+    return pa.table(
+        {
+            "probe_id": pa.array([probe_ids[r] for r in rows], pa.string()),
+            "candidate_id": pa.array(names[rows, cols].tolist(), pa.string()),
+            "score": pa.array(scores[rows, cols], pa.float32()),
+            "rank": pa.array(cols + 1, pa.int32()),
+            "source": pa.array([source] * len(rows), pa.string()),
+        },
+        schema=CANDIDATES,
+    )
+
+
+def gallery_names(gallery: Gallery) -> NDArray[np.object_]:
+    """enrollment_id by gallery id (index = gallery id), None for ids not live."""
+    table = gallery.ids_table()
+    names = np.full(int(gallery.manifest.next_id) + 1, None, dtype=object)
+    names[table["gallery_id"].to_numpy()] = table["enrollment_id"].to_numpy(zero_copy_only=False)
+    return names  # the extra last slot is what id -1 indexes
+
+
+def search_batch(
+    gallery: Gallery,
+    probe_ids: list[str],
+    probes: NDArray[np.floating],
+    *,
+    k: int,
+    threshold: float,
+    engine: SearchEngine,
+    model_id: str | None = None,
+) -> pa.Table:
+    """The ``candidates`` of a batch: against the gallery, and against each other."""
+    matrix = check_probes(gallery, probes, model_id)
+    if len(set(probe_ids)) != len(probe_ids) or len(probe_ids) != len(matrix):
+        raise GalleryError("probe ids must be unique, one per probe vector")
+    scores, ids = engine.search(gallery, matrix, k)
+    names = gallery_names(gallery)
+    from_gallery = candidate_rows(probe_ids, scores, names[ids], threshold, "gallery")
+    if len(matrix) < 2:
+        return from_gallery
+    batch_scores, batch_ids = in_batch(matrix, k)
+    batch_names = np.array([*probe_ids, None], dtype=object)[batch_ids]
+    from_batch = candidate_rows(probe_ids, batch_scores, batch_names, threshold, "batch")
+    return pa.concat_tables([from_gallery, from_batch])
