@@ -135,6 +135,31 @@ class MatchingSettings(_Section):
     review_threshold: float = Field(default=0.90, gt=-1.0, lt=1.0)
 
 
+class SearchSettings(_Section):
+    """Gallery search: which engine, its knobs, the recall audit, and the cost model's rates."""
+
+    engine: Literal["auto", "exact", "ivfpq"] = "auto"
+    k: int = Field(default=10, ge=1)
+    nprobe: int = Field(default=64, ge=1)
+    shortlist: int = Field(default=100, ge=1)
+    # Recall the batch must reach at the review threshold; the cost model only picks IVF-PQ if
+    # its last measured recall at this nprobe reaches it.
+    target_recall: float = Field(default=0.995, gt=0, le=1)
+    ivf_measured_recall: float = Field(default=0.995, gt=0, le=1)
+    # Share of probes of an approximate search that are also searched exactly, and the recall
+    # below which the run fails.
+    audit_fraction: float = Field(default=0.01, ge=0, le=1)
+    recall_floor: float = Field(default=0.99, ge=0, le=1)
+    # Rates the cost model uses (measured by benchmarks/gallery.py; see docs/benchmarks.md).
+    exact_gflops_cpu: float = Field(default=100.0, gt=0)
+    exact_gflops_gpu: float = Field(default=400_000.0, gt=0)
+    ivf_ns_per_code: float = Field(default=20.0, gt=0)
+    # Fixed cost of one probe in IVF-PQ: fan-out to the shards, merging, gathering the
+    # shortlist's full vectors for re-scoring. Measured on 2 cores: 10,000 probes against
+    # 20,000 templates in 4 shards took 2.4 s at nprobe 32, about 240 us a probe.
+    ivf_us_per_probe: float = Field(default=200.0, gt=0)
+
+
 class EmbedSettings(_Section):
     """How templates are computed: ONNX Runtime sessions and the Ray actor pool."""
 
@@ -168,6 +193,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     @model_validator(mode="after")
     def _model_is_registered(self) -> Settings:
