@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dedup.cli_gallery import gallery_app
 from dedup.contracts.reasons import REASON_DESCRIPTIONS, RejectReason, reasons_markdown
 from dedup.errors import DedupError, ManifestError
 from dedup.settings import Settings, load_settings
@@ -26,6 +27,7 @@ fetch_app = typer.Typer(help="Fetch external artefacts into the local cache.", n
 app.add_typer(fetch_app, name="fetch")
 model_app = typer.Typer(help="Face models: export and inspect.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(gallery_app, name="gallery")
 
 console = Console()
 err_console = Console(stderr=True)

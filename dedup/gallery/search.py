@@ -184,14 +184,28 @@ def search_batch(
 ) -> pa.Table:
     """The ``candidates`` of a batch: against the gallery, and against each other."""
     matrix = check_probes(gallery, probes, model_id)
-    if len(set(probe_ids)) != len(probe_ids) or len(probe_ids) != len(matrix):
-        raise GalleryError("probe ids must be unique, one per probe vector")
     scores, ids = engine.search(gallery, matrix, k)
+    return assemble_candidates(gallery, probe_ids, matrix, scores, ids, k=k, threshold=threshold)
+
+
+def assemble_candidates(
+    gallery: Gallery,
+    probe_ids: list[str],
+    probes: Scores,
+    scores: Scores,
+    ids: Ids,
+    *,
+    k: int,
+    threshold: float,
+) -> pa.Table:
+    """Candidate rows from a gallery search's result, plus the in-batch search."""
+    if len(set(probe_ids)) != len(probe_ids) or len(probe_ids) != len(probes):
+        raise GalleryError("probe ids must be unique, one per probe vector")
     names = gallery_names(gallery)
     from_gallery = candidate_rows(probe_ids, scores, names[ids], threshold, "gallery")
-    if len(matrix) < 2:
+    if len(probes) < 2:
         return from_gallery
-    batch_scores, batch_ids = in_batch(matrix, k)
+    batch_scores, batch_ids = in_batch(probes, k)
     batch_names = np.array([*probe_ids, None], dtype=object)[batch_ids]
     from_batch = candidate_rows(probe_ids, batch_scores, batch_names, threshold, "batch")
     return pa.concat_tables([from_gallery, from_batch])

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from dedup.files import write_atomically
+from dedup.gallery.templates_io import vector_table
 
 Vectors = NDArray[np.float32]
 CHUNK = 262_144
@@ -94,16 +95,6 @@ class SyntheticSet:
     probes: int
     gallery_duplicates: int
     batch_duplicates: int
-
-
-def vector_table(ids: list[str], vectors: Vectors) -> pa.Table:
-    flat = pa.array(vectors.ravel(), type=pa.float32())
-    return pa.table(
-        {
-            "enrollment_id": pa.array(ids, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-        }
-    )
 
 
 def _gallery_chunks(synth: TemplateSynth, n: int) -> Iterator[pa.Table]:

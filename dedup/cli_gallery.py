@@ -1,0 +1,178 @@
+"""``dedup gallery ...``: drive the gallery from template Parquet files, without Spark or Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from dedup.errors import DedupError
+
+gallery_app = typer.Typer(
+    help="The gallery: build, add, search, erase, verify (FAISS IVF-PQ shards).",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+GalleryOption = Annotated[Path, typer.Option("--gallery", help="The gallery's root folder.")]
+TemplatesOption = Annotated[
+    Path, typer.Option("--templates", help="Parquet: enrollment_id, vector (float32 list).")
+]
+
+
+def _fail(error: DedupError) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {error}")
+    return typer.Exit(code=2)
+
+
+def _describe(manifest: Any) -> str:
+    counts = ", ".join(str(s.count) for s in manifest.shards)
+    return (
+        f"version {manifest.version}: {manifest.size} live templates of {manifest.model_id} "
+        f"({manifest.dimension}-d), {manifest.factory}, shards [{counts}]"
+    )
+
+
+@gallery_app.command("synth")
+def synth(
+    n: Annotated[int, typer.Option("--n", help="Gallery people.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for gallery/probes/truth.parquet.")],
+    dim: Annotated[int, typer.Option("--dim")] = 128,
+    duplicates: Annotated[int, typer.Option("--duplicates", help="Planted in the gallery.")] = 1000,
+    probes: Annotated[int, typer.Option("--probes")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Calibrated synthetic templates with planted duplicates and their ground truth."""
+    from dedup.gallery.synth import write_synthetic_set
+
+    made = write_synthetic_set(out, n, dim, duplicates, probes, seed=seed)
+    console.print(
+        f"{made.gallery_size} gallery templates, {made.probes} probes "
+        f"({made.gallery_duplicates} gallery duplicates, {made.batch_duplicates} in-batch) "
+        f"in {out}"
+    )
+
+
+@gallery_app.command("build")
+def build(
+    templates: TemplatesOption,
+    out: Annotated[Path, typer.Option("--out", help="The new gallery's root folder.")],
+    shards: Annotated[int, typer.Option("--shards")] = 4,
+    factory: Annotated[str | None, typer.Option("--factory", help="FAISS factory.")] = None,
+    model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
+    batch_id: Annotated[str, typer.Option("--batch-id")] = "initial",
+) -> None:
+    """Train the shared quantizer and publish version 1 of a new gallery."""
+    from dedup.gallery.store import build_gallery
+    from dedup.gallery.templates_io import read_templates
+
+    try:
+        ids, vectors = read_templates(templates)
+        with console.status(f"training and filling {shards} shards with {len(ids)} templates"):
+            manifest = build_gallery(
+                out,
+                ids,
+                vectors,
+                model_id=model_id,
+                batch_id=batch_id,
+                shards=shards,
+                factory=factory,
+            )
+    except DedupError as error:
+        raise _fail(error) from error
+    console.print(_describe(manifest))
+
+
+@gallery_app.command("add")
+def add(
+    gallery: GalleryOption,
+    templates: TemplatesOption,
+    batch_id: Annotated[
+        str, typer.Option("--batch-id", help="Adding a batch twice does nothing.")
+    ] = "",
+    model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
+) -> None:
+    """Add a batch of unique enrollments, balanced across shards."""
+    from dedup.gallery.store import add_batch
+    from dedup.gallery.templates_io import read_templates
+
+    try:
+        ids, vectors = read_templates(templates)
+        manifest = add_batch(gallery, batch_id or templates.stem, ids, vectors, model_id=model_id)
+    except DedupError as error:
+        raise _fail(error) from error
+    console.print(_describe(manifest))
+
+
+@gallery_app.command("search")
+def search(
+    gallery: GalleryOption,
+    probes: Annotated[Path, typer.Option("--probes", help="Template Parquet of the batch.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the candidates Parquet.")],
+    k: Annotated[int | None, typer.Option("--k")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="auto, exact or ivfpq.")] = None,
+    model_id: Annotated[str | None, typer.Option("--model-id")] = None,
+    config: Annotated[Path | None, typer.Option("--config")] = None,
+) -> None:
+    """One-to-many against the gallery and in-batch; writes probe_id, candidate_id, score,
+    rank, source. Prints the engine chosen and why, and the recall audit."""
+    from dedup.gallery.run import search_probes
+    from dedup.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+        report = search_probes(
+            gallery,
+            probes,
+            out,
+            settings,
+            k=k,
+            threshold=threshold,
+            engine=engine,
+            model_id=model_id,
+        )
+    except DedupError as error:
+        raise _fail(error) from error
+    for line in report.lines():
+        console.print(line)
+
+
+@gallery_app.command("erase")
+def erase_command(
+    gallery: GalleryOption,
+    enrollment_id: Annotated[str, typer.Option("--enrollment-id")],
+) -> None:
+    """Erase an enrollment: never returned again from now on; removed at the next compaction."""
+    from dedup.gallery.store import erase
+
+    try:
+        manifest = erase(gallery, enrollment_id)
+    except DedupError as error:
+        raise _fail(error) from error
+    console.print(f"{enrollment_id} erased; {_describe(manifest)}")
+
+
+@gallery_app.command("compact")
+def compact_command(gallery: GalleryOption) -> None:
+    """Remove erased templates physically from shards, vectors and older versions."""
+    from dedup.gallery.store import compact
+
+    try:
+        console.print(_describe(compact(gallery)))
+    except DedupError as error:
+        raise _fail(error) from error
+
+
+@gallery_app.command("verify")
+def verify(gallery: GalleryOption) -> None:
+    """Check every file of the current version against the manifest's sha256."""
+    from dedup.gallery.store import verify_gallery
+
+    try:
+        console.print(f"ok: {_describe(verify_gallery(gallery))}")
+    except DedupError as error:
+        raise _fail(error) from error

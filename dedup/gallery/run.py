@@ -1,0 +1,117 @@
+"""Searching a batch of probes end to end: engine choice, search, audit, candidates file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dedup.files import write_atomically
+from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
+from dedup.gallery.search import (
+    ExactSweepEngine,
+    IvfPqEngine,
+    SearchEngine,
+    assemble_candidates,
+    check_probes,
+)
+from dedup.gallery.store import Gallery, open_gallery
+from dedup.gallery.templates_io import read_templates
+from dedup.settings import Settings
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    probes: int
+    gallery_size: int
+    engine: str
+    reason: str
+    threshold: float
+    candidates: int
+    from_batch: int
+    seconds: float
+    audit: RecallAudit | None
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.probes} probes against {self.gallery_size} templates: engine {self.engine} "
+            f"({self.reason})",
+            f"{self.candidates} candidates at score >= {self.threshold:.4f} "
+            f"({self.from_batch} within the batch) in {self.seconds:.2f} s",
+        ]
+        if self.audit is not None:
+            a = self.audit
+            out.append(
+                f"recall audit: {a.found}/{a.exact_candidates} exact candidates found on "
+                f"{a.probes_sampled} sampled probes: recall {a.recall:.4f} (floor {a.floor})"
+            )
+        return out
+
+
+def engine_for(name: str, settings: Settings) -> SearchEngine:
+    if name == "exact":
+        return ExactSweepEngine()
+    return IvfPqEngine(nprobe=settings.search.nprobe, shortlist=settings.search.shortlist)
+
+
+def search_probes(
+    gallery_root: Path,
+    probes_path: Path,
+    out: Path,
+    settings: Settings,
+    *,
+    k: int | None = None,
+    threshold: float | None = None,
+    engine: str | None = None,
+    model_id: str | None = None,
+) -> SearchReport:
+    """Search, audit (approximate engine only), and write the candidates atomically.
+
+    Raises ``RecallBelowFloor`` after writing nothing when the audit fails.
+    """
+    started = time.perf_counter()
+    gallery: Gallery = open_gallery(gallery_root)
+    probe_ids, probes = read_templates(probes_path)
+    k = k or settings.search.k
+    threshold = settings.matching.review_threshold if threshold is None else threshold
+    search_settings = settings.search.model_copy(update={"engine": engine or "auto"})
+    choice = choose_engine(
+        len(probes), gallery.size, gallery.dimension, gallery.manifest.nlist, search_settings
+    )
+    matrix = check_probes(gallery, probes, model_id)
+    scores, ids = engine_for(choice.engine, settings).search(gallery, matrix, k)
+    audit = None
+    if choice.engine != "exact":
+        audit = audit_recall(
+            gallery,
+            matrix,
+            scores,
+            ids,
+            threshold=threshold,
+            fraction=settings.search.audit_fraction,
+            floor=settings.search.recall_floor,
+        )
+        if not audit.passed:
+            raise RecallBelowFloor(
+                f"recall audit failed: {audit.found}/{audit.exact_candidates} exact candidates "
+                f"found ({audit.recall:.4f} < floor {audit.floor}); raise search.nprobe or use "
+                "the exact engine. No candidates were written."
+            )
+    candidates = assemble_candidates(
+        gallery, probe_ids, matrix, scores, ids, k=k, threshold=threshold
+    )
+    write_atomically(out, lambda path: pq.write_table(candidates, path))
+    sources = candidates["source"].to_pylist()
+    return SearchReport(
+        probes=len(probes),
+        gallery_size=gallery.size,
+        engine=choice.engine,
+        reason=choice.reason,
+        threshold=threshold,
+        candidates=candidates.num_rows,
+        from_batch=sources.count("batch"),
+        seconds=time.perf_counter() - started,
+        audit=audit,
+    )
