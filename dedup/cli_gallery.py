@@ -114,6 +114,9 @@ def search(
     out: Annotated[Path, typer.Option("--out", help="Where to write the candidates Parquet.")],
     k: Annotated[int | None, typer.Option("--k")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold")] = None,
+    target_fpir: Annotated[
+        float | None, typer.Option("--target-fpir", help="Calibrate the threshold to this FPIR.")
+    ] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="auto, exact or ivfpq.")] = None,
     model_id: Annotated[str | None, typer.Option("--model-id")] = None,
     config: Annotated[Path | None, typer.Option("--config")] = None,
@@ -123,6 +126,8 @@ def search(
     from dedup.gallery.run import search_probes
     from dedup.settings import load_settings
 
+    if threshold is not None and target_fpir is not None:
+        raise _fail(DedupError("give --threshold or --target-fpir, not both"))
     try:
         settings = load_settings(config)
         report = search_probes(
@@ -132,6 +137,7 @@ def search(
             settings,
             k=k,
             threshold=threshold,
+            target_fpir=target_fpir,
             engine=engine,
             model_id=model_id,
         )

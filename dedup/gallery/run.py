@@ -6,8 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
+from dedup.errors import GalleryError
 from dedup.files import write_atomically
 from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
 from dedup.gallery.search import (
@@ -19,7 +21,34 @@ from dedup.gallery.search import (
 )
 from dedup.gallery.store import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
+from dedup.gallery.thresholds import (
+    ImpostorTail,
+    expected_false_candidates,
+    review_threshold_for,
+    sample_impostor_scores,
+)
 from dedup.settings import Settings
+
+# How much of the gallery the impostor tail is fitted on: enough pairs to trust p(t) down to
+# about 1e-3 / pairs (see dedup.gallery.thresholds), from enough distinct templates.
+TAIL_ROWS = 200_000
+TAIL_PAIRS = 10_000_000
+
+
+def gallery_tail(gallery: Gallery, seed: int = 0) -> ImpostorTail | None:
+    """The impostor score tail of the gallery, from random pairs of its live templates.
+
+    Gallery entries are distinct people (that is what deduplication keeps them), so random
+    pairs of them are non-mated. None when the gallery is too small to fit a tail.
+    """
+    live = gallery.ids_table()["gallery_id"].to_numpy()
+    if len(live) < 2_000:
+        return None
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(live, size=min(TAIL_ROWS, len(live)), replace=False))
+    vectors = np.asarray(gallery.vectors[rows], dtype=np.float32)
+    pairs = min(TAIL_PAIRS, 50 * len(rows))
+    return ImpostorTail.fit(sample_impostor_scores(vectors, pairs=pairs, seed=seed))
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,8 @@ class SearchReport:
     engine: str
     reason: str
     threshold: float
+    threshold_source: str
+    expected_false: float | None
     candidates: int
     from_batch: int
     seconds: float
@@ -38,9 +69,15 @@ class SearchReport:
         out = [
             f"{self.probes} probes against {self.gallery_size} templates: engine {self.engine} "
             f"({self.reason})",
+            f"review threshold {self.threshold:.4f} ({self.threshold_source})",
             f"{self.candidates} candidates at score >= {self.threshold:.4f} "
             f"({self.from_batch} within the batch) in {self.seconds:.2f} s",
         ]
+        if self.expected_false is not None:
+            out.append(
+                f"predicted false candidates at this threshold: {self.expected_false:.1f} "
+                "(impostor tail fitted on the gallery)"
+            )
         if self.audit is not None:
             a = self.audit
             out.append(
@@ -64,6 +101,7 @@ def search_probes(
     *,
     k: int | None = None,
     threshold: float | None = None,
+    target_fpir: float | None = None,
     engine: str | None = None,
     model_id: str | None = None,
 ) -> SearchReport:
@@ -75,7 +113,21 @@ def search_probes(
     gallery: Gallery = open_gallery(gallery_root)
     probe_ids, probes = read_templates(probes_path)
     k = k or settings.search.k
-    threshold = settings.matching.review_threshold if threshold is None else threshold
+    tail = gallery_tail(gallery)
+    if target_fpir is not None:
+        if tail is None:
+            raise GalleryError("the gallery is too small to calibrate a threshold to an FPIR")
+        threshold = review_threshold_for(target_fpir, gallery.size, tail)
+        source = f"FPIR {target_fpir:g} at N = {gallery.size}"
+    elif threshold is None:
+        threshold, source = settings.matching.review_threshold, "matching.review_threshold"
+    else:
+        source = "given"
+    expected = (
+        None
+        if tail is None
+        else expected_false_candidates(threshold, len(probes), gallery.size, tail)
+    )
     search_settings = settings.search.model_copy(update={"engine": engine or "auto"})
     choice = choose_engine(
         len(probes), gallery.size, gallery.dimension, gallery.manifest.nlist, search_settings
@@ -110,6 +162,8 @@ def search_probes(
         engine=choice.engine,
         reason=choice.reason,
         threshold=threshold,
+        threshold_source=source,
+        expected_false=expected,
         candidates=candidates.num_rows,
         from_batch=sources.count("batch"),
         seconds=time.perf_counter() - started,

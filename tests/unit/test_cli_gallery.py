@@ -95,6 +95,19 @@ def test_operator_path(tmp_path: Path) -> None:
         "5",
     )
     assert "engine exact" in printed
+    assert "predicted false candidates" in printed
+    calibrated = ok(
+        "search",
+        "--gallery",
+        str(gal),
+        "--probes",
+        str(syn / "probes.parquet"),
+        "--out",
+        str(tmp_path / "f.parquet"),
+        "--target-fpir",
+        "0.01",
+    )
+    assert "(FPIR 0.01 at N = 3299)" in calibrated or "(FPIR 0.01 at N = 3300)" in calibrated
     candidates = pq.read_table(out)
     assert candidates.schema == CANDIDATES
     truth = pq.read_table(syn / "truth.parquet").to_pylist()
