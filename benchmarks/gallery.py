@@ -193,6 +193,7 @@ def plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot([f[2] / exact_rate for f in frontier], [f[1] for f in frontier], marker="o")
@@ -206,6 +207,8 @@ def plot(
         )
     axis.axhline(0.995, linestyle="--", color="grey", linewidth=0.8)
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
     axis.set_xlabel("speed-up over exact search (IndexFlatIP)")
     axis.set_ylabel(f"candidate recall at cosine {threshold:.4f}")
     axis.set_title(f"IVF-PQ frontier over nprobe, N = {n:,}")
