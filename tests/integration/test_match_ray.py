@@ -23,6 +23,7 @@ from dedup.gallery.layout import shard_file
 from dedup.gallery.search import IvfPqEngine, search_batch
 from dedup.gallery.store import Gallery, build_gallery, erase, open_gallery
 from dedup.gallery.synth import write_synthetic_set
+from dedup.gallery.templates_io import read_templates
 from pipelines.ray.match import (
     RayShardSearch,
     ShardActor,
@@ -35,12 +36,6 @@ pytestmark = [pytest.mark.slow]
 NPROBE, SHORTLIST, K = 16, 100, 10
 THRESHOLD = 0.90
 SORT_KEYS = [("probe_id", "ascending"), ("source", "ascending"), ("rank", "ascending")]
-
-
-def load(path: Path) -> tuple[list[str], NDArray[np.float32]]:
-    table = pq.read_table(path)
-    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
-    return table["enrollment_id"].to_pylist(), vectors
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +62,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
     """A published gallery that no test modifies: tests that do work on a copy."""
     root = tmp_path_factory.mktemp("built") / "gallery"
-    ids, vectors = load(data / "gallery.parquet")
+    ids, vectors = read_templates(data / "gallery.parquet")
     build_gallery(
         root,
         ids,
@@ -83,7 +78,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def probes(data: Path) -> tuple[list[str], NDArray[np.float32]]:
-    return load(data / "probes.parquet")
+    return read_templates(data / "probes.parquet")
 
 
 @pytest.fixture(scope="module")

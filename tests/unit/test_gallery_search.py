@@ -21,6 +21,7 @@ from dedup.gallery.search import (
 )
 from dedup.gallery.store import Gallery, build_gallery, compact, erase, open_gallery
 from dedup.gallery.synth import write_synthetic_set
+from dedup.gallery.templates_io import read_templates
 
 THRESHOLD = 0.90
 
@@ -33,12 +34,6 @@ def one_faiss_thread() -> Iterator[None]:
     faiss.omp_set_num_threads(before)
 
 
-def load(path: Path) -> tuple[list[str], NDArray[np.float32]]:
-    table = pq.read_table(path)
-    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
-    return table["enrollment_id"].to_pylist(), vectors
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
@@ -48,7 +43,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def gallery_root(tmp_path: Path, data: Path) -> Path:
-    ids, vectors = load(data / "gallery.parquet")
+    ids, vectors = read_templates(data / "gallery.parquet")
     build_gallery(
         tmp_path / "gallery",
         ids,
@@ -73,14 +68,14 @@ def brute_force(gallery: Gallery, probes: NDArray[np.float32], k: int) -> NDArra
 
 
 def test_exact_sweep_equals_brute_force_across_tiles(gallery: Gallery, data: Path) -> None:
-    _, probes = load(data / "probes.parquet")
+    _, probes = read_templates(data / "probes.parquet")
     scores, ids = ExactSweepEngine(tile_rows=1000).search(gallery, probes[:50], 10)
     np.testing.assert_array_equal(ids, brute_force(gallery, probes[:50], 10))
     assert np.all(np.diff(scores, axis=1) <= 0)
 
 
 def test_ivfpq_scores_are_exact_rescores(gallery: Gallery, data: Path) -> None:
-    _, probes = load(data / "probes.parquet")
+    _, probes = read_templates(data / "probes.parquet")
     scores, ids = IvfPqEngine(nprobe=32, shortlist=200).search(gallery, probes[:50], 5)
     full = np.asarray(gallery.vectors, dtype=np.float32)
     expected = np.einsum("bd,bkd->bk", probes[:50], full[ids])
@@ -90,7 +85,7 @@ def test_ivfpq_scores_are_exact_rescores(gallery: Gallery, data: Path) -> None:
 
 
 def test_planted_duplicates_become_candidates(gallery: Gallery, data: Path) -> None:
-    probe_ids, probes = load(data / "probes.parquet")
+    probe_ids, probes = read_templates(data / "probes.parquet")
     truth = pq.read_table(data / "truth.parquet").to_pylist()
     found = search_batch(
         gallery, probe_ids, probes, k=10, threshold=THRESHOLD, engine=ExactSweepEngine()
@@ -123,7 +118,7 @@ def test_in_batch_search_never_returns_the_probe_itself() -> None:
 def test_an_erased_enrollment_is_never_returned_before_or_after_compaction(
     gallery_root: Path, data: Path, engine: ExactSweepEngine | IvfPqEngine
 ) -> None:
-    ids, vectors = load(data / "gallery.parquet")
+    ids, vectors = read_templates(data / "gallery.parquet")
     target = ids[123]
     own = vectors[123:124]
     before = open_gallery(gallery_root)

@@ -11,12 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from dedup.gallery.synth import TemplateSynth, write_synthetic_set
-
-
-def matrix(path: Path) -> tuple[list[str], NDArray[np.float32]]:
-    table = pq.read_table(path)
-    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
-    return table["enrollment_id"].to_pylist(), vectors
+from dedup.gallery.templates_io import read_templates
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +22,8 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def genuine_and_impostor(folder: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    gallery_ids, gallery = matrix(folder / "gallery.parquet")
-    probe_ids, probes = matrix(folder / "probes.parquet")
+    gallery_ids, gallery = read_templates(folder / "gallery.parquet")
+    probe_ids, probes = read_templates(folder / "probes.parquet")
     g_at = {e: i for i, e in enumerate(gallery_ids)}
     p_at = {e: i for i, e in enumerate(probe_ids)}
     truth = pq.read_table(folder / "truth.parquet").to_pylist()
@@ -62,7 +57,7 @@ def test_scores_match_the_default_model_on_real_faces(synthetic: Path) -> None:
 
 
 def test_templates_share_a_mean_direction_and_are_unit(synthetic: Path) -> None:
-    _, gallery = matrix(synthetic / "gallery.parquet")
+    _, gallery = read_templates(synthetic / "gallery.parquet")
     np.testing.assert_allclose(np.linalg.norm(gallery, axis=1), 1.0, atol=1e-5)
     mean = gallery.mean(axis=0)
     assert np.linalg.norm(mean) > 0.85  # isotropic templates would give about 1/sqrt(n)
@@ -72,7 +67,7 @@ def test_planted_duplicates_are_listed_with_their_source(synthetic: Path) -> Non
     truth = pq.read_table(synthetic / "truth.parquet").to_pylist()
     sources = [t["source"] for t in truth]
     assert sources.count("gallery") == 400 and sources.count("batch") == 40
-    probe_ids, _ = matrix(synthetic / "probes.parquet")
+    probe_ids, _ = read_templates(synthetic / "probes.parquet")
     assert len(probe_ids) == len(set(probe_ids)) == 2000
     assert {t["probe_id"] for t in truth} <= set(probe_ids)
 

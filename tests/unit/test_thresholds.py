@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +13,7 @@ from numpy.typing import NDArray
 
 from dedup.errors import DedupError
 from dedup.gallery.synth import write_synthetic_set
+from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import (
     ImpostorTail,
     expected_false_candidates,
@@ -197,18 +197,12 @@ class Synthetic:
     mates: set[tuple[int, int]]  # planted duplicates, as indexes into [gallery; probes]
 
 
-def matrix(path: Path) -> tuple[list[str], Vectors]:
-    table = pq.read_table(path)
-    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
-    return table["enrollment_id"].to_pylist(), vectors
-
-
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
     out = tmp_path_factory.mktemp("thresholds")
     write_synthetic_set(out, n=20_000, dim=128, duplicates=1000, probes=10_000, seed=2)
-    gallery_ids, gallery = matrix(out / "gallery.parquet")
-    probe_ids, probes = matrix(out / "probes.parquet")
+    gallery_ids, gallery = read_templates(out / "gallery.parquet")
+    probe_ids, probes = read_templates(out / "probes.parquet")
     index = {e: i for i, e in enumerate(gallery_ids)}
     index.update({e: len(gallery_ids) + i for i, e in enumerate(probe_ids)})
     truth = pq.read_table(out / "truth.parquet").to_pylist()
