@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dedup.cli_gallery import gallery_app
+from dedup.cli_output import console, fail
 from dedup.contracts.reasons import REASON_DESCRIPTIONS, RejectReason, reasons_markdown
 from dedup.errors import DedupError, ManifestError
 from dedup.settings import Settings, load_settings
@@ -29,8 +29,6 @@ model_app = typer.Typer(help="Face models: export and inspect.", no_args_is_help
 app.add_typer(model_app, name="model")
 app.add_typer(gallery_app, name="gallery")
 
-console = Console()
-err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML settings file (else $DEDUP_CONFIG).")
@@ -43,11 +41,6 @@ LakeOption = Annotated[
 def _settings(config: Path | None, lake: str | None) -> Settings:
     overrides: dict[str, Any] = {"lake": lake} if lake else {}
     return load_settings(config, overrides)
-
-
-def _fail(error: DedupError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {error}")
-    return typer.Exit(code=2)
 
 
 @app.command()
@@ -67,7 +60,7 @@ def stage(
             raise ManifestError(f"manifest {manifest} does not exist or is not a file")
         report = run_stage_command(batch_id, manifest, settings)
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     print_stage_report(report)
 
 
@@ -134,7 +127,7 @@ def demo(
         print_stage_report(report)
         print_embed_report(run_embed_command(DEMO_BATCH_ID, settings))
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects, templates)")
 
 
@@ -154,7 +147,7 @@ def export_dlib_command(
         target = out or _settings(config, None).model_path(DLIB_MODEL_ID)
         card = ensure_dlib_export(target, force=force)
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(f"{card.id}: {target} (card {target.with_suffix('.json')})")
     console.print(f"weights sha256 {card.weights_sha256}, {card.embedding_dimension}-d")
 
@@ -170,7 +163,7 @@ def embed(
         settings = _settings(config, lake)
         report = run_embed_command(batch_id, settings)
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     print_embed_report(report)
 
 
@@ -204,7 +197,7 @@ def fetch_jars(config: ConfigOption = None) -> None:
         for jar in delta_jars(_settings(config, None).spark):
             console.print(str(jar))
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
 
 
 @fetch_app.command("portraits")
@@ -215,7 +208,7 @@ def fetch_portraits_command() -> None:
     try:
         console.print(str(fetch_portraits()))
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
 
 
 @app.command("demo-batch")
@@ -234,7 +227,7 @@ def demo_batch(
             out, fetch_portraits(), recaptures=recaptures, seed=seed, hostile=hostile
         )
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(f"{len(batch.expected)} rows: {batch.manifest}")
 
 
@@ -260,7 +253,7 @@ def show_config(config: ConfigOption = None) -> None:
     try:
         console.print_json(_settings(config, None).to_json())
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m dedup.cli`

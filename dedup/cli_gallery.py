@@ -6,26 +6,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from dedup.cli_output import console, fail
 from dedup.errors import DedupError
 
 gallery_app = typer.Typer(
     help="The gallery: build, add, search, erase, verify (FAISS IVF-PQ shards).",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 GalleryOption = Annotated[Path, typer.Option("--gallery", help="The gallery's root folder.")]
 TemplatesOption = Annotated[
     Path, typer.Option("--templates", help="Parquet: enrollment_id, vector (float32 list).")
 ]
-
-
-def _fail(error: DedupError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {error}")
-    return typer.Exit(code=2)
 
 
 def _describe(manifest: Any) -> str:
@@ -82,7 +75,7 @@ def build(
                 factory=factory,
             )
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(_describe(manifest))
 
 
@@ -103,7 +96,7 @@ def add(
         ids, vectors = read_templates(templates)
         manifest = add_batch(gallery, batch_id or templates.stem, ids, vectors, model_id=model_id)
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(_describe(manifest))
 
 
@@ -127,7 +120,7 @@ def search(
     from dedup.settings import load_settings
 
     if threshold is not None and target_fpir is not None:
-        raise _fail(DedupError("give --threshold or --target-fpir, not both"))
+        raise fail(DedupError("give --threshold or --target-fpir, not both"))
     try:
         settings = load_settings(config)
         report = search_probes(
@@ -142,7 +135,7 @@ def search(
             model_id=model_id,
         )
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     for line in report.lines():
         console.print(line)
 
@@ -158,7 +151,7 @@ def erase_command(
     try:
         manifest = erase(gallery, enrollment_id)
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     console.print(f"{enrollment_id} erased; {_describe(manifest)}")
 
 
@@ -170,7 +163,7 @@ def compact_command(gallery: GalleryOption) -> None:
     try:
         console.print(_describe(compact(gallery)))
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
 
 
 @gallery_app.command("verify")
@@ -181,4 +174,4 @@ def verify(gallery: GalleryOption) -> None:
     try:
         console.print(f"ok: {_describe(verify_gallery(gallery))}")
     except DedupError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
