@@ -25,18 +25,21 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_operator_path(tmp_path: Path) -> None:
+def synth_and_build(
+    tmp_path: Path, *, n: int, dim: int, duplicates: int, probes: int, lists: int
+) -> tuple[Path, Path]:
+    """A synthetic set and a 2-shard gallery of it (IVF``lists``, PQ of dim/4 bytes)."""
     syn, gal = tmp_path / "syn", tmp_path / "gal"
     ok(
         "synth",
         "--n",
-        "3000",
+        str(n),
         "--dim",
-        "32",
+        str(dim),
         "--duplicates",
-        "60",
+        str(duplicates),
         "--probes",
-        "300",
+        str(probes),
         "--out",
         str(syn),
     )
@@ -49,10 +52,15 @@ def test_operator_path(tmp_path: Path) -> None:
         "--shards",
         "2",
         "--factory",
-        "IVF16,PQ8",
+        f"IVF{lists},PQ{dim // 4}",
         "--model-id",
         "synthetic",
     )
+    return syn, gal
+
+
+def test_operator_path(tmp_path: Path) -> None:
+    syn, gal = synth_and_build(tmp_path, n=3000, dim=32, duplicates=60, probes=300, lists=16)
     # the probes that are new people join the gallery; the same batch twice changes nothing
     added = ok(
         "add",
@@ -140,33 +148,7 @@ def test_operator_path(tmp_path: Path) -> None:
 
 
 def test_verify_names_a_corrupt_shard(tmp_path: Path) -> None:
-    syn, gal = tmp_path / "syn", tmp_path / "gal"
-    ok(
-        "synth",
-        "--n",
-        "2000",
-        "--dim",
-        "16",
-        "--duplicates",
-        "10",
-        "--probes",
-        "50",
-        "--out",
-        str(syn),
-    )
-    ok(
-        "build",
-        "--templates",
-        str(syn / "gallery.parquet"),
-        "--out",
-        str(gal),
-        "--shards",
-        "2",
-        "--factory",
-        "IVF8,PQ4",
-        "--model-id",
-        "synthetic",
-    )
+    _, gal = synth_and_build(tmp_path, n=2000, dim=16, duplicates=10, probes=50, lists=8)
     version = gal / "versions" / (gal / "CURRENT").read_text().strip()
     shard = version / "shard-00001.faiss"
     os.chmod(shard, 0o644)
