@@ -53,7 +53,9 @@ def synth(
 def build(
     templates: TemplatesOption,
     out: Annotated[Path, typer.Option("--out", help="The new gallery's root folder.")],
-    shards: Annotated[int, typer.Option("--shards")] = 4,
+    shards: Annotated[
+        int | None, typer.Option("--shards", help="Default: one per 100 M templates.")
+    ] = None,
     factory: Annotated[str | None, typer.Option("--factory", help="FAISS factory.")] = None,
     model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
     batch_id: Annotated[str, typer.Option("--batch-id")] = "initial",
@@ -64,7 +66,7 @@ def build(
 
     try:
         ids, vectors = read_templates(templates)
-        with console.status(f"training and filling {shards} shards with {len(ids)} templates"):
+        with console.status(f"training and filling the shards with {len(ids)} templates"):
             manifest = build_gallery(
                 out,
                 ids,

@@ -5,8 +5,10 @@ gallery size N, the dimension d and rates measured on the hardware (``SearchSett
 
 - exact sweep: 2 * B * N * d floating-point operations at the measured matrix-product rate
   (CPU or GPU);
-- IVF-PQ: each probe scans about nprobe / nlist of the N codes at the measured time per code,
-  plus a measured fixed cost per probe (fan-out, merge, gathering and re-scoring the shortlist).
+- IVF-PQ: each probe ranks the nlist coarse centroids (2 * nlist * d operations at the
+  matrix-product rate), scans about nprobe / nlist of the N codes at the measured time per
+  code, and pays a measured fixed cost (fan-out, merge, gathering and re-scoring the
+  shortlist).
 
 IVF-PQ is only eligible when its recall, as last measured at the configured ``nprobe``, reaches
 the batch's target; otherwise the exact sweep is chosen whatever it costs. The choice and its
@@ -46,7 +48,9 @@ def predict_seconds(
     gflops = settings.exact_gflops_gpu if gpu else settings.exact_gflops_cpu
     exact = 2.0 * batch * gallery * dim / (gflops * 1e9)
     scanned = gallery * min(1.0, settings.nprobe / max(nlist, 1))
-    ivf = batch * (scanned * settings.ivf_ns_per_code * 1e-9 + settings.ivf_us_per_probe * 1e-6)
+    ranking = 2.0 * nlist * dim / (gflops * 1e9)
+    per_probe = ranking + scanned * settings.ivf_ns_per_code * 1e-9
+    ivf = batch * (per_probe + settings.ivf_us_per_probe * 1e-6)
     return exact, ivf
 
 

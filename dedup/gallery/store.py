@@ -63,11 +63,13 @@ from dedup.gallery.layout import (
     PqSpec,
     ShardEntry,
     default_factory,
+    default_shards,
     default_train_size,
     parse_factory,
     parse_version_name,
     shard_file,
 )
+from dedup.gallery.training import filling, train_index
 
 UNIT_TOLERANCE = 1e-3
 COPY_ROWS = 1 << 20  # rows of vectors.npy copied at a time, so a copy never holds the gallery
@@ -122,6 +124,15 @@ class Gallery:
     def _live_ids(self) -> pa.Table:
         table = _read_table(self.path, self.manifest, IDS_FILE, IDS_SCHEMA, verify=False)
         return _live_rows(table, self._pending)
+
+    def index_bytes(self) -> int:
+        """Bytes the shards' inverted lists take (codes with their padding, and ids)."""
+        spec = parse_factory(self.manifest.factory, self.dimension)
+        total = 0
+        for _, shard in self.shards:
+            lists: Any = faiss.extract_index_ivf(shard).invlists
+            total += sum(spec.list_bytes(int(lists.list_size(i))) for i in range(spec.nlist))
+        return total
 
     def ids_table(self) -> pa.Table:
         """The live rows of ids.parquet (gallery_id, enrollment_id, shard, batch_id), by id."""
@@ -305,7 +316,7 @@ def build_gallery(
     *,
     model_id: str,
     batch_id: str,
-    shards: int = 4,
+    shards: int | None = None,
     factory: str | None = None,
     vector_dtype: str = "float16",
     train_size: int | None = None,
@@ -322,9 +333,10 @@ def build_gallery(
     n, dimension = data.shape
     if n == 0:
         raise GalleryError("cannot build a gallery from no templates: the index trains on them")
+    shards = shards or default_shards(n)
     if shards < 1 or vector_dtype not in VECTOR_DTYPES:
         raise GalleryError(f"need shards >= 1 and vector_dtype in {VECTOR_DTYPES}")
-    recipe = factory or default_factory(n, dimension)
+    recipe = factory or default_factory(n, dimension, shards)
     spec = parse_factory(recipe, dimension)
     sample = min(n, train_size or default_train_size(n, spec))
     if sample < max(spec.nlist, (1 << spec.nbits)):
@@ -335,21 +347,17 @@ def build_gallery(
     with _writer_lock(root):
         if (root / CURRENT_FILE).exists():
             raise GalleryError(f"a gallery already exists at {root}; add batches to it instead")
-        trained = faiss.index_factory(dimension, recipe, faiss.METRIC_INNER_PRODUCT)
-        # Polysemous codes only serve Hamming pre-filtering under L2, and are slow to train.
-        ivfpq: Any = trained  # (faiss's stubs omit this attribute)
-        ivfpq.do_polysemous_training = False
         rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
-        trained.train(data[rows])
+        trained = train_index(recipe, spec, np.ascontiguousarray(data[rows]), seed)
         ids = np.arange(n, dtype=np.int64)
         assignment = _fill_smallest_first([0] * shards, n)
         draft = _Draft(root, previous=None, current_version=0)
         draft.write(TRAINED_FILE, lambda path: faiss.write_index(trained, str(path)))
         entries = []
         for shard in range(shards):
-            index = faiss.clone_index(trained)
             chosen = assignment == shard
-            index.add_with_ids(data[chosen], ids[chosen])
+            with filling(faiss.clone_index(trained)) as index:
+                index.add_with_ids(data[chosen], ids[chosen])
             entries.append(draft.write_shard(shard, index))
         draft.write(VECTORS_FILE, lambda path: _write_vectors(path, [data], vector_dtype))
         table = _ids_rows(ids, names, assignment, batch_id)
@@ -424,8 +432,8 @@ def add_batch(
                 entries.append(draft.link_shard(entry))
                 continue
             _verify_file(folder, entry.file, entry.sha256)
-            index = _read_shard(folder, manifest, entry, mmap=False)
-            index.add_with_ids(data[chosen], new_ids[chosen])
+            with filling(_read_shard(folder, manifest, entry, mmap=False)) as index:
+                index.add_with_ids(data[chosen], new_ids[chosen])
             entries.append(draft.write_shard(entry.id, index))
         old = _verified_vectors(folder, manifest)
         draft.write(VECTORS_FILE, lambda path: _write_vectors(path, [old, data], old.dtype))

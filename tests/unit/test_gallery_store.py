@@ -169,26 +169,39 @@ def test_mmap_open_gives_the_same_search_results(
 
 
 def test_default_factory_follows_the_documented_rule() -> None:
-    assert default_factory(1_000_000, 128) == "IVF4096,PQ32"
-    assert default_factory(1_000_000_000, 128) == "IVF131072,PQ32"
-    assert default_factory(1_000_000, 512) == "IVF4096,PQ32"
-    assert default_factory(N, DIM) == "IVF64,PQ8"  # 4*sqrt(4000) ~ 253 -> 256, clamped to 64
+    assert default_factory(1_000_000, 128) == "IVF12288,PQ64x4fs"  # 16 * sqrt(n) = 16,000
+    assert default_factory(10_000_000, 128) == "IVF50176,PQ64x4fs"
+    assert default_factory(1_000_000, 128, shards=4) == "IVF3072,PQ64x4fs"  # n / (80 * 4)
+    assert default_factory(1_000_000, 512) == "IVF12288,PQ64x4fs"
+    assert default_factory(N, DIM) == "IVF50,PQ16x4fs"  # 4,000 / 80
     for n in (1, 100, 5_000, 10**6, 10**9):
-        spec = parse_factory(default_factory(n, 128), 128)
-        assert spec.nlist == 1 or n >= 39 * spec.nlist
+        for shards in (1, 4, 10):
+            spec = parse_factory(default_factory(n, 128, shards), 128)
+            assert spec.fast_scan and spec.code_bytes == 32
+            assert spec.nlist == 1 or n / (shards * spec.nlist) >= 80
 
 
-def test_index_bytes_per_template_stays_within_budget(built: Path) -> None:
+def test_index_bytes_count_codes_padding_and_ids(built: Path) -> None:
     for n in (10**6, 10**9):
         assert index_bytes_per_template(default_factory(n, 128), 128) == 40 <= 48
     assert index_bytes_per_template("IVF16,PQ8x4", DIM) == 4 + 8
     gallery = open_gallery(built)
     code_size = faiss.extract_index_ivf(gallery.shards[0][1]).code_size
     assert index_bytes_per_template(gallery.manifest, DIM) == code_size + 8
+    assert gallery.index_bytes() == N * (code_size + 8)  # 8-bit PQ: no padding
+    fast = parse_factory("IVF16,PQ16x4fs", DIM)
+    assert (fast.list_bytes(0), fast.list_bytes(1), fast.list_bytes(32)) == (
+        0,
+        8 * 32 + 8,
+        8 * 32 + 256,
+    )
+    assert fast.list_bytes(33) == 8 * 64 + 8 * 33
     with pytest.raises(GalleryError, match="IVF<nlist>"):
         index_bytes_per_template("HNSW32", DIM)
     with pytest.raises(GalleryError, match="does not divide"):
         parse_factory("IVF16,PQ5", DIM)
+    with pytest.raises(GalleryError, match="4-bit"):
+        parse_factory("IVF16,PQ16x8fs", DIM)
 
 
 # ---------------------------------------------------------------------------------- add
