@@ -79,6 +79,9 @@ def two_level_centroids(sample: NDArray[np.float32], nlist: int, seed: int) -> N
         if share >= len(points):
             parts.append(points[:share])
             continue
+        if share == 1:
+            parts.append(points.mean(axis=0, keepdims=True))
+            continue
         fine = faiss.Kmeans(
             dimension,
             int(share),

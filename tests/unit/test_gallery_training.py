@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -81,7 +82,7 @@ def test_filling_through_the_graph_puts_vectors_where_the_flat_quantizer_would(
     assert isinstance(faiss.downcast_index(restored), faiss.IndexFlat)
 
     def lists(index: faiss.Index) -> dict[int, int]:
-        invlists = faiss.extract_index_ivf(index).invlists
+        invlists: Any = faiss.extract_index_ivf(index).invlists
         out = {}
         for number in range(128):
             size = invlists.list_size(number)
@@ -112,11 +113,8 @@ def test_a_fast_scan_gallery_finds_each_template_and_counts_its_padding(tmp_path
     scores, ids = IvfPqEngine(nprobe=16, shortlist=20).search(gallery, data[:200], 1)
     np.testing.assert_array_equal(ids[:, 0], np.arange(200))
     np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-3)
-    sizes = [
-        faiss.extract_index_ivf(shard).invlists.list_size(number)
-        for _, shard in gallery.shards
-        for number in range(16)
-    ]
+    invlists: list[Any] = [faiss.extract_index_ivf(shard).invlists for _, shard in gallery.shards]
+    sizes = [lists.list_size(number) for lists in invlists for number in range(16)]
     assert sum(sizes) == len(data)
     expected = sum(-(-size // 32) * 32 * 8 + size * 8 for size in sizes)
     assert gallery.index_bytes() == expected > len(data) * (8 + 8)
