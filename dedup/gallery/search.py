@@ -164,14 +164,6 @@ def candidate_rows(
     )
 
 
-def gallery_names(gallery: Gallery) -> NDArray[np.object_]:
-    """enrollment_id by gallery id (index = gallery id), None for ids not live."""
-    table = gallery.ids_table()
-    names = np.full(int(gallery.manifest.next_id) + 1, None, dtype=object)
-    names[table["gallery_id"].to_numpy()] = table["enrollment_id"].to_numpy(zero_copy_only=False)
-    return names  # the extra last slot is what id -1 indexes
-
-
 def search_batch(
     gallery: Gallery,
     probe_ids: list[str],
@@ -201,8 +193,8 @@ def assemble_candidates(
     """Candidate rows from a gallery search's result, plus the in-batch search."""
     if len(set(probe_ids)) != len(probe_ids) or len(probe_ids) != len(probes):
         raise GalleryError("probe ids must be unique, one per probe vector")
-    names = gallery_names(gallery)
-    from_gallery = candidate_rows(probe_ids, scores, names[ids], threshold, "gallery")
+    names = gallery.enrollment_ids(ids)
+    from_gallery = candidate_rows(probe_ids, scores, names, threshold, "gallery")
     if len(probes) < 2:
         return from_gallery
     batch_scores, batch_ids = in_batch(probes, k)

@@ -144,6 +144,19 @@ class Gallery:
         inside = (array >= 0) & (array < self.manifest.next_id)
         return inside & ~np.isin(array, self.tombstones)
 
+    def enrollment_ids(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+        """enrollment_id of each gallery id (any shape), None where it is not live: looks up
+        only the ids asked for, by binary search in the sorted id column."""
+        column = self._live_ids["gallery_id"].to_numpy()
+        flat = np.asarray(ids, dtype=np.int64).ravel()
+        names = np.full(flat.shape, None, dtype=object)
+        if len(column):
+            at = np.minimum(np.searchsorted(column, flat), len(column) - 1)
+            hit = column[at] == flat  # ids are >= 0, so -1 never hits
+            taken = self._live_ids["enrollment_id"].take(pa.array(at[hit]))
+            names[hit] = taken.to_numpy(zero_copy_only=False)
+        return names.reshape(np.shape(ids))
+
     def enrollment_id(self, gallery_id: int) -> str:
         column = self._live_ids["gallery_id"].to_numpy()
         at = int(np.searchsorted(column, gallery_id))

@@ -117,6 +117,8 @@ def test_build_then_open_gives_sizes_and_balanced_shards(built: Path) -> None:
     assert gallery.ids_table().num_rows == N and gallery.tombstones.size == 0
     assert gallery.enrollment_id(17) == "e00017"
     assert gallery.gallery_ids(["e00042", "nobody"]).tolist() == [42, -1]
+    asked = np.array([[17, -1], [N - 1, N]])
+    assert gallery.enrollment_ids(asked).tolist() == [["e00017", None], [f"e{N - 1:05d}", None]]
     assert gallery.is_live(np.array([-1, 0, N - 1, N])).tolist() == [False, True, True, False]
 
 
@@ -277,6 +279,7 @@ def test_erase_then_compact_removes_the_template_everywhere(
     assert gallery.tombstones.tolist() == [victim]
     assert gallery.is_live(np.array([9, victim, 11])).tolist() == [True, False, True]
     assert gallery.gallery_ids(["e00010"]).tolist() == [-1]
+    assert gallery.enrollment_ids(np.array([9, victim, 11])).tolist() == ["e00009", None, "e00011"]
     with pytest.raises(GalleryError, match="not a live template"):
         gallery.enrollment_id(victim)
 
