@@ -140,7 +140,9 @@ class SearchSettings(_Section):
 
     engine: Literal["auto", "exact", "ivfpq"] = "auto"
     k: int = Field(default=10, ge=1)
-    nprobe: int = Field(default=64, ge=1)
+    # Lists each probe visits: 99.5% of planted duplicates were found at nprobe 3,072 of
+    # 50,176 lists at N = 10 M (1,024 of 12,288 sufficed at 1 M); docs/benchmarks.md.
+    nprobe: int = Field(default=3072, ge=1)
     shortlist: int = Field(default=100, ge=1)
     # Recall the batch must reach at the review threshold; the cost model only picks IVF-PQ if
     # its last measured recall at this nprobe reaches it.
@@ -153,11 +155,12 @@ class SearchSettings(_Section):
     # Rates the cost model uses (measured by benchmarks/gallery.py; see docs/benchmarks.md).
     exact_gflops_cpu: float = Field(default=100.0, gt=0)
     exact_gflops_gpu: float = Field(default=400_000.0, gt=0)
-    ivf_ns_per_code: float = Field(default=20.0, gt=0)
-    # Fixed cost of one probe in IVF-PQ: fan-out to the shards, merging, gathering the
-    # shortlist's full vectors for re-scoring. Measured on 2 cores: 10,000 probes against
-    # 20,000 templates in 4 shards took 2.4 s at nprobe 32, about 240 us a probe.
-    ivf_us_per_probe: float = Field(default=200.0, gt=0)
+    # Fast-scan codes at N = 10 M on 2 cores: 0.70 ms a probe at nprobe 1,024 (204 k codes),
+    # 1.13 ms at 3,072 (612 k codes), so about 1.1 ns a code.
+    ivf_ns_per_code: float = Field(default=1.1, gt=0)
+    # Fixed cost of one probe in IVF-PQ (fan-out, merging, gathering the shortlist's full
+    # vectors for re-scoring): what remains of the 0.70 ms above, about 0.4 ms.
+    ivf_us_per_probe: float = Field(default=400.0, gt=0)
 
 
 class EmbedSettings(_Section):
