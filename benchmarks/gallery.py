@@ -52,7 +52,7 @@ class Point(NamedTuple):
     rate: float
 
 
-NPROBES = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
+NPROBES = (32, 64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
 
 def candidate_pairs(scores: np.ndarray, ids: np.ndarray, threshold: float) -> set[tuple[int, int]]:
