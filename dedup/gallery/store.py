@@ -69,7 +69,7 @@ from dedup.gallery.layout import (
     parse_version_name,
     shard_file,
 )
-from dedup.gallery.training import filling, train_index
+from dedup.gallery.training import filling, jittered, train_index
 
 UNIT_TOLERANCE = 1e-3
 COPY_ROWS = 1 << 20  # rows of vectors.npy copied at a time, so a copy never holds the gallery
@@ -352,7 +352,8 @@ def build_gallery(
     recipe = factory or default_factory(n, dimension, shards)
     spec = parse_factory(recipe, dimension)
     sample = min(n, train_size or default_train_size(n, spec))
-    if sample < max(spec.nlist, (1 << spec.nbits)):
+    needed = max(spec.nlist, (1 << spec.nbits))
+    if sample < needed and factory is not None:
         raise GalleryError(
             f"{recipe} needs at least {max(spec.nlist, (1 << spec.nbits))} training templates, "
             f"got {sample}: choose a smaller factory"
@@ -361,7 +362,10 @@ def build_gallery(
         if (root / CURRENT_FILE).exists():
             raise GalleryError(f"a gallery already exists at {root}; add batches to it instead")
         rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
-        trained = train_index(recipe, spec, np.ascontiguousarray(data[rows]), seed)
+        training = np.ascontiguousarray(data[rows])
+        if len(training) < needed:  # only the default recipe gets here: a tiny gallery
+            training = jittered(training, needed, seed)
+        trained = train_index(recipe, spec, training, seed)
         ids = np.arange(n, dtype=np.int64)
         assignment = _fill_smallest_first([0] * shards, n)
         draft = _Draft(root, previous=None, current_version=0)

@@ -42,10 +42,11 @@ def train_index(
     """The trained, empty inner-product IVF-PQ every shard is a copy of."""
     dimension = sample.shape[1]
     index = faiss.index_factory(dimension, recipe, faiss.METRIC_INNER_PRODUCT)
-    ivf: Any = faiss.extract_index_ivf(index)  # (faiss's stubs omit most attributes)
-    if hasattr(ivf, "do_polysemous_training"):
+    top: Any = index  # (faiss's stubs omit most attributes)
+    if hasattr(top, "do_polysemous_training"):
         # Polysemous codes only serve Hamming pre-filtering under L2, and are slow to train.
-        ivf.do_polysemous_training = False
+        top.do_polysemous_training = False
+    ivf: Any = faiss.extract_index_ivf(index)
     ivf.cp.seed = seed
     ivf.cp.niter = KMEANS_ITERATIONS
     if spec.nlist >= TWO_LEVEL_FROM:
@@ -53,6 +54,20 @@ def train_index(
     # With the quantizer already filled, FAISS trains only the product quantizer.
     index.train(sample)
     return index
+
+
+def jittered(
+    sample: NDArray[np.float32], count: int, seed: int, spread: float = 0.02
+) -> NDArray[np.float32]:
+    """``count`` unit training points from a smaller sample: the sample, then copies of it
+    with a little noise. Only a gallery smaller than its PQ codebook (16 entries for 4-bit
+    codes) needs this, on a registry's first nights; such a gallery is searched by the exact
+    sweep (cost model), and IVF-PQ results are re-scored exactly in any case."""
+    rng = np.random.default_rng([seed, 7])
+    copies = sample[np.arange(count - len(sample)) % len(sample)]
+    noisy = copies + rng.normal(0.0, spread, copies.shape)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    return np.ascontiguousarray(np.concatenate([sample, noisy]), dtype=np.float32)
 
 
 def two_level_centroids(sample: NDArray[np.float32], nlist: int, seed: int) -> NDArray[np.float32]:

@@ -118,3 +118,18 @@ def test_a_fast_scan_gallery_finds_each_template_and_counts_its_padding(tmp_path
     assert sum(sizes) == len(data)
     expected = sum(-(-size // 32) * 32 * 8 + size * 8 for size in sizes)
     assert gallery.index_bytes() == expected > len(data) * (8 + 8)
+
+
+def test_a_gallery_smaller_than_the_codebook_builds_on_jittered_copies(tmp_path: Path) -> None:
+    data = templates(5)
+    sample = training.jittered(data, 16, seed=0)
+    assert sample.shape == (16, DIM)
+    np.testing.assert_array_equal(sample[:5], data)
+    np.testing.assert_allclose(np.linalg.norm(sample, axis=1), 1.0, rtol=1e-5)
+    assert (sample[5:] @ data.T).max(axis=1).min() > 0.95  # each copy stays near its template
+    names = [f"e{i}" for i in range(5)]
+    build_gallery(tmp_path / "g", names, data, model_id="m", batch_id="b")
+    gallery = open_gallery(tmp_path / "g")
+    assert gallery.manifest.factory == "IVF1,PQ16x4fs" and gallery.size == 5
+    _, ids = IvfPqEngine(nprobe=1, shortlist=5).search(gallery, data, 1)
+    np.testing.assert_array_equal(ids[:, 0], np.arange(5))
