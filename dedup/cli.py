@@ -167,6 +167,61 @@ def embed(
     print_embed_report(report)
 
 
+@app.command()
+def match(
+    batch_id: Annotated[str, typer.Option("--batch-id", help="An embedded batch.")],
+    gallery: Annotated[
+        Path | None, typer.Option("--gallery", help="Gallery root (overrides the settings).")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold")] = None,
+    target_fpir: Annotated[
+        float | None, typer.Option("--target-fpir", help="Calibrate the threshold to this FPIR.")
+    ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray/--no-ray", help="IVF-PQ on one Ray actor per shard.")
+    ] = True,
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Search the batch's templates against the gallery and each other into the candidates
+    table; add the enrollments with no candidate to the gallery."""
+    from dedup.manifest import check_batch_id
+
+    if threshold is not None and target_fpir is not None:
+        raise fail(DedupError("give --threshold or --target-fpir, not both"))
+    try:
+        check_batch_id(batch_id)
+        settings = _settings(config, lake)
+        from pipelines.ray.match_job import run_match
+
+        with console.status(f"matching {batch_id}"):
+            report = run_match(
+                batch_id,
+                settings,
+                gallery or Path(settings.gallery),
+                ray=ray,
+                threshold=threshold,
+                target_fpir=target_fpir,
+            )
+    except DedupError as error:
+        raise fail(error) from error
+    print_match_report(report)
+
+
+def print_match_report(report: Any) -> None:
+    if report.search is not None:
+        for line in report.search.lines():
+            console.print(line)
+    else:
+        console.print("candidates of an earlier run of this batch reused")
+    console.print(
+        f"batch {report.batch_id}: {report.probes} templates, {report.candidates} candidate "
+        f"rows for {report.with_candidates} enrollments (to adjudication), {report.unique} "
+        f"unique added to the gallery (version {report.gallery_version}, "
+        f"{report.gallery_size} templates) in {report.seconds:.1f} s"
+    )
+
+
 def run_embed_command(batch_id: str, settings: Settings) -> Any:
     from dedup.manifest import check_batch_id
     from dedup.models.dlib_onnx import ensure_dlib_export

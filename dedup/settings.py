@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     )
 
     lake: str = "lake"
+    # The gallery's root folder (versions and CURRENT), searched and grown by the match job.
+    gallery: str = "gallery"
     model: str = DLIB_MODEL_ID
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
     spark: SparkSettings = Field(default_factory=SparkSettings)

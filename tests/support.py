@@ -9,7 +9,7 @@ from dedup.contracts.schemas import NATURAL_KEYS, TABLES
 from dedup.settings import Settings
 
 # Wall-clock columns: the only ones allowed to differ between two runs of the same batch.
-RUN_TIME_COLUMNS = {"staged_at", "rejected_at"}
+RUN_TIME_COLUMNS = {"staged_at", "rejected_at", "matched_at"}
 
 
 def stage(spark: Any, settings: Settings, batch_id: str, manifest: Path) -> Any:

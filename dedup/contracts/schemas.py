@@ -120,11 +120,28 @@ TEMPLATES = pa.schema(
     ]
 )
 
+# The match job's output: one row per (probe, candidate, source) above the review threshold,
+# the probe and candidate being enrollment ids; source is "gallery" (1:N) or "batch" (another
+# probe of the same batch). Rank counts from 1 within the probe's list of that source.
+CANDIDATES_TABLE = pa.schema(
+    [
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("probe_id", pa.string(), nullable=False),
+        pa.field("candidate_id", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("matched_at", UTC_TS, nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "enrollments": ENROLLMENTS,
     "faces": FACES,
     "rejects": REJECTS,
     "templates": TEMPLATES,
+    "candidates": CANDIDATES_TABLE,
 }
 
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
@@ -132,6 +149,7 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "faces": ("enrollment_id",),
     "rejects": ("batch_id", "row_index"),
     "templates": ("enrollment_id", "model_id"),
+    "candidates": ("batch_id", "model_id", "probe_id", "candidate_id", "source"),
 }
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
 from dedup.files import write_atomically
@@ -105,13 +107,46 @@ def search_probes(
     engine: str | None = None,
     model_id: str | None = None,
 ) -> SearchReport:
-    """Search, audit (approximate engine only), and write the candidates atomically.
+    """Search a template file, audit (approximate engine only), write the candidates atomically.
 
     Raises ``RecallBelowFloor`` after writing nothing when the audit fails.
     """
-    started = time.perf_counter()
     gallery: Gallery = open_gallery(gallery_root)
     probe_ids, probes = read_templates(probes_path)
+    candidates, report = search_gallery(
+        gallery,
+        probe_ids,
+        probes,
+        settings,
+        k=k,
+        threshold=threshold,
+        target_fpir=target_fpir,
+        engine=engine,
+        model_id=model_id,
+    )
+    write_atomically(out, lambda path: pq.write_table(candidates, path))
+    return report
+
+
+def search_gallery(
+    gallery: Gallery,
+    probe_ids: list[str],
+    probes: NDArray[np.floating],
+    settings: Settings,
+    *,
+    k: int | None = None,
+    threshold: float | None = None,
+    target_fpir: float | None = None,
+    engine: str | None = None,
+    model_id: str | None = None,
+    approximate: SearchEngine | None = None,
+) -> tuple[pa.Table, SearchReport]:
+    """The ``candidates`` of a batch of probes, against the gallery and within the batch.
+
+    The cost model picks the engine; ``approximate`` replaces the in-process IVF-PQ engine
+    (the Ray shard actors, for example). Raises ``RecallBelowFloor`` when the audit fails.
+    """
+    started = time.perf_counter()
     k = k or settings.search.k
     tail = gallery_tail(gallery)
     if target_fpir is not None:
@@ -128,12 +163,17 @@ def search_probes(
         if tail is None
         else expected_false_candidates(threshold, len(probes), gallery.size, tail)
     )
-    search_settings = settings.search.model_copy(update={"engine": engine or "auto"})
+    search_settings = settings.search.model_copy(
+        update={"engine": engine or settings.search.engine}
+    )
     choice = choose_engine(
         len(probes), gallery.size, gallery.dimension, gallery.manifest.nlist, search_settings
     )
     matrix = check_probes(gallery, probes, model_id)
-    scores, ids = engine_for(choice.engine, settings).search(gallery, matrix, k)
+    chosen = engine_for(choice.engine, settings)
+    if choice.engine != "exact" and approximate is not None:
+        chosen = approximate
+    scores, ids = chosen.search(gallery, matrix, k)
     audit = None
     if choice.engine != "exact":
         audit = audit_recall(
@@ -154,12 +194,11 @@ def search_probes(
     candidates = assemble_candidates(
         gallery, probe_ids, matrix, scores, ids, k=k, threshold=threshold
     )
-    write_atomically(out, lambda path: pq.write_table(candidates, path))
     sources = candidates["source"].to_pylist()
-    return SearchReport(
+    return candidates, SearchReport(
         probes=len(probes),
         gallery_size=gallery.size,
-        engine=choice.engine,
+        engine=chosen.name if choice.engine != "exact" else choice.engine,
         reason=choice.reason,
         threshold=threshold,
         threshold_source=source,

@@ -55,6 +55,7 @@ from dedup.gallery.layout import (
     TMP_PREFIX,
     TOMBSTONES_FILE,
     TOMBSTONES_SCHEMA,
+    TRAIN_POINTS_PER_CENTROID,
     TRAINED_FILE,
     VECTOR_DTYPES,
     VECTORS_FILE,
@@ -364,7 +365,7 @@ def build_gallery(
         rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
         training = np.ascontiguousarray(data[rows])
         if len(training) < needed:  # only the default recipe gets here: a tiny gallery
-            training = jittered(training, needed, seed)
+            training = jittered(training, TRAIN_POINTS_PER_CENTROID * needed, seed)
         trained = train_index(recipe, spec, training, seed)
         ids = np.arange(n, dtype=np.int64)
         assignment = _fill_smallest_first([0] * shards, n)

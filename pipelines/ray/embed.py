@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +25,7 @@ from dedup.errors import LakeError
 from dedup.faults import crash_once, crash_point
 from dedup.models.embedder import Embedder
 from dedup.settings import Settings
+from pipelines.deltars import insert_new, open_table, plain_strings
 
 ACTOR_RETRIES = 3
 
@@ -46,23 +46,12 @@ class EmbedReport:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
-def table_path(lake: str, name: str) -> str:
-    return f"{lake.rstrip('/')}/{name}"
-
-
-def _delta(lake: str, name: str) -> Any:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(table_path(lake, name))
-    except TableNotFoundError:
-        return None
-
-
 def pending_faces(settings: Settings, batch_id: str) -> tuple[pa.Table, int]:
     """(chips of the batch still lacking a template of the model, how many already have one)."""
-    enrollments, faces = _delta(settings.lake, "enrollments"), _delta(settings.lake, "faces")
+    enrollments, faces = (
+        open_table(settings.lake, "enrollments"),
+        open_table(settings.lake, "faces"),
+    )
     staged = (
         enrollments.to_pyarrow_dataset().to_table(
             columns=["enrollment_id"],
@@ -84,13 +73,13 @@ def pending_faces(settings: Settings, batch_id: str) -> tuple[pa.Table, int]:
             )
         return pa.table({"enrollment_id": [], "batch_id": [], "chip_png": []}), 0
     batch_only = pc.field("batch_id") == batch_id
-    chips = _plain_strings(
+    chips = plain_strings(
         faces.to_pyarrow_dataset().to_table(
             columns=["enrollment_id", "batch_id", "chip_png"], filter=batch_only
         )
     )
     chips = chips.filter(pc.is_in(chips["enrollment_id"], _ids(staged)))
-    templates = _delta(settings.lake, "templates")
+    templates = open_table(settings.lake, "templates")
     if templates is None:
         return chips, 0
     done = templates.to_pyarrow_dataset().to_table(
@@ -102,16 +91,6 @@ def pending_faces(settings: Settings, batch_id: str) -> tuple[pa.Table, int]:
 
 def _ids(table: pa.Table) -> pa.Array:
     return pc.cast(table["enrollment_id"], pa.string()).combine_chunks()
-
-
-def _plain_strings(table: pa.Table) -> pa.Table:
-    """delta-rs may hand back string_view columns; the rest of the job uses plain strings."""
-    return table.cast(
-        pa.schema(
-            pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f
-            for f in table.schema
-        )
-    )
 
 
 class EmbedWorker:
@@ -214,23 +193,8 @@ def _first_index(keys: list[str]) -> list[int]:
 
 
 def commit_templates(settings: Settings, rows: pa.Table) -> None:
-    """One Delta commit inserting the keys the table lacks (creating the table if needed)."""
-    from deltalake import DeltaTable, write_deltalake
-
-    path = table_path(settings.lake, "templates")
-    if _delta(settings.lake, "templates") is None:
-        write_deltalake(path, TEMPLATES.empty_table(), mode="append")
-    (
-        DeltaTable(path)
-        .merge(
-            source=rows,
-            predicate="t.enrollment_id = s.enrollment_id AND t.model_id = s.model_id",
-            source_alias="s",
-            target_alias="t",
-        )
-        .when_not_matched_insert_all()
-        .execute()
-    )
+    """One Delta commit inserting the (enrollment_id, model_id) keys the table lacks."""
+    insert_new(settings.lake, "templates", rows)
 
 
 def run_embed(batch_id: str, settings: Settings) -> EmbedReport:

@@ -12,11 +12,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from dedup.contracts.schemas import NATURAL_KEYS, TABLES
 from dedup.errors import LakeError
+from pipelines.deltars import table_path
 from pipelines.spark.arrow_types import spark_schema
-
-
-def table_path(lake: str, name: str) -> str:
-    return f"{lake.rstrip('/')}/{name}"
 
 
 def ensure_table(spark: SparkSession, lake: str, name: str) -> DeltaTable:

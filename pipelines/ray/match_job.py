@@ -1,0 +1,227 @@
+"""The match job: a batch's templates against the gallery and each other, into ``candidates``.
+
+1. Read the batch's templates of the configured model from the Delta table ``templates``
+   (delta-rs), refusing a batch whose embedding has not finished.
+2. Search them 1:N against the published gallery and within the batch (``search_gallery``:
+   the cost model picks the exact sweep or IVF-PQ, IVF-PQ runs on one Ray actor per shard
+   unless ``ray=False``, and the recall audit checks it). The first batch of a registry has
+   no gallery yet and is searched within itself only.
+3. Write the candidate rows to ``_work/match/<batch>/candidates.parquet`` (atomically, once:
+   a re-run reuses them, so it never searches a gallery that already holds this batch), then
+   MERGE them into ``candidates``, inserting only keys the table lacks.
+4. Add the batch's enrollments that have no candidate (``unique``) to the gallery under the
+   batch's id; the gallery's ledger makes a repeated add change nothing. Enrollments with
+   candidates wait for adjudication.
+
+A crash anywhere leaves what was written so far; running the job again finishes it with the
+same rows and the same gallery as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dedup.contracts.schemas import CANDIDATES_TABLE, fixed_size_vectors
+from dedup.errors import LakeError
+from dedup.faults import crash_point
+from dedup.files import write_atomically
+from dedup.gallery.layout import CURRENT_FILE
+from dedup.gallery.run import SearchReport, search_gallery
+from dedup.gallery.search import CANDIDATES, Scores, candidate_rows, in_batch
+from dedup.gallery.store import add_batch, build_gallery, open_gallery
+from dedup.settings import Settings
+from pipelines.deltars import insert_new, open_table, plain_strings
+from pipelines.ray.embed import pending_faces
+
+
+@dataclass(frozen=True)
+class MatchReport:
+    batch_id: str
+    model_id: str
+    probes: int
+    candidates: int
+    with_candidates: int
+    unique: int
+    gallery_version: int
+    gallery_size: int
+    # None when the candidates of an earlier, interrupted run were reused.
+    search: SearchReport | None
+    seconds: float
+
+
+def work_folder(lake: str, batch_id: str) -> Path:
+    return Path(lake) / "_work" / "match" / batch_id
+
+
+def batch_templates(settings: Settings, batch_id: str) -> tuple[list[str], Scores]:
+    """(enrollment ids, unit templates) of the batch for the configured model, by id."""
+    todo, embedded = pending_faces(settings, batch_id)
+    if todo.num_rows:
+        raise LakeError(
+            f"batch {batch_id!r} has {todo.num_rows} staged faces without a "
+            f"{settings.model!r} template: run `dedup embed` for it first"
+        )
+    table = open_table(settings.lake, "templates")
+    if table is None or not embedded:
+        return [], np.zeros((0, settings.model_spec.dimension), np.float32)
+    rows = plain_strings(
+        table.to_pyarrow_dataset().to_table(
+            columns=["enrollment_id", "vector"],
+            filter=(pc.field("batch_id") == batch_id) & (pc.field("model_id") == settings.model),
+        )
+    ).sort_by("enrollment_id")
+    dimension = settings.model_spec.dimension
+    flat = fixed_size_vectors(rows["vector"], dimension).flatten()
+    vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dimension)
+    return rows["enrollment_id"].to_pylist(), vectors
+
+
+def search_candidates(
+    settings: Settings,
+    gallery_root: Path,
+    ids: list[str],
+    vectors: Scores,
+    *,
+    ray: bool,
+    threshold: float | None,
+    target_fpir: float | None,
+) -> tuple[pa.Table, SearchReport | None]:
+    """The batch's candidate rows (``CANDIDATES``), and the search's report when it had a
+    gallery to search."""
+    if not (gallery_root / CURRENT_FILE).exists():
+        limit = settings.matching.review_threshold if threshold is None else threshold
+        if len(ids) < 2:
+            return CANDIDATES.empty_table(), None
+        scores, found = in_batch(np.ascontiguousarray(vectors), settings.search.k)
+        names = np.array([*ids, None], dtype=object)[found]
+        return candidate_rows(ids, scores, names, limit, "batch"), None
+    gallery = open_gallery(gallery_root)
+    if not ray:
+        return search_gallery(
+            gallery,
+            ids,
+            vectors,
+            settings,
+            threshold=threshold,
+            target_fpir=target_fpir,
+            model_id=settings.model,
+        )
+    from pipelines.ray.match import RayShardSearch
+
+    with RayShardSearch(
+        settings.search.nprobe, settings.search.shortlist, address=settings.embed.ray_address
+    ) as shards:
+        return search_gallery(
+            gallery,
+            ids,
+            vectors,
+            settings,
+            threshold=threshold,
+            target_fpir=target_fpir,
+            model_id=settings.model,
+            approximate=shards,
+        )
+
+
+def lake_rows(candidates: pa.Table, batch_id: str, model_id: str, now: dt.datetime) -> pa.Table:
+    count = candidates.num_rows
+    return pa.table(
+        {
+            "batch_id": pa.array([batch_id] * count, pa.string()),
+            "model_id": pa.array([model_id] * count, pa.string()),
+            **{name: candidates[name] for name in CANDIDATES.names},
+            "matched_at": pa.array([now] * count, CANDIDATES_TABLE.field("matched_at").type),
+        },
+        schema=CANDIDATES_TABLE,
+    )
+
+
+def run_match(
+    batch_id: str,
+    settings: Settings,
+    gallery_root: Path,
+    *,
+    ray: bool = True,
+    threshold: float | None = None,
+    target_fpir: float | None = None,
+) -> MatchReport:
+    """Match one embedded batch. Safe to run again for the same batch at any time."""
+    started = time.perf_counter()
+    gallery_root = Path(gallery_root)
+    ids, vectors = batch_templates(settings, batch_id)
+    results = work_folder(settings.lake, batch_id) / "candidates.parquet"
+    report = None
+    if results.exists():
+        rows = pq.read_table(results)
+    else:
+        found, report = search_candidates(
+            settings,
+            gallery_root,
+            ids,
+            vectors,
+            ray=ray,
+            threshold=threshold,
+            target_fpir=target_fpir,
+        )
+        rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
+        results.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(results, lambda path: pq.write_table(rows, path))
+    crash_point("match.after_results")
+    if rows.num_rows:
+        insert_new(settings.lake, "candidates", rows)
+    crash_point("match.after_candidates")
+    flagged = set(rows["probe_id"].to_pylist())
+    unique = [i for i, name in enumerate(ids) if name not in flagged]
+    manifest = add_unique(settings, gallery_root, batch_id, ids, vectors, unique)
+    return MatchReport(
+        batch_id=batch_id,
+        model_id=settings.model,
+        probes=len(ids),
+        candidates=rows.num_rows,
+        with_candidates=len(flagged),
+        unique=len(unique),
+        gallery_version=manifest[0],
+        gallery_size=manifest[1],
+        search=report,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def add_unique(
+    settings: Settings,
+    gallery_root: Path,
+    batch_id: str,
+    ids: list[str],
+    vectors: Scores,
+    unique: list[int],
+) -> tuple[int, int]:
+    """Add the unique enrollments to the gallery (building it for the first batch);
+    (version, size) of the gallery afterwards, (0, 0) when there is still none."""
+    names = [ids[i] for i in unique]
+    if (gallery_root / CURRENT_FILE).exists() and not names:
+        current = open_gallery(gallery_root, verify=False).manifest
+        return current.version, current.size
+    if (gallery_root / CURRENT_FILE).exists():
+        manifest = add_batch(
+            gallery_root, batch_id, names, vectors[unique], model_id=settings.model
+        )
+    elif names:
+        manifest = build_gallery(
+            gallery_root,
+            names,
+            vectors[unique],
+            model_id=settings.model,
+            batch_id=batch_id,
+            vector_dtype="float16",
+        )
+    else:
+        return 0, 0
+    return manifest.version, manifest.size

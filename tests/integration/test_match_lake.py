@@ -1,0 +1,205 @@
+"""The match job on the lake: two staged and embedded demo batches, the first seeding the gallery.
+
+The demo portraits hold two people, each in several photos, so the expected candidates follow
+from the answer sheet. The first batch is cut down to one photo of each person: both are
+unique and seed the gallery. In the second, full batch every two photos of one person are a
+``batch`` pair, and every photo is a ``gallery`` candidate of its person's entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dedup.demo.batch import DemoBatch, ExpectedRow, build_demo_batch
+from dedup.errors import InjectedCrash, LakeError
+from dedup.faults import CRASH_AT_ENV
+from dedup.gallery.store import open_gallery
+from dedup.models.dlib_onnx import ensure_dlib_export
+from dedup.settings import Settings
+from tests.conftest import make_settings
+from tests.support import stage
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+FIRST, SECOND = "match-1", "match-2"
+
+
+def staged_people(batch: DemoBatch) -> dict[str, str]:
+    return {
+        r.enrollment_id: r.person
+        for r in batch.expected
+        if r.expected_status == "staged" and r.person is not None
+    }
+
+
+def same_person_pairs(people: dict[str, str]) -> set[frozenset[str]]:
+    return {
+        frozenset((a, b))
+        for a, b in itertools.combinations(sorted(people), 2)
+        if people[a] == people[b]
+    }
+
+
+def one_photo_each(batch: DemoBatch) -> DemoBatch:
+    """The batch cut down to its first staged photo of each person (a second manifest)."""
+    kept: dict[str, ExpectedRow] = {}
+    for row in batch.expected:
+        if row.expected_status == "staged" and row.person is not None:
+            kept.setdefault(row.person, row)
+    ids = {row.enrollment_id for row in kept.values()}
+    lines = batch.manifest.read_text(encoding="utf-8").splitlines()
+    manifest = batch.manifest.with_name("one-each.csv")
+    chosen = [line for line in lines[1:] if line.split(",", 1)[0] in ids]
+    manifest.write_text("\n".join([lines[0], *chosen]) + "\n", encoding="utf-8")
+    expected = tuple(
+        dataclasses.replace(row, row_index=index) for index, row in enumerate(kept.values())
+    )
+    return DemoBatch(batch.folder, manifest, expected)
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> list[DemoBatch]:
+    folder = tmp_path_factory.mktemp("match-batches")
+    first = build_demo_batch(folder / FIRST, portraits, recaptures=0, seed=31, hostile=False)
+    second = build_demo_batch(folder / SECOND, portraits, recaptures=1, seed=32, hostile=False)
+    return [one_photo_each(first), second]
+
+
+@pytest.fixture(scope="module")
+def embedded_lake(
+    spark: Any, batches: list[DemoBatch], tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """A lake with both batches staged and embedded, and no match run yet (copied per test)."""
+    from pipelines.ray.embed import run_embed
+
+    root = tmp_path_factory.mktemp("match-lake")
+    model = root / "dlib-resnet-v1.onnx"
+    ensure_dlib_export(model)
+    spec = {"dlib-resnet-v1": {**Settings().model_spec.model_dump(), "onnx": str(model)}}
+    settings = make_settings(
+        root / "lake", models=spec, embed={"batch_size": 8, "cpus_per_actor": 1}
+    )
+    for batch_id, batch in zip((FIRST, SECOND), batches, strict=True):
+        stage(spark, settings, batch_id, batch.manifest)
+        run_embed(batch_id, settings)
+    return settings
+
+
+@pytest.fixture
+def lake(embedded_lake: Settings, tmp_path: Path) -> Settings:
+    shutil.copytree(embedded_lake.lake, tmp_path / "lake")
+    return embedded_lake.model_copy(
+        update={"lake": str(tmp_path / "lake"), "gallery": str(tmp_path / "gallery")}
+    )
+
+
+def candidates(settings: Settings) -> list[dict[str, Any]]:
+    from pipelines.deltars import open_table
+
+    table = open_table(settings.lake, "candidates")
+    rows = [] if table is None else table.to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda r: (r["batch_id"], r["probe_id"], r["candidate_id"]))
+
+
+def match(settings: Settings, batch_id: str, **options: Any) -> Any:
+    from pipelines.ray.match_job import run_match
+
+    return run_match(batch_id, settings, Path(settings.gallery), **options)
+
+
+def test_the_first_batch_has_no_candidates_and_seeds_the_gallery(
+    lake: Settings, batches: list[DemoBatch]
+) -> None:
+    people = staged_people(batches[0])
+    report = match(lake, FIRST, ray=False)
+    rows = candidates(lake)
+    assert rows == [] and len(set(people.values())) == len(people) == 2
+    assert report.unique == 2 and report.with_candidates == 0
+    gallery = open_gallery(Path(lake.gallery))
+    assert set(gallery.ids_table()["enrollment_id"].to_pylist()) == set(people)
+    assert gallery.model_id == lake.model
+
+
+def test_the_second_batch_finds_the_gallery_person_through_the_ray_shards(
+    lake: Settings, batches: list[DemoBatch]
+) -> None:
+    match(lake, FIRST, ray=False)
+    forced = lake.model_copy(
+        update={"search": lake.search.model_copy(update={"engine": "ivfpq", "nprobe": 1})}
+    )
+    report = match(forced, SECOND, ray=True)
+    assert report.search is not None and report.search.engine == "ivfpq-ray"
+    first, second = staged_people(batches[0]), staged_people(batches[1])
+    in_gallery = set(open_gallery(Path(lake.gallery)).ids_table()["enrollment_id"].to_pylist())
+    rows = [r for r in candidates(lake) if r["batch_id"] == SECOND]
+    expected_gallery = {
+        (probe, held)
+        for probe, person in second.items()
+        for held in in_gallery
+        if first[held] == person
+    }
+    assert expected_gallery
+    assert {(r["probe_id"], r["candidate_id"]) for r in rows if r["source"] == "gallery"} == (
+        expected_gallery
+    )
+    batch_pairs = {
+        frozenset((r["probe_id"], r["candidate_id"])) for r in rows if r["source"] == "batch"
+    }
+    assert batch_pairs == same_person_pairs(second)
+    assert all(r["score"] >= lake.matching.review_threshold for r in rows)
+    # Everyone in the second batch has a candidate, so nobody joined the gallery.
+    assert report.unique == 0 and open_gallery(Path(lake.gallery)).size == len(in_gallery)
+
+
+def test_running_a_batch_again_changes_nothing(lake: Settings) -> None:
+    match(lake, FIRST, ray=False)
+    match(lake, SECOND, ray=False)
+    rows, version = candidates(lake), open_gallery(Path(lake.gallery)).manifest.version
+    assert rows
+    for batch_id in (FIRST, SECOND):
+        again = match(lake, batch_id, ray=False)
+        assert again.search is None  # the first run's candidates are reused, not searched again
+    assert candidates(lake) == rows
+    assert open_gallery(Path(lake.gallery)).manifest.version == version
+
+
+@pytest.mark.parametrize("batch_id", [FIRST, SECOND])
+@pytest.mark.parametrize("point", ["match.after_results", "match.after_candidates"])
+def test_a_crash_then_a_rerun_leaves_what_an_uninterrupted_run_leaves(
+    lake: Settings, tmp_path: Path, point: str, batch_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = lake.model_copy(
+        update={"lake": str(tmp_path / "clean-lake"), "gallery": str(tmp_path / "clean-gallery")}
+    )
+    shutil.copytree(lake.lake, clean.lake)
+    for name in (FIRST, SECOND):
+        match(clean, name, ray=False)
+
+    for name in (FIRST, SECOND):
+        if name == batch_id:
+            monkeypatch.setenv(CRASH_AT_ENV, point)
+            with pytest.raises(InjectedCrash):
+                match(lake, name, ray=False)
+            monkeypatch.delenv(CRASH_AT_ENV)
+        match(lake, name, ray=False)
+
+    def without_times(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "matched_at"} for r in rows]
+
+    assert without_times(candidates(lake)) == without_times(candidates(clean)) != []
+    ours, theirs = open_gallery(Path(lake.gallery)), open_gallery(Path(clean.gallery))
+    assert ours.ids_table()["enrollment_id"].to_pylist() == (
+        theirs.ids_table()["enrollment_id"].to_pylist()
+    )
+    assert ours.manifest.version == theirs.manifest.version == 1
+
+
+def test_a_batch_that_was_not_embedded_is_refused(lake: Settings) -> None:
+    with pytest.raises(LakeError, match="dedup stage"):
+        match(lake, "never-staged", ray=False)
