@@ -50,3 +50,20 @@ def test_bad_settings_file_is_a_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config", "--config", str(config)])
     assert result.exit_code == 2
     assert "spark.shuffle_partitions" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-id", "bad id!"], "batch id"),
+        (["--batch-id", "b1", "--threshold", "0.9", "--target-fpir", "0.01"], "not both"),
+        (["--batch-id", "b1"], "dedup stage"),
+    ],
+)
+def test_match_refuses_bad_arguments_and_unstaged_batches(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["match", *args, "--lake", str(tmp_path / "lake")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "lake" / "candidates").exists()
