@@ -214,6 +214,8 @@ def print_match_report(report: Any) -> None:
             console.print(line)
     else:
         console.print("candidates of an earlier run of this batch reused")
+    for where in report.metrics:
+        console.print(f"metrics: {where}")
     console.print(
         f"batch {report.batch_id}: {report.probes} templates, {report.candidates} candidate "
         f"rows for {report.with_candidates} enrollments (to adjudication), {report.unique} "

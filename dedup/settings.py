@@ -135,6 +135,16 @@ class MatchingSettings(_Section):
     review_threshold: float = Field(default=0.90, gt=-1.0, lt=1.0)
 
 
+class MetricsSettings(_Section):
+    """Where batch jobs publish their metrics (dedup.metrics); neither set: nowhere."""
+
+    # Base URL of a Prometheus Pushgateway, e.g. http://pushgateway:9091.
+    pushgateway: str | None = None
+    # A folder node_exporter's textfile collector reads.
+    textfile_dir: Path | None = None
+    push_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class SearchSettings(_Section):
     """Gallery search: which engine, its knobs, the recall audit, and the cost model's rates."""
 
@@ -199,6 +209,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @model_validator(mode="after")
     def _model_is_registered(self) -> Settings:

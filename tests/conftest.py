@@ -52,3 +52,42 @@ def portraits() -> Path:
     from dedup.demo.portraits import fetch_portraits
 
     return fetch_portraits()
+
+
+@pytest.fixture(scope="session")
+def pushgateway() -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's package, installed by scripts/install-services)
+    on a free loopback port; its base URL."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.fail("prometheus-pushgateway is not installed: run scripts/install-services")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail("the Pushgateway did not become ready")
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

@@ -29,6 +29,7 @@ from dedup.gallery.thresholds import (
     review_threshold_for,
     sample_impostor_scores,
 )
+from dedup.metrics import SearchFigures
 from dedup.settings import Settings
 
 # How much of the gallery the impostor tail is fitted on: enough pairs to trust p(t) down to
@@ -66,6 +67,22 @@ class SearchReport:
     from_batch: int
     seconds: float
     audit: RecallAudit | None
+
+    def figures(self) -> SearchFigures:
+        audit = self.audit
+        return SearchFigures(
+            engine=self.engine,
+            probes=self.probes,
+            gallery_size=self.gallery_size,
+            candidates=self.candidates,
+            threshold=self.threshold,
+            expected_false=self.expected_false,
+            seconds=self.seconds,
+            audit_sampled=None if audit is None else audit.probes_sampled,
+            audit_exact_candidates=None if audit is None else audit.exact_candidates,
+            audit_found=None if audit is None else audit.found,
+            audit_floor=None if audit is None else audit.floor,
+        )
 
     def lines(self) -> list[str]:
         out = [
@@ -124,8 +141,20 @@ def search_probes(
         engine=engine,
         model_id=model_id,
     )
+    check_audit(report)
     write_atomically(out, lambda path: pq.write_table(candidates, path))
     return report
+
+
+def check_audit(report: SearchReport) -> None:
+    """Raise ``RecallBelowFloor`` when the batch's recall audit failed."""
+    audit = report.audit
+    if audit is not None and not audit.passed:
+        raise RecallBelowFloor(
+            f"recall audit failed: {audit.found}/{audit.exact_candidates} exact candidates "
+            f"found ({audit.recall:.4f} < floor {audit.floor}); raise search.nprobe or use "
+            "the exact engine. No candidates were written."
+        )
 
 
 def search_gallery(
@@ -144,7 +173,8 @@ def search_gallery(
     """The ``candidates`` of a batch of probes, against the gallery and within the batch.
 
     The cost model picks the engine; ``approximate`` replaces the in-process IVF-PQ engine
-    (the Ray shard actors, for example). Raises ``RecallBelowFloor`` when the audit fails.
+    (the Ray shard actors, for example). The caller checks the audit (``check_audit``) before
+    it keeps any candidate, after publishing the figures if it publishes them.
     """
     started = time.perf_counter()
     k = k or settings.search.k
@@ -185,12 +215,6 @@ def search_gallery(
             fraction=settings.search.audit_fraction,
             floor=settings.search.recall_floor,
         )
-        if not audit.passed:
-            raise RecallBelowFloor(
-                f"recall audit failed: {audit.found}/{audit.exact_candidates} exact candidates "
-                f"found ({audit.recall:.4f} < floor {audit.floor}); raise search.nprobe or use "
-                "the exact engine. No candidates were written."
-            )
     candidates = assemble_candidates(
         gallery, probe_ids, matrix, scores, ids, k=k, threshold=threshold
     )

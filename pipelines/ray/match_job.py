@@ -30,16 +30,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedup.contracts.schemas import CANDIDATES_TABLE, fixed_size_vectors
-from dedup.errors import LakeError
+from dedup.errors import DedupError, LakeError
 from dedup.faults import crash_point
 from dedup.files import write_atomically
 from dedup.gallery.layout import CURRENT_FILE
-from dedup.gallery.run import SearchReport, search_gallery
+from dedup.gallery.run import SearchReport, check_audit, search_gallery
 from dedup.gallery.search import CANDIDATES, Scores, candidate_rows, in_batch
 from dedup.gallery.store import add_batch, build_gallery, open_gallery
+from dedup.metrics import publish, search_registry
 from dedup.settings import Settings
 from pipelines.deltars import insert_new, open_table, plain_strings
 from pipelines.ray.embed import pending_faces
+
+JOB = "dedup_match"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class MatchReport:
     # None when the candidates of an earlier, interrupted run were reused.
     search: SearchReport | None
     seconds: float
+    # Where the search's metrics went (or why they did not).
+    metrics: list[str]
 
 
 def work_folder(lake: str, batch_id: str) -> Path:
@@ -159,6 +164,7 @@ def run_match(
     ids, vectors = batch_templates(settings, batch_id)
     results = work_folder(settings.lake, batch_id) / "candidates.parquet"
     report = None
+    metrics_sent: list[str] = []
     if results.exists():
         rows = pq.read_table(results)
     else:
@@ -171,6 +177,9 @@ def run_match(
             threshold=threshold,
             target_fpir=target_fpir,
         )
+        if report is not None:
+            metrics_sent = publish_search(settings, batch_id, report)
+            check_audit(report)
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
         results.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(results, lambda path: pq.write_table(rows, path))
@@ -192,7 +201,17 @@ def run_match(
         gallery_size=manifest[1],
         search=report,
         seconds=time.perf_counter() - started,
+        metrics=metrics_sent,
     )
+
+
+def publish_search(settings: Settings, batch_id: str, report: SearchReport) -> list[str]:
+    """Publish the search's figures (recall audit included) before the audit can fail the run;
+    a monitoring outage is reported, not fatal."""
+    try:
+        return publish(search_registry(report.figures()), settings.metrics, JOB, batch_id)
+    except DedupError as error:
+        return [f"not published: {error}"]
 
 
 def add_unique(

@@ -127,14 +127,20 @@ def test_the_first_batch_has_no_candidates_and_seeds_the_gallery(
 
 
 def test_the_second_batch_finds_the_gallery_person_through_the_ray_shards(
-    lake: Settings, batches: list[DemoBatch]
+    lake: Settings, batches: list[DemoBatch], tmp_path: Path
 ) -> None:
     match(lake, FIRST, ray=False)
     forced = lake.model_copy(
-        update={"search": lake.search.model_copy(update={"engine": "ivfpq", "nprobe": 1})}
+        update={
+            "search": lake.search.model_copy(update={"engine": "ivfpq", "nprobe": 1}),
+            "metrics": lake.metrics.model_copy(update={"textfile_dir": tmp_path / "metrics"}),
+        }
     )
     report = match(forced, SECOND, ray=True)
     assert report.search is not None and report.search.engine == "ivfpq-ray"
+    assert report.search.audit is not None
+    exported = (tmp_path / "metrics" / f"dedup_match-{SECOND}.prom").read_text()
+    assert f"dedup_search_candidate_recall {report.search.audit.recall}" in exported
     first, second = staged_people(batches[0]), staged_people(batches[1])
     in_gallery = set(open_gallery(Path(lake.gallery)).ids_table()["enrollment_id"].to_pylist())
     rows = [r for r in candidates(lake) if r["batch_id"] == SECOND]
