@@ -149,6 +149,8 @@ class SearchSettings(_Section):
     """Gallery search: which engine, its knobs, the recall audit, and the cost model's rates."""
 
     engine: Literal["auto", "exact", "ivfpq"] = "auto"
+    # Where the exact sweep runs: "auto" takes a GPU (faiss.knn_gpu, fp16) where FAISS sees one.
+    device: Literal["auto", "cpu", "gpu"] = "auto"
     k: int = Field(default=10, ge=1)
     # Lists each probe visits: 99.5% of planted duplicates were found at nprobe 3,072 of
     # 50,176 lists at N = 10 M (1,024 of 12,288 sufficed at 1 M); docs/benchmarks.md.

@@ -20,6 +20,7 @@ from dedup.gallery.search import (
     SearchEngine,
     assemble_candidates,
     check_probes,
+    gpu_count,
 )
 from dedup.gallery.store import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
@@ -108,7 +109,7 @@ class SearchReport:
 
 def engine_for(name: str, settings: Settings) -> SearchEngine:
     if name == "exact":
-        return ExactSweepEngine()
+        return ExactSweepEngine(device=settings.search.device)
     return IvfPqEngine(nprobe=settings.search.nprobe, shortlist=settings.search.shortlist)
 
 
@@ -196,8 +197,14 @@ def search_gallery(
     search_settings = settings.search.model_copy(
         update={"engine": engine or settings.search.engine}
     )
+    on_gpu = settings.search.device != "cpu" and gpu_count() > 0
     choice = choose_engine(
-        len(probes), gallery.size, gallery.dimension, gallery.manifest.nlist, search_settings
+        len(probes),
+        gallery.size,
+        gallery.dimension,
+        gallery.manifest.nlist,
+        search_settings,
+        gpu=on_gpu,
     )
     matrix = check_probes(gallery, probes, model_id)
     chosen = engine_for(choice.engine, settings)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
+from dedup.gallery import search
 from dedup.gallery.search import (
     CANDIDATES,
     ExactSweepEngine,
@@ -137,3 +140,53 @@ def test_probes_of_another_model_are_refused(gallery: Gallery) -> None:
         )
     with pytest.raises(GalleryError, match="must be"):
         search_batch(gallery, ["p"], probes[:, :3], k=5, threshold=0.9, engine=ExactSweepEngine())
+
+
+class StandInGpu:
+    """What faiss-gpu adds to the faiss module, computing on the CPU: records every call to
+    ``knn_gpu`` so the tests can check what the GPU path hands it (no GPU here)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[np.dtype[Any], np.dtype[Any], int, int]] = []
+
+    def get_num_gpus(self) -> int:
+        return 1
+
+    def StandardGpuResources(self) -> object:
+        return object()
+
+    def knn_gpu(
+        self, resources: object, xq: np.ndarray, xb: np.ndarray, k: int, **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append((xq.dtype, xb.dtype, options["metric"], k))
+        scores = xq.astype(np.float32) @ xb.astype(np.float32).T
+        ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, ids, axis=1), ids
+
+
+def test_the_exact_sweep_hands_fp16_tiles_to_the_gpu_and_agrees_with_the_cpu(
+    gallery: Gallery, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probes = read_templates(data / "probes.parquet")[1][:100]
+    stand_in = StandInGpu()
+    for name in ("get_num_gpus", "StandardGpuResources", "knn_gpu"):
+        monkeypatch.setattr(faiss, name, getattr(stand_in, name), raising=False)
+    assert search.gpu_count() == 1
+    on_cpu = ExactSweepEngine(tile_rows=700, device="cpu").search(gallery, probes, 10)
+    on_gpu = ExactSweepEngine(tile_rows=700).search(gallery, probes, 10)
+    tiles = -(-int(gallery.manifest.next_id) // 700)
+    assert len(stand_in.calls) == tiles
+    assert all(
+        (str(q), str(b), metric) == ("float16", "float16", faiss.METRIC_INNER_PRODUCT)
+        for q, b, metric, _ in stand_in.calls
+    )
+    np.testing.assert_allclose(on_gpu[0], on_cpu[0], atol=2e-3)  # fp16 probes
+    assert (on_gpu[1] == on_cpu[1]).mean() > 0.95  # near-ties may swap under fp16
+
+
+def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(
+    gallery: Gallery, data: Path
+) -> None:
+    probes = read_templates(data / "probes.parquet")[1][:10]
+    with pytest.raises(GalleryError, match="no GPU"):
+        ExactSweepEngine(device="gpu").search(gallery, probes, 10)
