@@ -46,7 +46,7 @@ class SearchEngine(Protocol):
         ...
 
 
-def _top_k(scores: Scores, ids: Ids, k: int) -> tuple[Scores, Ids]:
+def top_k(scores: Scores, ids: Ids, k: int) -> tuple[Scores, Ids]:
     """Best k of each row, sorted; -inf / -1 pad rows with fewer than k candidates."""
     if scores.shape[1] < k:
         pad = k - scores.shape[1]
@@ -69,7 +69,7 @@ def exact_scores(gallery: Gallery, probes: Scores, ids: Ids) -> Scores:
     return np.where(ids >= 0, scores, -np.inf).astype(np.float32)
 
 
-def _drop_dead(gallery: Gallery, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:
+def drop_erased(gallery: Gallery, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:
     dead = (ids < 0) | ~gallery.is_live(np.where(ids >= 0, ids, 0))
     return np.where(dead, -np.inf, scores).astype(np.float32), np.where(dead, -1, ids)
 
@@ -89,8 +89,8 @@ class IvfPqEngine:
             _, ids = shard.search(probes, per_shard)
             found_ids.append(ids)
         merged = np.concatenate(found_ids, axis=1)
-        scores, ids = _drop_dead(gallery, exact_scores(gallery, probes, merged), merged)
-        return _top_k(scores, ids, k)
+        scores, ids = drop_erased(gallery, exact_scores(gallery, probes, merged), merged)
+        return top_k(scores, ids, k)
 
 
 class TileSearch(Protocol):
@@ -175,8 +175,8 @@ class ExactSweepEngine:
             want = min(len(tile), k + erased_here)
             scores, local = knn(probes, tile, want)
             ids = np.where(local >= 0, local + start, -1).astype(np.int64)
-            scores, ids = _drop_dead(gallery, scores, ids)
-            best_scores, best_ids = _top_k(
+            scores, ids = drop_erased(gallery, scores, ids)
+            best_scores, best_ids = top_k(
                 np.concatenate([best_scores, scores], axis=1),
                 np.concatenate([best_ids, ids], axis=1),
                 k,
@@ -191,7 +191,7 @@ def in_batch(probes: Scores, k: int) -> tuple[Scores, Ids]:
     ids = ids.astype(np.int64)
     own = ids == np.arange(len(probes))[:, None]
     scores = np.where(own, -np.inf, scores).astype(np.float32)
-    return _top_k(scores, np.where(own, -1, ids), min(k, max(len(probes) - 1, 1)))
+    return top_k(scores, np.where(own, -1, ids), min(k, max(len(probes) - 1, 1)))
 
 
 def check_probes(gallery: Gallery, probes: NDArray[np.floating], model_id: str | None) -> Scores:

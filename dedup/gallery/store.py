@@ -218,13 +218,49 @@ def verify_gallery(root: Path) -> GalleryManifest:
     return manifest
 
 
+def open_shard(gallery: Path, shard_id: int, *, mmap: bool = False) -> Gallery:
+    """One shard of a version as a ``Gallery`` (a Ray shard actor's view): ``gallery`` is a
+    version folder, or a root whose published version is taken. Only this shard's file and the
+    erasure lists are read, each after its sha256 matches the manifest."""
+    folder, manifest = resolve_version(Path(gallery))
+    entry = next((s for s in manifest.shards if s.id == shard_id), None)
+    if entry is None:
+        raise GalleryError(
+            f"gallery version {folder} has shards 0..{len(manifest.shards) - 1}, "
+            f"not shard {shard_id}"
+        )
+    _verify_file(folder, entry.file, entry.sha256)
+    for name in (TOMBSTONES_FILE, COMPACTED_FILE):
+        _verify_file(folder, name, manifest.files[name])
+    return _load(folder.parent.parent, folder, manifest, verify=False, mmap=mmap, only=entry)
+
+
+def resolve_version(path: Path) -> tuple[Path, GalleryManifest]:
+    """A version folder (it holds ``manifest.json``) as it is, or a root's published version."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return _current_version(path)
+    manifest = GalleryManifest.from_json(manifest_path.read_text(encoding="utf-8"))
+    if manifest.version_name != path.name:
+        raise GalleryError(f"{manifest_path} describes version {manifest.version}, not {path.name}")
+    return path, manifest
+
+
 def _load(
-    root: Path, folder: Path, manifest: GalleryManifest, *, verify: bool, mmap: bool
+    root: Path,
+    folder: Path,
+    manifest: GalleryManifest,
+    *,
+    verify: bool,
+    mmap: bool,
+    only: ShardEntry | None = None,
 ) -> Gallery:
     if verify:
         for name, expected in manifest.checksums().items():
             _verify_file(folder, name, expected)
-    shards = [(s.id, _read_shard(folder, manifest, s, mmap=mmap)) for s in manifest.shards]
+    entries = manifest.shards if only is None else (only,)
+    shards = [(s.id, _read_shard(folder, manifest, s, mmap=mmap)) for s in entries]
     pending = _read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=False)
     compacted = _read_table(folder, manifest, COMPACTED_FILE, COMPACTED_SCHEMA, verify=False)
     return Gallery(

@@ -11,7 +11,7 @@ the object store once and every actor, at the same time,
 3. drops erased ids (tombstones of its version),
 
 so the driver only concatenates already-exact lists in shard order and keeps the top k with the
-in-process engine's own ``_top_k``. Both paths run the same functions on the same arrays (see
+in-process engine's own ``top_k``. Both paths run the same functions on the same arrays (see
 ``shard_candidates``), so they return the same ids in the same order and the same scores.
 
 Example::
@@ -37,23 +37,9 @@ import faiss
 import numpy as np
 
 from dedup.errors import GalleryError
-from dedup.gallery.layout import (
-    COMPACTED_FILE,
-    COMPACTED_SCHEMA,
-    MANIFEST_FILE,
-    TOMBSTONES_FILE,
-    TOMBSTONES_SCHEMA,
-    GalleryManifest,
-)
-from dedup.gallery.search import Ids, Scores, _drop_dead, _top_k, exact_scores
-from dedup.gallery.store import (
-    Gallery,
-    _current_version,
-    _open_vectors,
-    _read_shard,
-    _read_table,
-    _verify_file,
-)
+from dedup.gallery.layout import GalleryManifest
+from dedup.gallery.search import Ids, Scores, drop_erased, exact_scores, top_k
+from dedup.gallery.store import Gallery, open_shard
 
 # Ray restarts a shard actor whose process died (OOM, lost node) and retries its search:
 # a search reads immutable files only, so running it again is safe.
@@ -69,31 +55,19 @@ def shard_candidates(
 
     ``IvfPqEngine`` runs this step on the concatenation of every shard's ids; re-scoring and
     dropping the dead work id by id, so concatenating each shard's result gives the very same
-    arrays, and ``_top_k`` over them the very same ranking. ``gallery`` provides the full
+    arrays, and ``top_k`` over them the very same ranking. ``gallery`` provides the full
     vectors and ``is_live``; it may hold just the one shard.
     """
     faiss.extract_index_ivf(shard).nprobe = nprobe
     _, ids = shard.search(probes, shortlist)
-    return _drop_dead(gallery, exact_scores(gallery, probes, ids), ids)
+    return drop_erased(gallery, exact_scores(gallery, probes, ids), ids)
 
 
 def merge_shard_candidates(replies: list[tuple[Scores, Ids]], k: int) -> tuple[Scores, Ids]:
     """The best k of every shard's exact list, in shard order, as the in-process engine keeps."""
     scores = np.concatenate([scores for scores, _ in replies], axis=1)
     ids = np.concatenate([ids for _, ids in replies], axis=1)
-    return _top_k(scores, ids, k)
-
-
-def resolve_version(path: Path) -> tuple[Path, GalleryManifest]:
-    """A version folder (it holds ``manifest.json``) as it is, or a root's published version."""
-    path = Path(path)
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
-        return _current_version(path)
-    manifest = GalleryManifest.from_json(manifest_path.read_text(encoding="utf-8"))
-    if manifest.version_name != path.name:
-        raise GalleryError(f"{manifest_path} describes version {manifest.version}, not {path.name}")
-    return path, manifest
+    return top_k(scores, ids, k)
 
 
 @dataclass(frozen=True)
@@ -116,26 +90,9 @@ class ShardActor:
     """
 
     def __init__(self, gallery: str | Path, shard_id: int, mmap: bool, gpu: bool = False) -> None:
-        folder, manifest = resolve_version(Path(gallery))
-        entry = next((s for s in manifest.shards if s.id == shard_id), None)
-        if entry is None:
-            raise GalleryError(
-                f"gallery version {folder} has shards 0..{len(manifest.shards) - 1}, "
-                f"not shard {shard_id}"
-            )
-        _verify_file(folder, entry.file, entry.sha256)
-        index = _read_shard(folder, manifest, entry, mmap=mmap)
-        pending = _read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True)
-        compacted = _read_table(folder, manifest, COMPACTED_FILE, COMPACTED_SCHEMA, verify=True)
-        self._gallery = Gallery(
-            folder.parent.parent,
-            folder,
-            manifest,
-            [(entry.id, index)],
-            _open_vectors(folder, manifest),
-            np.sort(pending["gallery_id"].to_numpy()).astype(np.int64),
-            np.sort(compacted["gallery_id"].to_numpy()).astype(np.int64),
-        )
+        self._gallery = open_shard(Path(gallery), shard_id, mmap=mmap)
+        index = self._gallery.shards[0][1]
+        manifest = self._gallery.manifest
         self._index = index
         self._gpu_resources: Any = None
         if gpu and hasattr(faiss, "StandardGpuResources"):
@@ -144,7 +101,7 @@ class ShardActor:
             self._index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
         self._info = ShardInfo(
             manifest.version_name,
-            entry.id,
+            shard_id,
             int(index.ntotal),
             "gpu" if self._gpu_resources is not None else "cpu",
         )
@@ -163,7 +120,7 @@ class ShardActor:
         faiss.GpuParameterSpace().set_index_parameter(self._index, "nprobe", nprobe)
         _, ids = self._index.search(matrix, shortlist)
         ids = ids.astype(np.int64)
-        return _drop_dead(self._gallery, exact_scores(self._gallery, matrix, ids), ids)
+        return drop_erased(self._gallery, exact_scores(self._gallery, matrix, ids), ids)
 
 
 def shard_actor_class(num_cpus: float, num_gpus: float) -> Any:
