@@ -31,6 +31,7 @@ from dedup.gallery.store import (
     compact,
     erase,
     open_gallery,
+    open_shard,
     prune_versions,
     verify_gallery,
 )
@@ -363,3 +364,26 @@ def test_a_manifest_that_contradicts_itself_is_refused(built: Path) -> None:
             GalleryManifest.from_json(bad.to_json())
     with pytest.raises(GalleryError, match="malformed"):
         GalleryManifest.from_json("{}")
+
+
+def test_open_shard_reads_one_verified_shard_of_the_published_or_a_named_version(
+    root: Path,
+) -> None:
+    whole = open_gallery(root)
+    for where in (root, whole.path):
+        one = open_shard(where, 2)
+        assert [shard_id for shard_id, _ in one.shards] == [2]
+        assert one.shards[0][1].ntotal == whole.manifest.shards[2].count
+        assert one.manifest == whole.manifest and one.vectors.shape == whole.vectors.shape
+    erase(root, "e00003")
+    assert open_shard(root, 0).tombstones.tolist() == [3]
+    with pytest.raises(GalleryError, match="not shard 9"):
+        open_shard(root, 9)
+    shard_path = open_gallery(root).path / "shard-00001.faiss"
+    shard_path.chmod(0o644)
+    data = bytearray(shard_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard_path.write_bytes(bytes(data))
+    with pytest.raises(GalleryError, match=r"shard-00001\.faiss in .* is corrupt"):
+        open_shard(root, 1)
+    assert open_shard(root, 0).shards[0][1].ntotal > 0  # the other shards still open
