@@ -39,5 +39,14 @@ class GalleryError(DedupError):
     """A gallery is missing, corrupt (a checksum does not match), or used with the wrong model."""
 
 
+class AdjudicationError(DedupError):
+    """A review step the rules do not allow: a case in the wrong state, the same adjudicator
+    twice on a four-eyes decision, a missing reason, or a lease that is not the caller's."""
+
+
+class StaleLease(AdjudicationError):
+    """A completion carried a lease token that no longer holds the case; nothing changed."""
+
+
 class InjectedCrash(DedupError):
     """Raised at a named crash point when a fault test asks for it (see ``dedup.faults``)."""

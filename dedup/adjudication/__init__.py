@@ -1,0 +1,1 @@
+"""The human review queue: case rules (four eyes, leases) and the audit chain, engine-free."""
