@@ -1,0 +1,134 @@
+"""The tamper-evident audit log: every entry carries the hash of the one before it.
+
+An entry's hash is the sha256 of its canonical JSON (sorted keys, no spaces, UTC times in ISO
+form) together with the previous entry's hash; the first entry follows ``GENESIS``. Editing an
+entry breaks its own hash; deleting or reordering entries breaks the sequence or the link
+of the next one. Deleting the newest entries leaves a shorter valid chain, so verification can
+also be given the head (sequence and hash) recorded elsewhere, and then proves the tail too.
+
+Entries hold who, role, action, object, time, client address and outcome, plus a few short
+text details. Never a template, image bytes or a secret: details are short strings only, and
+the service never puts such values in them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from dedup.errors import AdjudicationError
+
+GENESIS = "0" * 64
+MAX_DETAIL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str  # what was acted on: a case, an image, a user
+    client: str
+    outcome: str  # "ok" or "refused"
+    details: Mapping[str, str] = field(default_factory=dict)
+    prev_hash: str = GENESIS
+    hash: str = ""
+
+    def content(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "at": self.at.astimezone(UTC).isoformat(),
+            "actor": self.actor,
+            "role": self.role,
+            "action": self.action,
+            "target": self.target,
+            "client": self.client,
+            "outcome": self.outcome,
+            "details": dict(sorted(self.details.items())),
+            "prev_hash": self.prev_hash,
+        }
+
+    def computed_hash(self) -> str:
+        canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def append(
+    previous: AuditEntry | None,
+    *,
+    at: datetime,
+    actor: str,
+    role: str,
+    action: str,
+    target: str,
+    client: str,
+    outcome: str = "ok",
+    details: Mapping[str, str] | None = None,
+) -> AuditEntry:
+    """The next entry of the chain after ``previous`` (None: the first entry)."""
+    if at.tzinfo is None:
+        raise AdjudicationError("audit times must carry a time zone")
+    checked = dict(details or {})
+    for key, value in checked.items():
+        if not isinstance(value, str) or len(value) > MAX_DETAIL_CHARS:
+            raise AdjudicationError(
+                f"audit detail {key!r} must be a short text (at most {MAX_DETAIL_CHARS} chars)"
+            )
+    entry = AuditEntry(
+        seq=0 if previous is None else previous.seq + 1,
+        at=at.astimezone(UTC),
+        actor=actor,
+        role=role,
+        action=action,
+        target=target,
+        client=client,
+        outcome=outcome,
+        details=checked,
+        prev_hash=GENESIS if previous is None else previous.hash,
+    )
+    return AuditEntry(**{**entry.__dict__, "hash": entry.computed_hash()})
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    entries: int
+    first_bad_seq: int | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(entries: Iterable[AuditEntry], head: tuple[int, str] | None = None) -> ChainCheck:
+    """Walk the chain in sequence order; name the first entry that does not hold."""
+    expected_seq, expected_prev, count = 0, GENESIS, 0
+    last: AuditEntry | None = None
+    for entry in entries:
+        count += 1
+        if entry.seq != expected_seq:
+            return ChainCheck(
+                count, expected_seq, f"entry {expected_seq} is missing (found {entry.seq} next)"
+            )
+        if entry.prev_hash != expected_prev:
+            return ChainCheck(
+                count, entry.seq, f"entry {entry.seq} does not follow its predecessor"
+            )
+        if entry.computed_hash() != entry.hash:
+            return ChainCheck(
+                count, entry.seq, f"entry {entry.seq} was changed after it was written"
+            )
+        expected_seq, expected_prev, last = entry.seq + 1, entry.hash, entry
+    if head is not None:
+        seq, digest = head
+        if last is None or (last.seq, last.hash) != (seq, digest):
+            at = 0 if last is None else last.seq + 1
+            return ChainCheck(
+                count, at, f"entries after {at - 1} up to the recorded head {seq} are missing"
+            )
+    return ChainCheck(count, None, None)
