@@ -126,9 +126,14 @@ def demo(
         )
         print_stage_report(report)
         print_embed_report(run_embed_command(DEMO_BATCH_ID, settings))
+        gallery = workdir / "gallery"
+        print_match_report(run_match_command(DEMO_BATCH_ID, settings, gallery, ray=False))
     except DedupError as error:
         raise fail(error) from error
-    console.print(f"lake: {settings.lake} (Delta tables enrollments, faces, rejects, templates)")
+    console.print(
+        f"lake: {settings.lake} (Delta tables enrollments, faces, rejects, templates, "
+        f"candidates); gallery: {gallery}"
+    )
 
 
 @model_app.command("export-dlib")
@@ -192,28 +197,44 @@ def match(
     try:
         check_batch_id(batch_id)
         settings = _settings(config, lake)
-        from pipelines.ray.match_job import run_match
-
-        with console.status(f"matching {batch_id}"):
-            report = run_match(
-                batch_id,
-                settings,
-                gallery or Path(settings.gallery),
-                ray=ray,
-                threshold=threshold,
-                target_fpir=target_fpir,
-            )
+        report = run_match_command(
+            batch_id,
+            settings,
+            gallery or Path(settings.gallery),
+            ray=ray,
+            threshold=threshold,
+            target_fpir=target_fpir,
+        )
     except DedupError as error:
         raise fail(error) from error
     print_match_report(report)
+
+
+def run_match_command(
+    batch_id: str,
+    settings: Settings,
+    gallery: Path,
+    *,
+    ray: bool,
+    threshold: float | None = None,
+    target_fpir: float | None = None,
+) -> Any:
+    from pipelines.ray.match_job import run_match
+
+    with console.status(f"matching {batch_id}"):
+        return run_match(
+            batch_id, settings, gallery, ray=ray, threshold=threshold, target_fpir=target_fpir
+        )
 
 
 def print_match_report(report: Any) -> None:
     if report.search is not None:
         for line in report.search.lines():
             console.print(line)
+    elif report.reused:
+        console.print("the candidates of an earlier run of this batch were reused")
     else:
-        console.print("candidates of an earlier run of this batch reused")
+        console.print("no gallery yet: the batch was searched within itself only")
     for where in report.metrics:
         console.print(f"metrics: {where}")
     console.print(

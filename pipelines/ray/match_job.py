@@ -55,8 +55,9 @@ class MatchReport:
     unique: int
     gallery_version: int
     gallery_size: int
-    # None when the candidates of an earlier, interrupted run were reused.
+    # None when there was no gallery yet, or the rows of an earlier run were reused.
     search: SearchReport | None
+    reused: bool
     seconds: float
     # Where the search's metrics went (or why they did not).
     metrics: list[str]
@@ -165,7 +166,8 @@ def run_match(
     results = work_folder(settings.lake, batch_id) / "candidates.parquet"
     report = None
     metrics_sent: list[str] = []
-    if results.exists():
+    reused = results.exists()
+    if reused:
         rows = pq.read_table(results)
     else:
         found, report = search_candidates(
@@ -200,6 +202,7 @@ def run_match(
         gallery_version=manifest[0],
         gallery_size=manifest[1],
         search=report,
+        reused=reused,
         seconds=time.perf_counter() - started,
         metrics=metrics_sent,
     )

@@ -119,6 +119,7 @@ def test_the_first_batch_has_no_candidates_and_seeds_the_gallery(
     people = staged_people(batches[0])
     report = match(lake, FIRST, ray=False)
     rows = candidates(lake)
+    assert report.search is None and not report.reused  # no gallery yet: within the batch
     assert rows == [] and len(set(people.values())) == len(people) == 2
     assert report.unique == 2 and report.with_candidates == 0
     gallery = open_gallery(Path(lake.gallery))
@@ -170,7 +171,7 @@ def test_running_a_batch_again_changes_nothing(lake: Settings) -> None:
     assert rows
     for batch_id in (FIRST, SECOND):
         again = match(lake, batch_id, ray=False)
-        assert again.search is None  # the first run's candidates are reused, not searched again
+        assert again.reused and again.search is None  # not searched again
     assert candidates(lake) == rows
     assert open_gallery(Path(lake.gallery)).manifest.version == version
 
