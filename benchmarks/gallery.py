@@ -43,6 +43,7 @@ from dedup.gallery.store import Gallery, build_gallery, open_gallery
 from dedup.gallery.synth import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import expected_false_candidates, review_threshold_for
+from dedup.settings import SearchSettings
 
 
 class Point(NamedTuple):
@@ -52,7 +53,7 @@ class Point(NamedTuple):
     rate: float
 
 
-NPROBES = (32, 64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+NPROBES = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144)
 
 
 def candidate_pairs(scores: np.ndarray, ids: np.ndarray, threshold: float) -> set[tuple[int, int]]:
@@ -88,6 +89,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/gallery-frontier.png"))
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--target-fpir", type=float, default=0.01)
+    parser.add_argument(
+        "--shortlist", type=int, default=SearchSettings().shortlist, help="per shard, re-scored"
+    )
     args = parser.parse_args()
     n = args.n or (10_000_000 if args.large else 1_000_000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-gallery-"))
@@ -170,7 +174,7 @@ def main() -> None:
     print(f"{'nprobe':>7}{'planted':>9}{'all':>9}{'probes/s':>10}{'vs exact':>10}")
     frontier = []
     for nprobe in [p for p in NPROBES if p <= manifest.nlist]:
-        engine = IvfPqEngine(nprobe=nprobe, shortlist=100)
+        engine = IvfPqEngine(nprobe=nprobe, shortlist=args.shortlist)
         started = time.perf_counter()
         scores, found = engine.search(gallery, probes, k)
         seconds = time.perf_counter() - started

@@ -155,7 +155,9 @@ class SearchSettings(_Section):
     # Lists each probe visits: 99.5% of planted duplicates were found at nprobe 3,072 of
     # 50,176 lists at N = 10 M (1,024 of 12,288 sufficed at 1 M); docs/benchmarks.md.
     nprobe: int = Field(default=3072, ge=1)
-    shortlist: int = Field(default=100, ge=1)
+    # Compressed-domain candidates per shard re-scored exactly: at 10 M, 300 kept a planted
+    # duplicate near the threshold that 100 lost among impostors' approximate scores.
+    shortlist: int = Field(default=300, ge=1)
     # Recall the batch must reach at the review threshold; the cost model only picks IVF-PQ if
     # its last measured recall at this nprobe reaches it.
     target_recall: float = Field(default=0.995, gt=0, le=1)

@@ -70,7 +70,7 @@ from dedup.gallery.layout import (
     parse_version_name,
     shard_file,
 )
-from dedup.gallery.training import filling, jittered, train_index
+from dedup.gallery.training import jittered, train_index
 
 UNIT_TOLERANCE = 1e-3
 COPY_ROWS = 1 << 20  # rows of vectors.npy copied at a time, so a copy never holds the gallery
@@ -410,8 +410,8 @@ def build_gallery(
         entries = []
         for shard in range(shards):
             chosen = assignment == shard
-            with filling(faiss.clone_index(trained)) as index:
-                index.add_with_ids(data[chosen], ids[chosen])
+            index = faiss.clone_index(trained)
+            index.add_with_ids(data[chosen], ids[chosen])
             entries.append(draft.write_shard(shard, index))
         draft.write(VECTORS_FILE, lambda path: _write_vectors(path, [data], vector_dtype))
         table = _ids_rows(ids, names, assignment, batch_id)
@@ -486,8 +486,8 @@ def add_batch(
                 entries.append(draft.link_shard(entry))
                 continue
             _verify_file(folder, entry.file, entry.sha256)
-            with filling(_read_shard(folder, manifest, entry, mmap=False)) as index:
-                index.add_with_ids(data[chosen], new_ids[chosen])
+            index = _read_shard(folder, manifest, entry, mmap=False)
+            index.add_with_ids(data[chosen], new_ids[chosen])
             entries.append(draft.write_shard(entry.id, index))
         old = _verified_vectors(folder, manifest)
         draft.write(VECTORS_FILE, lambda path: _write_vectors(path, [old, data], old.dtype))

@@ -1,4 +1,4 @@
-"""Training at large list counts: two-level k-means, graph assignment while filling, fast scan."""
+"""Training at large list counts: two-level k-means, jittered tiny galleries, fast scan."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dedup.gallery.layout import parse_factory
 from dedup.gallery.search import IvfPqEngine
 from dedup.gallery.store import build_gallery, open_gallery
 from dedup.gallery.synth import TemplateSynth
-from dedup.gallery.training import filling, split_lists, train_index, two_level_centroids
+from dedup.gallery.training import split_lists, train_index, two_level_centroids
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
@@ -60,41 +60,6 @@ def test_train_index_uses_two_level_centroids_from_the_threshold(
     np.testing.assert_array_equal(
         quantizer.reconstruct_n(0, 128), two_level_centroids(sample, 128, seed=1)
     )
-
-
-def test_filling_through_the_graph_puts_vectors_where_the_flat_quantizer_would(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    data = templates(20_000)
-    spec = parse_factory("IVF128,PQ16x4fs", DIM)
-    trained = train_index("IVF128,PQ16x4fs", spec, data, seed=0)
-    ids = np.arange(len(data), dtype=np.int64)
-    by_flat = faiss.clone_index(trained)
-    with filling(by_flat) as index:  # below GRAPH_ASSIGN_FROM: the flat quantizer itself
-        index.add_with_ids(data, ids)
-    monkeypatch.setattr(training, "GRAPH_ASSIGN_FROM", 128)
-    by_graph = faiss.clone_index(trained)
-    with filling(by_graph) as index:
-        graph = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
-        assert isinstance(graph, faiss.IndexHNSWFlat)
-        index.add_with_ids(data, ids)
-    restored = faiss.extract_index_ivf(by_graph).quantizer
-    assert isinstance(faiss.downcast_index(restored), faiss.IndexFlat)
-
-    def lists(index: faiss.Index) -> dict[int, int]:
-        invlists: Any = faiss.extract_index_ivf(index).invlists
-        out = {}
-        for number in range(128):
-            size = invlists.list_size(number)
-            if size:
-                got = faiss.rev_swig_ptr(invlists.get_ids(number), size)
-                out.update(dict.fromkeys(got.tolist(), number))
-        return out
-
-    flat_lists, graph_lists = lists(by_flat), lists(by_graph)
-    assert len(graph_lists) == len(data)
-    same = np.mean([flat_lists[i] == graph_lists[i] for i in range(len(data))])
-    assert same >= 0.99
 
 
 def test_a_fast_scan_gallery_finds_each_template_and_counts_its_padding(tmp_path: Path) -> None:
