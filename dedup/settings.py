@@ -152,16 +152,16 @@ class SearchSettings(_Section):
     # Where the exact sweep runs: "auto" takes a GPU (faiss.knn_gpu, fp16) where FAISS sees one.
     device: Literal["auto", "cpu", "gpu"] = "auto"
     k: int = Field(default=10, ge=1)
-    # Lists each probe visits: 99.5% of planted duplicates were found at nprobe 3,072 of
-    # 50,176 lists at N = 10 M (1,024 of 12,288 sufficed at 1 M); docs/benchmarks.md.
-    nprobe: int = Field(default=3072, ge=1)
+    # Lists each probe visits: 99.6% of planted duplicates were found at nprobe 1,024 of
+    # 50,176 lists at N = 10 M, 24.6x exact search (99.9% of 12,288 at 1 M); docs/benchmarks.md.
+    nprobe: int = Field(default=1024, ge=1)
     # Compressed-domain candidates per shard re-scored exactly: at 10 M, 300 kept a planted
     # duplicate near the threshold that 100 lost among impostors' approximate scores.
     shortlist: int = Field(default=300, ge=1)
     # Recall the batch must reach at the review threshold; the cost model only picks IVF-PQ if
     # its last measured recall at this nprobe reaches it.
     target_recall: float = Field(default=0.995, gt=0, le=1)
-    ivf_measured_recall: float = Field(default=0.995, gt=0, le=1)
+    ivf_measured_recall: float = Field(default=0.996, gt=0, le=1)
     # Share of probes of an approximate search that are also searched exactly, and the recall
     # below which the run fails.
     audit_fraction: float = Field(default=0.01, ge=0, le=1)
@@ -169,12 +169,13 @@ class SearchSettings(_Section):
     # Rates the cost model uses (measured by benchmarks/gallery.py; see docs/benchmarks.md).
     exact_gflops_cpu: float = Field(default=100.0, gt=0)
     exact_gflops_gpu: float = Field(default=400_000.0, gt=0)
-    # Fast-scan codes at N = 10 M on 2 cores: 0.70 ms a probe at nprobe 1,024 (204 k codes),
-    # 1.13 ms at 3,072 (612 k codes), so about 1.1 ns a code.
-    ivf_ns_per_code: float = Field(default=1.1, gt=0)
+    # Fast-scan codes at N = 10 M on 2 cores: 0.59 ms a probe at nprobe 1,024 (204 k codes),
+    # 1.17 ms at 3,072 (612 k codes), so about 1.4 ns a code.
+    ivf_ns_per_code: float = Field(default=1.4, gt=0)
     # Fixed cost of one probe in IVF-PQ (fan-out, merging, gathering the shortlist's full
-    # vectors for re-scoring): what remains of the 0.70 ms above, about 0.4 ms.
-    ivf_us_per_probe: float = Field(default=400.0, gt=0)
+    # vectors for re-scoring): what remains of the 0.59 ms above after the codes and the
+    # ranking of 50,176 centroids, about 0.2 ms.
+    ivf_us_per_probe: float = Field(default=220.0, gt=0)
 
 
 class EmbedSettings(_Section):
