@@ -261,9 +261,13 @@ def assemble_candidates(
         raise GalleryError("probe ids must be unique, one per probe vector")
     names = gallery.enrollment_ids(ids)
     from_gallery = candidate_rows(probe_ids, scores, names, threshold, "gallery")
+    return pa.concat_tables([from_gallery, batch_candidates(probe_ids, probes, k, threshold)])
+
+
+def batch_candidates(probe_ids: list[str], probes: Scores, k: int, threshold: float) -> pa.Table:
+    """Candidate rows of the probes against each other (source ``batch``)."""
     if len(probes) < 2:
-        return from_gallery
+        return CANDIDATES.empty_table()
     batch_scores, batch_ids = in_batch(probes, k)
     batch_names = np.array([*probe_ids, None], dtype=object)[batch_ids]
-    from_batch = candidate_rows(probe_ids, batch_scores, batch_names, threshold, "batch")
-    return pa.concat_tables([from_gallery, from_batch])
+    return candidate_rows(probe_ids, batch_scores, batch_names, threshold, "batch")

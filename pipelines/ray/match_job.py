@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from dedup.faults import crash_point
 from dedup.files import write_atomically
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.run import SearchReport, check_audit, search_gallery
-from dedup.gallery.search import CANDIDATES, Scores, candidate_rows, in_batch
+from dedup.gallery.search import CANDIDATES, Scores, batch_candidates
 from dedup.gallery.store import add_batch, build_gallery, open_gallery
 from dedup.metrics import publish, search_registry
 from dedup.settings import Settings
@@ -104,29 +105,22 @@ def search_candidates(
     gallery to search."""
     if not (gallery_root / CURRENT_FILE).exists():
         limit = settings.matching.review_threshold if threshold is None else threshold
-        if len(ids) < 2:
-            return CANDIDATES.empty_table(), None
-        scores, found = in_batch(np.ascontiguousarray(vectors), settings.search.k)
-        names = np.array([*ids, None], dtype=object)[found]
-        return candidate_rows(ids, scores, names, limit, "batch"), None
-    gallery = open_gallery(gallery_root)
-    if not ray:
-        return search_gallery(
-            gallery,
-            ids,
-            vectors,
-            settings,
-            threshold=threshold,
-            target_fpir=target_fpir,
-            model_id=settings.model,
-        )
-    from pipelines.ray.match import RayShardSearch
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        return batch_candidates(ids, matrix, settings.search.k, limit), None
+    with ExitStack() as stack:
+        shards = None
+        if ray:
+            from pipelines.ray.match import RayShardSearch
 
-    with RayShardSearch(
-        settings.search.nprobe, settings.search.shortlist, address=settings.embed.ray_address
-    ) as shards:
+            shards = stack.enter_context(
+                RayShardSearch(
+                    settings.search.nprobe,
+                    settings.search.shortlist,
+                    address=settings.embed.ray_address,
+                )
+            )
         return search_gallery(
-            gallery,
+            open_gallery(gallery_root),
             ids,
             vectors,
             settings,
