@@ -94,19 +94,19 @@ class IvfPqEngine:
 
 
 class TileSearch(Protocol):
-    """Brute-force inner-product top-k of probes against one tile of the full vectors."""
+    """Brute-force inner-product top-k of one batch of probes against one tile of the full
+    vectors at a time; the probes are prepared once, when the search is made."""
 
-    device: str
-
-    def __call__(self, probes: Scores, tile: NDArray[Any], k: int) -> tuple[Scores, Ids]: ...
+    def __call__(self, tile: NDArray[Any], k: int) -> tuple[Scores, Ids]: ...
 
 
 class CpuTileSearch:
-    device = "cpu"
+    def __init__(self, probes: Scores) -> None:
+        self.probes = probes
 
-    def __call__(self, probes: Scores, tile: NDArray[Any], k: int) -> tuple[Scores, Ids]:
+    def __call__(self, tile: NDArray[Any], k: int) -> tuple[Scores, Ids]:
         matrix = np.asarray(tile, dtype=np.float32)
-        scores, ids = faiss.knn(probes, matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
+        scores, ids = faiss.knn(self.probes, matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
         return scores.astype(np.float32), ids.astype(np.int64)
 
 
@@ -118,19 +118,15 @@ class GpuTileSearch:
     stand-in for ``faiss.knn_gpu`` that checks what it is given.
     """
 
-    device = "gpu"
-
-    def __init__(self, gpu: int = 0) -> None:
+    def __init__(self, probes: Scores, gpu: int = 0) -> None:
+        self.probes = np.ascontiguousarray(probes, dtype=np.float16)
         self.gpu = gpu
         self.resources = faiss.StandardGpuResources()
-        self._probes: tuple[int, NDArray[np.float16]] | None = None
 
-    def __call__(self, probes: Scores, tile: NDArray[Any], k: int) -> tuple[Scores, Ids]:
-        if self._probes is None or self._probes[0] != id(probes):
-            self._probes = (id(probes), np.ascontiguousarray(probes, dtype=np.float16))
+    def __call__(self, tile: NDArray[Any], k: int) -> tuple[Scores, Ids]:
         scores, ids = faiss.knn_gpu(
             self.resources,
-            self._probes[1],
+            self.probes,
             np.ascontiguousarray(tile, dtype=np.float16),
             k,
             metric=faiss.METRIC_INNER_PRODUCT,
@@ -146,14 +142,14 @@ def gpu_count() -> int:
     return int(faiss.get_num_gpus())
 
 
-def tile_search(device: str) -> TileSearch:
+def tile_search(device: str, probes: Scores) -> TileSearch:
     """The tile search for ``auto`` (a GPU where FAISS sees one), ``cpu`` or ``gpu``."""
     if device not in ("auto", "cpu", "gpu"):
         raise GalleryError(f"unknown search device {device!r}: auto, cpu or gpu")
     gpus = gpu_count() if device != "cpu" else 0
     if device == "gpu" and not gpus:
         raise GalleryError("search device 'gpu' asked for, but FAISS sees no GPU here")
-    return GpuTileSearch() if gpus else CpuTileSearch()
+    return GpuTileSearch(probes) if gpus else CpuTileSearch(probes)
 
 
 @dataclass
@@ -164,7 +160,7 @@ class ExactSweepEngine:
     device: str = "auto"
 
     def search(self, gallery: Gallery, probes: Scores, k: int) -> tuple[Scores, Ids]:
-        knn = tile_search(self.device)
+        knn = tile_search(self.device, probes)
         total = int(gallery.manifest.next_id)
         best_scores = np.full((len(probes), k), -np.inf, dtype=np.float32)
         best_ids = np.full((len(probes), k), -1, dtype=np.int64)
@@ -173,7 +169,7 @@ class ExactSweepEngine:
             tile = gallery.vectors[start : start + self.tile_rows]
             erased_here = int(np.count_nonzero((dead >= start) & (dead < start + len(tile))))
             want = min(len(tile), k + erased_here)
-            scores, local = knn(probes, tile, want)
+            scores, local = knn(tile, want)
             ids = np.where(local >= 0, local + start, -1).astype(np.int64)
             scores, ids = drop_erased(gallery, scores, ids)
             best_scores, best_ids = top_k(
