@@ -13,6 +13,7 @@ the service never puts such values in them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -91,7 +92,7 @@ def append(
         details=checked,
         prev_hash=GENESIS if previous is None else previous.hash,
     )
-    return AuditEntry(**{**entry.__dict__, "hash": entry.computed_hash()})
+    return dataclasses.replace(entry, hash=entry.computed_hash())
 
 
 @dataclass(frozen=True)

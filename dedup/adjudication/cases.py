@@ -39,13 +39,6 @@ class CaseState(StrEnum):
     DECIDED_BY_SUPERVISOR = "decided_by_supervisor"
 
 
-FINAL_STATES = frozenset(
-    {
-        CaseState.DECIDED_DUPLICATE,
-        CaseState.DECIDED_NOT_DUPLICATE,
-        CaseState.DECIDED_BY_SUPERVISOR,
-    }
-)
 # States an adjudicator can claim a case from (besides an expired lease).
 CLAIMABLE = frozenset({CaseState.OPEN, CaseState.AWAITING_SECOND_REVIEW})
 

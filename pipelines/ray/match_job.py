@@ -37,7 +37,7 @@ from dedup.files import write_atomically
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.run import SearchReport, check_audit, search_gallery
 from dedup.gallery.search import CANDIDATES, Scores, batch_candidates
-from dedup.gallery.store import add_batch, build_gallery, open_gallery
+from dedup.gallery.store import add_batch, build_gallery, open_gallery, resolve_version
 from dedup.metrics import publish, search_registry
 from dedup.settings import Settings
 from pipelines.deltars import insert_new, open_table, plain_strings
@@ -222,14 +222,16 @@ def add_unique(
     """Add the unique enrollments to the gallery (building it for the first batch);
     (version, size) of the gallery afterwards, (0, 0) when there is still none."""
     names = [ids[i] for i in unique]
-    if (gallery_root / CURRENT_FILE).exists() and not names:
-        current = open_gallery(gallery_root, verify=False).manifest
-        return current.version, current.size
-    if (gallery_root / CURRENT_FILE).exists():
+    exists = (gallery_root / CURRENT_FILE).exists()
+    if not names:
+        if not exists:
+            return 0, 0
+        _, manifest = resolve_version(gallery_root)  # the manifest only, no shard loaded
+    elif exists:
         manifest = add_batch(
             gallery_root, batch_id, names, vectors[unique], model_id=settings.model
         )
-    elif names:
+    else:
         manifest = build_gallery(
             gallery_root,
             names,
@@ -238,6 +240,4 @@ def add_unique(
             batch_id=batch_id,
             vector_dtype="float16",
         )
-    else:
-        return 0, 0
     return manifest.version, manifest.size
