@@ -337,7 +337,8 @@ class GalleryManifest:
 
 
 def index_bytes_per_template(manifest_or_factory: GalleryManifest | str, dim: int) -> int:
-    """Bytes one template costs in a shard's inverted lists: its PQ code plus its int64 id.
+    """Bytes one template costs in a shard's inverted lists: its PQ code plus its int64 id,
+    before fast scan pads each list's last block (``Gallery.index_bytes`` counts that).
 
     The coarse quantizer and PQ tables are shared and do not grow with the gallery, so this is
     the number that decides how many templates a node holds (``IVF131072,PQ32``: 40 bytes).
@@ -345,8 +346,9 @@ def index_bytes_per_template(manifest_or_factory: GalleryManifest | str, dim: in
     >>> index_bytes_per_template("IVF4096,PQ32", 128)
     40
     """
-    if isinstance(manifest_or_factory, GalleryManifest):
-        spec = parse_factory(manifest_or_factory.factory, dim)
-    else:
-        spec = parse_factory(manifest_or_factory, dim)
-    return spec.code_bytes + ID_BYTES
+    factory = (
+        manifest_or_factory.factory
+        if isinstance(manifest_or_factory, GalleryManifest)
+        else manifest_or_factory
+    )
+    return parse_factory(factory, dim).code_bytes + ID_BYTES
