@@ -193,6 +193,33 @@ class EmbedSettings(_Section):
     ray_address: str | None = None
 
 
+class AdjudicationSettings(_Section):
+    """The review service (``dedup serve``): its database, leases, sessions and safeguards."""
+
+    # SQLAlchemy URL. None: an SQLite file ``adjudication.sqlite`` in the lake folder.
+    # Production: ``postgresql+psycopg://user@host/dedup``.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # How long a claim holds a case before it returns to the queue.
+    lease_minutes: float = Field(default=20.0, gt=0)
+    session_idle_minutes: float = Field(default=15.0, gt=0)
+    session_absolute_hours: float = Field(default=8.0, gt=0)
+    # Cookies are sent over HTTPS only (browsers also accept them on http://localhost).
+    secure_cookies: bool = True
+    # Automation bias: scores stay hidden until the adjudicator records a first judgement.
+    hide_scores_until_judgement: bool = True
+    # Failed logins allowed per account before it is locked for ``lockout_minutes`` (doubling).
+    max_failed_logins: int = Field(default=5, ge=1)
+    lockout_minutes: float = Field(default=5.0, gt=0)
+    # Login attempts per client address per minute, whatever the account.
+    logins_per_client_per_minute: int = Field(default=20, ge=1)
+    # Largest image accepted on import (photo or chip), in bytes.
+    max_image_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Identity provider: "local" (argon2 + TOTP). An OIDC provider plugs in behind the same seam.
+    identity_provider: Literal["local"] = "local"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DEDUP_",
@@ -215,6 +242,7 @@ class Settings(BaseSettings):
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    adjudication: AdjudicationSettings = Field(default_factory=AdjudicationSettings)
 
     @model_validator(mode="after")
     def _model_is_registered(self) -> Settings:
@@ -241,6 +269,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings)
+
+    def adjudication_database_url(self) -> str:
+        """The review service's database: the configured URL, or SQLite in the lake folder."""
+        url = self.adjudication.database_url
+        return url or f"sqlite:///{Path(self.lake).resolve() / 'adjudication.sqlite'}"
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

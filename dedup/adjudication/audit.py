@@ -60,7 +60,7 @@ class AuditEntry:
 
 
 def append(
-    previous: AuditEntry | None,
+    previous: AuditEntry | tuple[int, str] | None,
     *,
     at: datetime,
     actor: str,
@@ -71,9 +71,13 @@ def append(
     outcome: str = "ok",
     details: Mapping[str, str] | None = None,
 ) -> AuditEntry:
-    """The next entry of the chain after ``previous`` (None: the first entry)."""
+    """The next entry of the chain after ``previous``, an entry or its (seq, hash).
+
+    None starts the chain.
+    """
     if at.tzinfo is None:
         raise AdjudicationError("audit times must carry a time zone")
+    after = (previous.seq, previous.hash) if isinstance(previous, AuditEntry) else previous
     checked = dict(details or {})
     for key, value in checked.items():
         if not isinstance(value, str) or len(value) > MAX_DETAIL_CHARS:
@@ -81,7 +85,7 @@ def append(
                 f"audit detail {key!r} must be a short text (at most {MAX_DETAIL_CHARS} chars)"
             )
     entry = AuditEntry(
-        seq=0 if previous is None else previous.seq + 1,
+        seq=0 if after is None else after[0] + 1,
         at=at.astimezone(UTC),
         actor=actor,
         role=role,
@@ -90,7 +94,7 @@ def append(
         client=client,
         outcome=outcome,
         details=checked,
-        prev_hash=GENESIS if previous is None else previous.hash,
+        prev_hash=GENESIS if after is None else after[1],
     )
     return dataclasses.replace(entry, hash=entry.computed_hash())
 

@@ -126,7 +126,7 @@ def judge(case: Case, judgement: Judgement, token: str, now: datetime) -> Case:
             f"case {case.probe_id} is not held by {judgement.adjudicator} with this lease; "
             "nothing was recorded"
         )
-    _check(case, judgement)
+    check_judgement(case, judgement)
     released = dataclasses.replace(case, lease=None)
     if lease.returns_to is CaseState.OPEN:
         return _first_review(released, judgement)
@@ -139,7 +139,7 @@ def supervise(case: Case, judgement: Judgement) -> Case:
         raise AdjudicationError(f"case {case.probe_id} is {case.state}, not escalated")
     if judgement.outcome is Outcome.CANNOT_DECIDE:
         raise AdjudicationError("a supervisor's decision is duplicate or not duplicate")
-    _check(case, judgement)
+    check_judgement(case, judgement)
     return dataclasses.replace(case, state=CaseState.DECIDED_BY_SUPERVISOR, final=judgement)
 
 
@@ -167,7 +167,8 @@ def _second_review(case: Case, judgement: Judgement) -> Case:
     return dataclasses.replace(case, state=CaseState.ESCALATED, second=judgement)
 
 
-def _check(case: Case, judgement: Judgement) -> None:
+def check_judgement(case: Case, judgement: Judgement) -> None:
+    """Raise ``AdjudicationError`` when a judgement is malformed for this case."""
     if judgement.outcome is Outcome.DUPLICATE:
         if judgement.duplicate_of not in case.candidates:
             raise AdjudicationError(

@@ -1,0 +1,332 @@
+"""The JSON API (``/api/v1``): the pipeline imports candidates and exports decisions here,
+and review clients claim and judge. Every route declares its permission; see ``access``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from dedup.adjudication import accounts, audit_log, intake, queue, review
+from dedup.adjudication.access import Permission, parse_roles
+from dedup.adjudication.accounts import Principal
+from dedup.adjudication.observability import CLAIM_SECONDS
+from dedup.adjudication.payloads import (
+    BatchImport,
+    CandidateOut,
+    CaseOut,
+    DecisionOut,
+    DecisionsOut,
+    EnrollmentId,
+    ErasureOut,
+    ImportResult,
+    JudgementIn,
+    LoginIn,
+    LoginOut,
+    QueueOut,
+    SupervisionIn,
+    UserIn,
+    VerifyOut,
+)
+from dedup.adjudication.views import CaseView
+from dedup.adjudication.web import SESSION_COOKIE, audit, require, service
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+
+ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "not logged in"},
+    403: {"description": "forbidden for this role or object (audited)"},
+}
+CaseId = Annotated[str, Query(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    settings = service(request).settings
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings.session_absolute_hours * 3600),
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="strict",
+        path="/",
+    )
+
+
+@router.post("/login", response_model=LoginOut, responses={401: {"description": "refused"}})
+def login(body: LoginIn, request: Request, response: Response) -> LoginOut | JSONResponse:
+    outcome = review.login(request, body.username, body.password, body.totp)
+    if outcome.throttled:
+        return JSONResponse({"detail": "too many attempts; wait a minute"}, status_code=429)
+    if outcome.principal is None or outcome.session_token is None:
+        return JSONResponse({"detail": "login refused"}, status_code=401)
+    set_session_cookie(request, response, outcome.session_token)
+    return LoginOut(
+        username=outcome.principal.username,
+        roles=sorted(r.value for r in outcome.principal.roles),
+        csrf_token=outcome.principal.csrf_token or "",
+    )
+
+
+@router.post(
+    "/batches/{batch_id}/candidates",
+    response_model=ImportResult,
+    responses={**ERRORS, 409: {"description": "the payload breaks a rule"}},
+)
+def import_candidates(
+    batch_id: EnrollmentId,
+    body: BatchImport,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.IMPORT_CANDIDATES))],
+) -> ImportResult:
+    return review.import_candidates(request, principal, batch_id, body)
+
+
+@router.get("/decisions", response_model=DecisionsOut, responses=ERRORS)
+def export_decisions(
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.EXPORT_DECISIONS))],
+    batch_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> DecisionsOut:
+    found = review.export_decisions(request, principal, batch_id)
+    rows = [
+        DecisionOut(
+            enrollment_id=d.enrollment_id,
+            batch_id=d.batch_id,
+            decision=None if d.final is None else d.final.outcome.value,
+            duplicate_of=None if d.final is None else d.final.duplicate_of,
+            state=d.state.value,
+            decided_at=d.decided_at,
+            decided_by=list(d.decided_by),
+        )
+        for d in found
+    ]
+    decided = sum(1 for r in rows if r.decision is not None)
+    return DecisionsOut(
+        batch_id=batch_id, decided=decided, pending=len(rows) - decided, decisions=rows
+    )
+
+
+@router.get("/queue", response_model=QueueOut, responses=ERRORS)
+def queue_state(
+    request: Request, _: Annotated[Principal, Depends(require(Permission.VIEW_QUEUE))]
+) -> QueueOut:
+    state = service(request)
+    now = state.now()
+    with state.sessions() as db:
+        depth = queue.queue_depth(db, now)
+    age = None if depth.oldest_open is None else (now - depth.oldest_open).total_seconds()
+    return QueueOut(depth=depth.by_state, oldest_open_age_seconds=age)
+
+
+def case_out(request: Request, principal: Principal, view: CaseView) -> CaseOut:
+    visible = review.scores_visible(request, principal, view)
+    holding = view.row.lease_holder == principal.username
+    return CaseOut(
+        case_id=view.case_id,
+        probe_id=view.row.probe_id,
+        state=view.row.state,
+        lease_token=view.row.lease_token if holding else None,
+        lease_until=view.row.lease_until if holding else None,
+        scores_hidden=not visible,
+        candidates=[
+            CandidateOut(
+                candidate_id=c.subject.enrollment_id,
+                rank=c.rank,
+                source=c.source,
+                score=c.score if visible else None,
+            )
+            for c in view.candidates
+        ],
+    )
+
+
+@router.post(
+    "/cases/claim",
+    response_model=CaseOut,
+    responses={**ERRORS, 204: {"description": "nothing to claim"}},
+)
+def claim(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
+) -> CaseOut | Response:
+    started = time.perf_counter()
+    got = review.claim(request, principal)
+    CLAIM_SECONDS.observe(time.perf_counter() - started)
+    if got is None:
+        return Response(status_code=204)
+    return case_out(request, principal, review.view_case(request, principal, got.case_id))
+
+
+@router.get("/cases/{case_id}", response_model=CaseOut, responses={**ERRORS, 404: {}})
+def get_case(
+    case_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
+) -> CaseOut:
+    return case_out(request, principal, review.view_case(request, principal, case_id))
+
+
+@router.post("/cases/{case_id}/blind", response_model=CaseOut, responses={**ERRORS, 409: {}})
+def blind_judgement(
+    case_id: str,
+    body: JudgementIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
+) -> CaseOut:
+    """Record the judgement made before seeing scores; the answer carries the scores."""
+    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
+    review.record_blind(request, principal, case_id, body.lease_token, judgement)
+    return case_out(request, principal, review.view_case(request, principal, case_id))
+
+
+@router.post("/cases/{case_id}/judgement", responses={**ERRORS, 409: {}})
+def judge(
+    case_id: str,
+    body: JudgementIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
+) -> dict[str, str]:
+    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
+    state = review.judge(request, principal, case_id, body.lease_token, judgement)
+    return {"case_id": case_id, "state": state.value}
+
+
+@router.post("/cases/{case_id}/supervision", responses={**ERRORS, 409: {}})
+def supervise(
+    case_id: str,
+    body: SupervisionIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
+) -> dict[str, str]:
+    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
+    state = review.supervise(request, principal, case_id, judgement)
+    return {"case_id": case_id, "state": state.value}
+
+
+@router.post("/erasures/{enrollment_id}", response_model=ErasureOut, responses=ERRORS)
+def erase(
+    enrollment_id: EnrollmentId,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.ERASE))],
+) -> ErasureOut:
+    done = review.erase(request, principal, enrollment_id)
+    return ErasureOut(
+        enrollment_id=enrollment_id,
+        cases_removed=done.cases_removed,
+        candidate_rows_removed=done.candidate_rows_removed,
+        subject_removed=done.subject_removed,
+    )
+
+
+@router.get("/audit/verify", response_model=VerifyOut, responses=ERRORS)
+def verify_audit(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+) -> VerifyOut:
+    check, head = review.verify_audit(request, principal)
+    return VerifyOut(
+        ok=check.ok,
+        entries=check.entries,
+        first_bad_seq=check.first_bad_seq,
+        problem=check.problem,
+        head_seq=None if head is None else head[0],
+        head_hash=None if head is None else head[1],
+    )
+
+
+@router.get("/audit", responses=ERRORS)
+def search_audit(
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))],
+    actor: Annotated[str | None, Query(max_length=128)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    target: Annotated[str | None, Query(max_length=300)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, object]]:
+    with service(request).sessions() as db:
+        found = audit_log.search(db, actor=actor, action=action, target=target, limit=limit)
+    return [{**e.content(), "hash": e.hash} for e in found]
+
+
+@router.put("/catch-trials/rate", responses=ERRORS)
+def set_catch_rate(
+    request: Request,
+    rate: Annotated[float, Query(ge=0, le=0.5)],
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
+) -> dict[str, float]:
+    with service(request).sessions() as db, db.begin():
+        intake.set_catch_rate(db, rate)
+        audit(
+            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.rate", "catch_trials",
+            {"rate": repr(rate)},
+        )  # fmt: skip
+    return {"rate": rate}
+
+
+@router.post("/catch-trials/pairs", responses={**ERRORS, 404: {}, 409: {}})
+def add_catch_pair(
+    request: Request,
+    case_id: CaseId,
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
+) -> dict[str, object]:
+    state = service(request)
+    with state.sessions() as db, db.begin():
+        pair = intake.add_catch_pair(db, case_id, principal.username, state.now())
+        audit(
+            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.add_pair",
+            f"case:{case_id}",
+        )  # fmt: skip
+        return {"pair_id": pair.id, "source_case_id": case_id}
+
+
+@router.get("/accuracy", responses=ERRORS)
+def adjudicator_accuracy(
+    request: Request, _: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
+) -> list[dict[str, object]]:
+    with service(request).sessions() as db:
+        rows = intake.accuracy(db)
+    return [
+        {
+            "adjudicator": a.adjudicator,
+            "trials": a.trials,
+            "correct": a.correct,
+            "accuracy": a.rate,
+            "changed_after_scores": a.changed_after_scores,
+        }
+        for a in rows
+    ]
+
+
+@router.get("/users", responses=ERRORS)
+def list_users(
+    request: Request, _: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
+) -> list[dict[str, object]]:
+    with service(request).sessions() as db:
+        return [
+            {"username": u.username, "roles": u.roles.split(","), "active": u.active}
+            for u in accounts.list_users(db)
+        ]
+
+
+@router.post("/users", responses={**ERRORS, 409: {}})
+def create_user(
+    body: UserIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))],
+) -> dict[str, str]:
+    """Create an account; the answer carries its TOTP secret, shown this once."""
+    try:
+        wanted = parse_roles(body.roles)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    state = service(request)
+    with state.sessions() as db, db.begin():
+        secret = accounts.create_user(
+            db, body.username, body.password, wanted, state.now(), body.display_name
+        )
+        audit(
+            request, db, principal, Permission.MANAGE_USERS, "user.create",
+            f"user:{body.username}", {"roles": ",".join(sorted(r.value for r in wanted))},
+        )  # fmt: skip
+    return {"username": body.username, "totp_secret": secret}

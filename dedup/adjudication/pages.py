@@ -1,0 +1,373 @@
+"""The server-rendered web pages: login, queue, case view, supervisor, auditor and admin pages.
+
+Plain HTML forms, usable with the keyboard alone (every control is reachable with Tab, the
+main action of a page has the focus, and single keys pick an outcome on the case page).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from dedup.adjudication import accounts, audit_log, intake, queue, review, views
+from dedup.adjudication.access import Permission, Role, allowed, parse_roles
+from dedup.adjudication.accounts import Principal
+from dedup.adjudication.api import set_session_cookie
+from dedup.adjudication.cases import CaseState
+from dedup.adjudication.credentials import totp_uri
+from dedup.adjudication.tables import CatchPair
+from dedup.adjudication.web import audit, principal_of, require, service
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+router = APIRouter(include_in_schema=False)
+
+Text = Annotated[str, Form(max_length=1024)]
+OptionalText = Annotated[str | None, Form(max_length=1024)]
+
+
+def render(
+    request: Request,
+    name: str,
+    principal: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    roles = set() if principal is None else {r.value for r in principal.roles}
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {"principal": principal, "roles": roles, **context},
+        status_code=status_code,
+    )
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    principal = principal_of(request)
+    return see_other("/login" if principal is None else review.home_for(principal))
+
+
+@router.get("/login")
+def login_page(request: Request) -> Response:
+    return render(request, "login.html", None)
+
+
+@router.post("/login")
+def login_form(
+    request: Request,
+    username: Annotated[str, Form(max_length=128)],
+    password: Text,
+    totp: Annotated[str, Form(max_length=16)],
+) -> Response:
+    outcome = review.login(request, username, password, totp)
+    if outcome.principal is None or outcome.session_token is None:
+        message = (
+            "Too many attempts from this address; wait a minute."
+            if outcome.throttled
+            else "Login refused: check the user name, password and code."
+        )
+        return render(request, "login.html", None, status_code=401, error=message)
+    response = see_other(review.home_for(outcome.principal))
+    set_session_cookie(request, response, outcome.session_token)
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request, principal: Annotated[Principal, Depends(require(*Permission))]
+) -> Response:
+    review.logout(request, principal)
+    response = see_other("/login")
+    response.delete_cookie("dedup_session", path="/")
+    return response
+
+
+# ---------------------------------------------------------------- adjudicator
+
+
+@router.get("/queue")
+def queue_page(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
+) -> Response:
+    state = service(request)
+    with state.sessions() as db:
+        depth = queue.queue_depth(db, state.now())
+    waiting = depth.by_state[CaseState.OPEN] + depth.by_state[CaseState.AWAITING_SECOND_REVIEW]
+    return render(request, "queue.html", principal, waiting=waiting)
+
+
+@router.post("/queue/claim")
+def claim_case(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
+) -> Response:
+    got = review.claim(request, principal)
+    if got is None:
+        return render(request, "queue.html", principal, waiting=0, empty=True)
+    return see_other(f"/cases/{got.case_id}")
+
+
+@router.get("/cases/{case_id}")
+def case_page(
+    case_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
+) -> Response:
+    view = review.view_case(request, principal, case_id)
+    holding = queue.holds(view.row, principal.username, service(request).now())
+    return render(
+        request,
+        "case.html",
+        principal,
+        view=view,
+        holding=holding,
+        scores=review.scores_visible(request, principal, view),
+        supervising=not holding and view.row.state == CaseState.ESCALATED,
+        labels=_labels(len(view.candidates)),
+    )
+
+
+def _labels(count: int) -> list[str]:
+    return [str(i + 1) if i < 9 else "" for i in range(count)]
+
+
+@router.get("/cases/{case_id}/images/{enrollment_id}/{kind}")
+def case_image(
+    case_id: str,
+    enrollment_id: str,
+    kind: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
+) -> Response:
+    found = review.view_image(request, principal, case_id, enrollment_id, kind)
+    if found is None:
+        return Response(status_code=404)
+    return Response(found.data, media_type=found.media_type)
+
+
+def _choice(choice: str) -> tuple[str, str | None]:
+    """A form's outcome field: ``not_duplicate``, ``cannot_decide`` or ``duplicate:<id>``."""
+    if choice.startswith("duplicate:"):
+        return "duplicate", choice.split(":", 1)[1]
+    if choice in ("not_duplicate", "cannot_decide"):
+        return choice, None
+    return "", None
+
+
+@router.post("/cases/{case_id}/blind")
+def blind_form(
+    case_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
+    lease_token: Text,
+    choice: Annotated[str, Form(max_length=200)] = "",
+    reason: OptionalText = None,
+) -> Response:
+    outcome, duplicate_of = _choice(choice)
+    if not outcome:
+        return see_other(f"/cases/{case_id}")
+    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
+    review.record_blind(request, principal, case_id, lease_token, judgement)
+    return see_other(f"/cases/{case_id}")
+
+
+@router.post("/cases/{case_id}/decide")
+def decide_form(
+    case_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
+    lease_token: Text,
+    choice: Annotated[str, Form(max_length=200)] = "",
+    reason: OptionalText = None,
+) -> Response:
+    outcome, duplicate_of = _choice(choice)
+    if not outcome:
+        return see_other(f"/cases/{case_id}")
+    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
+    state = review.judge(request, principal, case_id, lease_token, judgement)
+    return render(request, "decided.html", principal, case_id=case_id, state=state.value)
+
+
+@router.post("/cases/{case_id}/supervise")
+def supervise_form(
+    case_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
+    choice: Annotated[str, Form(max_length=200)] = "",
+    reason: OptionalText = None,
+) -> Response:
+    outcome, duplicate_of = _choice(choice)
+    if outcome not in ("duplicate", "not_duplicate"):
+        return see_other(f"/cases/{case_id}")
+    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
+    review.supervise(request, principal, case_id, judgement)
+    return see_other("/supervisor")
+
+
+# ---------------------------------------------------------------- supervisor
+
+
+@router.get("/supervisor")
+def supervisor_page(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))]
+) -> Response:
+    with service(request).sessions() as db:
+        escalations = views.escalated(db)
+        decided = views.recently_decided(db)
+        sources = set(db.execute(select(CatchPair.source_case_id)).scalars())
+    return render(
+        request,
+        "supervisor.html",
+        principal,
+        escalations=escalations,
+        decided=decided,
+        sources=sources,
+    )
+
+
+@router.get("/supervisor/catch-trials")
+def catch_page(
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
+) -> Response:
+    with service(request).sessions() as db:
+        rate = intake.catch_rate(db)
+        pairs = list(db.execute(select(CatchPair).order_by(CatchPair.id)).scalars())
+    return render(request, "catch.html", principal, rate=rate, pairs=pairs)
+
+
+@router.post("/supervisor/catch-trials/rate")
+def catch_rate_form(
+    request: Request,
+    rate: Annotated[float, Form(ge=0, le=0.5)],
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
+) -> Response:
+    with service(request).sessions() as db, db.begin():
+        intake.set_catch_rate(db, rate)
+        audit(
+            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.rate",
+            "catch_trials", {"rate": repr(rate)},
+        )  # fmt: skip
+    return see_other("/supervisor/catch-trials")
+
+
+@router.post("/supervisor/catch-trials/pairs")
+def catch_pair_form(
+    request: Request,
+    case_id: Annotated[str, Form(max_length=32)],
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
+) -> Response:
+    state = service(request)
+    with state.sessions() as db, db.begin():
+        intake.add_catch_pair(db, case_id, principal.username, state.now())
+        audit(
+            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.add_pair",
+            f"case:{case_id}",
+        )  # fmt: skip
+    return see_other("/supervisor/catch-trials")
+
+
+@router.get("/supervisor/accuracy")
+def accuracy_page(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
+) -> Response:
+    with service(request).sessions() as db:
+        rows = intake.accuracy(db)
+    return render(request, "accuracy.html", principal, rows=rows)
+
+
+# ---------------------------------------------------------------- auditor
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))],
+    actor: str = "",
+    action: str = "",
+    target: str = "",
+) -> Response:
+    with service(request).sessions() as db:
+        found = audit_log.search(
+            db, actor=actor[:128] or None, action=action[:64] or None, target=target[:300] or None
+        )
+    return render(
+        request,
+        "audit.html",
+        principal,
+        entries=found,
+        query={"actor": actor, "action": action, "target": target},
+    )
+
+
+@router.get("/audit/verify")
+def verify_page(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
+) -> Response:
+    check, head = review.verify_audit(request, principal)
+    return render(request, "verify.html", principal, check=check, head=head)
+
+
+# ---------------------------------------------------------------- admin and operator
+
+
+@router.get("/admin/users")
+def users_page(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
+) -> Response:
+    with service(request).sessions() as db:
+        users = accounts.list_users(db)
+    return render(request, "users.html", principal, users=users, all_roles=[r.value for r in Role])
+
+
+@router.post("/admin/users")
+def create_user_form(
+    request: Request,
+    username: Annotated[str, Form(max_length=128)],
+    password: Text,
+    roles: Annotated[list[str], Form()],
+    principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))],
+) -> Response:
+    state = service(request)
+    wanted = parse_roles(roles)
+    with state.sessions() as db, db.begin():
+        secret = accounts.create_user(db, username, password, wanted, state.now())
+        audit(
+            request, db, principal, Permission.MANAGE_USERS, "user.create", f"user:{username}",
+            {"roles": ",".join(sorted(r.value for r in wanted))},
+        )  # fmt: skip
+        users = accounts.list_users(db)
+    return render(
+        request,
+        "users.html",
+        principal,
+        users=users,
+        all_roles=[r.value for r in Role],
+        created=username,
+        secret=secret,
+        uri=totp_uri(secret, username),
+    )
+
+
+@router.get("/operator")
+def operator_page(
+    request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_QUEUE))]
+) -> Response:
+    state = service(request)
+    with state.sessions() as db:
+        depth = queue.queue_depth(db, state.now())
+    return render(
+        request,
+        "operator.html",
+        principal,
+        depth=depth,
+        supervisor=allowed(principal.roles, Permission.SUPERVISE),
+    )

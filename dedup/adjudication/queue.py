@@ -1,0 +1,342 @@
+"""The review queue in its database: import, claim, judge, supervise, export, erase.
+
+Each function works inside the caller's transaction and applies the pure rules of
+``dedup.adjudication.cases``, so SQLite and PostgreSQL behave the same. A claim locks its
+row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent claimers never wait on
+each other's case; on SQLite the transaction holds the write lock (see ``database``). Every
+write to a case also bumps its version, and the write is conditional on the version read, so
+even a backend without row locks cannot hand one case to two people.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from dedup.adjudication import cases
+from dedup.adjudication.cases import Case, CaseState, Judgement, Lease, Outcome
+from dedup.adjudication.tables import (
+    CaseCandidate,
+    CaseRow,
+    CatchPair,
+    JudgementRow,
+    Subject,
+    SubjectImage,
+)
+from dedup.errors import AdjudicationError, StaleLease
+
+CATCH_RATE_KEY = "catch_rate"
+DECIDED = (
+    CaseState.DECIDED_DUPLICATE,
+    CaseState.DECIDED_NOT_DUPLICATE,
+    CaseState.DECIDED_BY_SUPERVISOR,
+)
+
+
+class CaseNotFound(AdjudicationError):
+    """No case has this id (or it was erased)."""
+
+
+class Conflict(AdjudicationError):
+    """The case changed under the caller (another transaction won); nothing was recorded."""
+
+
+# ---------------------------------------------------------------- cases as domain values
+
+
+def load_case(db: Session, row: CaseRow) -> Case:
+    candidates = tuple(
+        db.execute(
+            select(CaseCandidate.candidate_id)
+            .where(CaseCandidate.case_id == row.case_id)
+            .order_by(CaseCandidate.rank, CaseCandidate.candidate_id)
+        ).scalars()
+    )
+    stages = {
+        j.stage: j
+        for j in db.execute(
+            select(JudgementRow)
+            .where(JudgementRow.case_id == row.case_id)
+            .order_by(JudgementRow.id)
+        ).scalars()
+    }
+    first, second, boss = (_judgement(stages.get(s)) for s in ("first", "second", "supervisor"))
+    state = CaseState(row.state)
+    final = None
+    if state is CaseState.DECIDED_BY_SUPERVISOR:
+        final = boss
+    elif state is CaseState.DECIDED_DUPLICATE:
+        final = second
+    elif state is CaseState.DECIDED_NOT_DUPLICATE:
+        final = first
+    lease = None
+    if row.lease_holder and row.lease_token and row.lease_until and row.lease_returns_to:
+        lease = Lease(
+            row.lease_holder, row.lease_token, row.lease_until, CaseState(row.lease_returns_to)
+        )
+    return Case(row.probe_id, candidates, state, lease, first, second, final)
+
+
+def _judgement(row: JudgementRow | None) -> Judgement | None:
+    if row is None:
+        return None
+    return Judgement(row.adjudicator, Outcome(row.outcome), row.duplicate_of, row.reason)
+
+
+def _store(db: Session, row: CaseRow, case: Case, now: datetime) -> None:
+    """Write ``case`` back, only if nobody changed the row since it was read."""
+    lease = case.lease
+    values = {
+        "state": case.state.value,
+        "lease_holder": None if lease is None else lease.holder,
+        "lease_token": None if lease is None else lease.token,
+        "lease_until": None if lease is None else lease.until,
+        "lease_returns_to": None if lease is None else lease.returns_to.value,
+        "first_adjudicator": None if case.first is None else case.first.adjudicator,
+        "version": row.version + 1,
+        "decided_at": now if case.state in DECIDED else None,
+    }
+    if lease is None or case.state is not CaseState.IN_REVIEW:
+        values.update(blind_outcome=None, blind_duplicate_of=None)
+    done = db.execute(
+        update(CaseRow)
+        .where(CaseRow.case_id == row.case_id, CaseRow.version == row.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"case {row.case_id} changed while it was being updated; try again")
+    db.expire(row)
+
+
+def _add_judgement(
+    db: Session, row: CaseRow, stage: str, judgement: Judgement, now: datetime
+) -> None:
+    db.add(
+        JudgementRow(
+            case_id=row.case_id,
+            stage=stage,
+            adjudicator=judgement.adjudicator,
+            outcome=judgement.outcome.value,
+            duplicate_of=judgement.duplicate_of,
+            reason=judgement.reason,
+            blind_outcome=row.blind_outcome,
+            blind_duplicate_of=row.blind_duplicate_of,
+            at=now,
+        )
+    )
+
+
+# ---------------------------------------------------------------- claim and judge
+
+
+@dataclass(frozen=True)
+class Claim:
+    case_id: str
+    case: Case
+    resumed: bool  # the adjudicator already held this case
+
+
+def claim_next(db: Session, adjudicator: str, now: datetime, lease: timedelta) -> Claim | None:
+    """The adjudicator's live case if they hold one, else the next claimable case, leased."""
+    held = db.execute(
+        select(CaseRow)
+        .where(
+            CaseRow.state == CaseState.IN_REVIEW.value,
+            CaseRow.lease_holder == adjudicator,
+            CaseRow.lease_until > now,
+        )
+        .limit(1)
+    ).scalar_one_or_none()
+    if held is not None:
+        return Claim(held.case_id, load_case(db, held), resumed=True)
+    row = db.execute(
+        select(CaseRow)
+        .where(
+            or_(
+                CaseRow.state.in_([CaseState.OPEN.value, CaseState.AWAITING_SECOND_REVIEW.value]),
+                (CaseRow.state == CaseState.IN_REVIEW.value) & (CaseRow.lease_until <= now),
+            ),
+            or_(CaseRow.first_adjudicator.is_(None), CaseRow.first_adjudicator != adjudicator),
+        )
+        .order_by(CaseRow.queue_pos)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    claimed = cases.claim(load_case(db, row), adjudicator, secrets.token_urlsafe(24), now, lease)
+    case_id = row.case_id
+    _store(db, row, claimed, now)
+    return Claim(case_id, claimed, resumed=False)
+
+
+def locked_case(db: Session, case_id: str) -> CaseRow:
+    row = db.execute(
+        select(CaseRow).where(CaseRow.case_id == case_id).with_for_update()
+    ).scalar_one_or_none()
+    if row is None:
+        raise CaseNotFound(f"no case {case_id}")
+    return row
+
+
+def holds(row: CaseRow, adjudicator: str, now: datetime) -> bool:
+    """Whether ``adjudicator`` holds a live lease on the case (the object-level check)."""
+    return (
+        row.state == CaseState.IN_REVIEW.value
+        and row.lease_holder == adjudicator
+        and row.lease_until is not None
+        and row.lease_until > now
+    )
+
+
+def record_blind(
+    db: Session, case_id: str, adjudicator: str, token: str, judgement: Judgement, now: datetime
+) -> None:
+    """The holder's judgement before the scores are shown; it opens the scores."""
+    row = locked_case(db, case_id)
+    if not holds(row, adjudicator, now) or row.lease_token != token:
+        raise StaleLease(
+            f"case {case_id} is not held by {adjudicator} with this lease; nothing was recorded"
+        )
+    cases.check_judgement(load_case(db, row), judgement)
+    row.blind_outcome = judgement.outcome.value
+    row.blind_duplicate_of = judgement.duplicate_of
+
+
+def judge_case(db: Session, case_id: str, token: str, judgement: Judgement, now: datetime) -> Case:
+    row = locked_case(db, case_id)
+    before = load_case(db, row)
+    after = cases.judge(before, judgement, token, now)
+    stage = "first" if before.lease and before.lease.returns_to is CaseState.OPEN else "second"
+    _add_judgement(db, row, stage, judgement, now)
+    _store(db, row, after, now)
+    return after
+
+
+def supervise_case(db: Session, case_id: str, judgement: Judgement, now: datetime) -> Case:
+    row = locked_case(db, case_id)
+    after = cases.supervise(load_case(db, row), judgement)
+    _add_judgement(db, row, "supervisor", judgement, now)
+    _store(db, row, after, now)
+    return after
+
+
+# ---------------------------------------------------------------- reading
+
+
+def case_row(db: Session, case_id: str) -> CaseRow:
+    row = db.get(CaseRow, case_id)
+    if row is None:
+        raise CaseNotFound(f"no case {case_id}")
+    return row
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    by_state: dict[str, int]
+    oldest_open: datetime | None
+
+
+def queue_depth(db: Session, now: datetime) -> QueueDepth:
+    """Cases by state as the queue sees them now (an expired lease counts as returned)."""
+    counts = Counter({s.value: 0 for s in CaseState})
+    for state, returns_to, expired, n in db.execute(
+        select(
+            CaseRow.state,
+            CaseRow.lease_returns_to,
+            CaseRow.lease_until <= now,
+            func.count(),
+        ).group_by(CaseRow.state, CaseRow.lease_returns_to, CaseRow.lease_until <= now)
+    ):
+        returned = state == CaseState.IN_REVIEW.value and expired and returns_to is not None
+        counts[returns_to if returned and returns_to else state] += n
+    oldest = db.execute(
+        select(func.min(CaseRow.created_at)).where(CaseRow.state == CaseState.OPEN.value)
+    ).scalar()
+    return QueueDepth(dict(counts), oldest)
+
+
+# ---------------------------------------------------------------- export and erasure
+
+
+@dataclass(frozen=True)
+class Decision:
+    enrollment_id: str
+    batch_id: str
+    state: CaseState
+    final: Judgement | None
+    decided_at: datetime | None
+    decided_by: tuple[str, ...]
+
+
+def decisions(db: Session, batch_id: str | None = None) -> list[Decision]:
+    """The decision on every real case (never a catch trial), decided or still pending."""
+    query = select(CaseRow).where(CaseRow.catch_pair_id.is_(None)).order_by(CaseRow.probe_id)
+    if batch_id is not None:
+        query = query.where(CaseRow.batch_id == batch_id)
+    out = []
+    for row in db.execute(query).scalars():
+        case = load_case(db, row)
+        decided = case.state in DECIDED
+        by = tuple(
+            j.adjudicator
+            for j in (case.first, case.second, case.final)
+            if decided and j is not None
+        )
+        out.append(
+            Decision(
+                row.probe_id,
+                row.batch_id,
+                case.state,
+                case.final if decided else None,
+                row.decided_at,
+                tuple(dict.fromkeys(by)),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Erasure:
+    cases_removed: int
+    candidate_rows_removed: int
+    subject_removed: bool
+
+
+def erase_enrollment(db: Session, enrollment_id: str) -> Erasure:
+    """Remove an enrollment from the queue: its subject, images, cases and candidacies."""
+    case_ids = list(
+        db.execute(select(CaseRow.case_id).where(CaseRow.probe_id == enrollment_id)).scalars()
+    )
+    pairs = list(
+        db.execute(select(CatchPair.id).where(
+            or_(CatchPair.probe_id == enrollment_id, CatchPair.truth_duplicate_of == enrollment_id,
+                CatchPair.source_case_id.in_(case_ids)))).scalars()
+    )  # fmt: skip
+    removed_pairs_cases = list(
+        db.execute(select(CaseRow.case_id).where(CaseRow.catch_pair_id.in_(pairs))).scalars()
+    )
+    every_case = sorted(set(case_ids) | set(removed_pairs_cases))
+    _delete_cases(db, every_case)
+    db.execute(delete(CatchPair).where(CatchPair.id.in_(pairs)))
+    candidacies = db.execute(
+        delete(CaseCandidate).where(CaseCandidate.candidate_id == enrollment_id)
+    ).rowcount  # type: ignore[attr-defined]
+    db.execute(delete(SubjectImage).where(SubjectImage.enrollment_id == enrollment_id))
+    subject = db.execute(delete(Subject).where(Subject.enrollment_id == enrollment_id)).rowcount  # type: ignore[attr-defined]
+    return Erasure(len(every_case), int(candidacies), bool(subject))
+
+
+def _delete_cases(db: Session, case_ids: Sequence[str]) -> None:
+    if not case_ids:
+        return
+    db.execute(delete(JudgementRow).where(JudgementRow.case_id.in_(case_ids)))
+    db.execute(delete(CaseCandidate).where(CaseCandidate.case_id.in_(case_ids)))
+    db.execute(delete(CaseRow).where(CaseRow.case_id.in_(case_ids)))

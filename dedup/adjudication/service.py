@@ -1,0 +1,126 @@
+"""The review service: ``create_app`` wires the API, the pages, errors and ``/metrics``.
+
+>>> app = create_app(load_settings())        # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)  # what `dedup serve` does
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+
+from dedup.adjudication import api, database, pages
+from dedup.adjudication.accounts import LocalIdentityProvider
+from dedup.adjudication.observability import service_registry
+from dedup.adjudication.queue import CaseNotFound
+from dedup.adjudication.web import (
+    BadCsrf,
+    ClientThrottle,
+    Forbidden,
+    ServiceState,
+    Unauthenticated,
+    principal_of,
+    security_headers,
+)
+from dedup.errors import AdjudicationError
+from dedup.settings import AdjudicationSettings
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(
+    settings: AdjudicationSettings,
+    engine: Engine,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The service on ``engine`` (already migrated: see ``database.migrate``)."""
+    database.require_current(engine)
+    identity = LocalIdentityProvider(
+        settings.max_failed_logins, timedelta(minutes=settings.lockout_minutes)
+    )
+    state = ServiceState(
+        settings,
+        database.sessions(engine),
+        identity,
+        ClientThrottle(settings.logins_per_client_per_minute),
+    )
+    if clock is not None:
+        state.clock = clock
+    app = FastAPI(
+        title="dedup review service",
+        version="1",
+        description=(
+            "Human adjudication of possible duplicate enrollments: import candidates, "
+            "claim and judge cases under four eyes, export decisions. Every view and "
+            "decision is audited."
+        ),
+    )
+    app.state.service = state
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    registry = service_registry(state)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.middleware("http")
+    async def headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        security_headers(response)
+        return response
+
+    _error_handlers(app)
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _page(request: Request, status: int, message: str) -> Response:
+    return pages.render(
+        request, "message.html", principal_of(request), status_code=status, message=message
+    )
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(request: Request, _: Exception) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": "not logged in"}, status_code=401)
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    @app.exception_handler(BadCsrf)
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        message = exc.message if isinstance(exc, Forbidden) else "forbidden"
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=403)
+        return _page(request, 403, f"Forbidden: {message}. This refusal was recorded.")
+
+    @app.exception_handler(CaseNotFound)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        return _page(request, 404, str(exc))
+
+    @app.exception_handler(AdjudicationError)
+    async def conflict(request: Request, exc: Exception) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+        return _page(request, 409, str(exc))
