@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dedup.cli_gallery import gallery_app
 from dedup.cli_output import console, fail
+from dedup.cli_review import audit_app, users_app
 from dedup.contracts.reasons import REASON_DESCRIPTIONS, RejectReason, reasons_markdown
 from dedup.errors import DedupError, ManifestError
 from dedup.settings import Settings, load_settings
@@ -28,6 +29,8 @@ app.add_typer(fetch_app, name="fetch")
 model_app = typer.Typer(help="Face models: export and inspect.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(gallery_app, name="gallery")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
 
 
 ConfigOption = Annotated[
@@ -106,10 +109,16 @@ def demo(
         Path, typer.Option("--workdir", help="Where the demo batch and lake are written.")
     ] = Path("demo-run"),
     config: ConfigOption = None,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="End by starting the review service.")
+    ] = True,
 ) -> None:
-    """Build the demo batch from the public test portraits, stage it and print a summary."""
+    """Run a whole night on the demo batch (stage, embed, match, enqueue), then serve the
+    review queue with demo accounts."""
+    from dedup.cli_review import enqueue_command
     from dedup.demo.batch import build_demo_batch, read_demo_batch
     from dedup.demo.portraits import fetch_portraits
+    from dedup.demo.review import demo_accounts
 
     try:
         workdir = workdir.resolve()
@@ -128,12 +137,51 @@ def demo(
         print_embed_report(run_embed_command(DEMO_BATCH_ID, settings))
         gallery = workdir / "gallery"
         print_match_report(run_match_command(DEMO_BATCH_ID, settings, gallery, ray=False))
+        enqueue_command(settings, DEMO_BATCH_ID, folder)
+        accounts = demo_accounts(settings, workdir)
     except DedupError as error:
         raise fail(error) from error
     console.print(
         f"lake: {settings.lake} (Delta tables enrollments, faces, rejects, templates, "
-        f"candidates); gallery: {gallery}"
+        f"candidates); gallery: {gallery}; review queue: {settings.adjudication_database_url()}"
     )
+    console.print(accounts, soft_wrap=True)
+    if serve:
+        from dedup.cli_review import serve_review
+
+        serve_review(settings, migrate=True, announce="press Ctrl-C to stop")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on.")] = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Bring the database schema up first.")
+    ] = True,
+    config: ConfigOption = None,
+    lake: LakeOption = None,
+) -> None:
+    """Run the review service (adjudication queue, web UI, JSON API, /metrics)."""
+    from dedup.cli_review import serve_command
+
+    serve_command(_settings(config, lake), host, port, migrate)
+
+
+@app.command()
+def enqueue(
+    batch_id: Annotated[str, typer.Option("--batch-id", help="The matched batch to review.")],
+    batch_dir: Annotated[
+        Path | None,
+        typer.Option("--batch-dir", help="The batch folder, to show adjudicators the photos."),
+    ] = None,
+    config: ConfigOption = None,
+    lake: LakeOption = None,
+) -> None:
+    """Put a matched batch's candidates into the review queue (once; a re-run adds nothing)."""
+    from dedup.cli_review import enqueue_command
+
+    enqueue_command(_settings(config, lake), batch_id, batch_dir)
 
 
 @model_app.command("export-dlib")

@@ -117,6 +117,15 @@ def import_batch(
     )
 
 
+def import_details(result: ImportResult) -> dict[str, str]:
+    """What an import's audit entry records."""
+    return {
+        "cases_created": str(result.cases_created),
+        "already_imported": str(result.already_imported).lower(),
+        "catch_trials": str(result.catch_trials_seeded),
+    }
+
+
 def _checked_images(
     payload: BatchImport, max_bytes: int
 ) -> dict[tuple[str, str], tuple[str, bytes]]:

@@ -238,11 +238,7 @@ def import_candidates(
             Permission.IMPORT_CANDIDATES,
             "batch.import",
             f"batch:{batch_id}",
-            {
-                "cases_created": str(result.cases_created),
-                "already_imported": str(result.already_imported).lower(),
-                "catch_trials": str(result.catch_trials_seeded),
-            },
+            intake.import_details(result),
         )
         return result
 
