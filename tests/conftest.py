@@ -91,3 +91,40 @@ def pushgateway() -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL server (Debian's package, started by scripts/postgres)."""
+    from tests.review_support import PostgresServer
+
+    try:
+        server = PostgresServer()
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: run scripts/install-services")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def review_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh, migrated review database on each backend in turn."""
+    from tests.review_support import engines
+
+    yield from engines(request.param, tmp_path, lambda: request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def pg_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh, migrated review database on PostgreSQL."""
+    from tests.review_support import engines
+
+    yield from engines("postgresql", tmp_path, lambda: request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def world(review_engine: Any) -> Any:
+    """The review service on each backend, with one account per role."""
+    from tests.review_support import review_world
+
+    return review_world(review_engine)

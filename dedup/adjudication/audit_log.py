@@ -94,10 +94,11 @@ def record_alone(
     *,
     outcome: str = "ok",
     details: Mapping[str, str] | None = None,
+    at: datetime | None = None,
 ) -> AuditEntry:
     """Append one entry in a transaction of its own (refusals, failed logins)."""
     with sessions() as db, db.begin():
-        return record(db, actor, action, target, outcome=outcome, details=details)
+        return record(db, actor, action, target, outcome=outcome, details=details, at=at)
 
 
 def to_entry(row: AuditRow) -> AuditEntry:

@@ -247,16 +247,15 @@ class QueueDepth:
 def queue_depth(db: Session, now: datetime) -> QueueDepth:
     """Cases by state as the queue sees them now (an expired lease counts as returned)."""
     counts = Counter({s.value: 0 for s in CaseState})
-    for state, returns_to, expired, n in db.execute(
-        select(
-            CaseRow.state,
-            CaseRow.lease_returns_to,
-            CaseRow.lease_until <= now,
-            func.count(),
-        ).group_by(CaseRow.state, CaseRow.lease_returns_to, CaseRow.lease_until <= now)
+    for state, n in db.execute(select(CaseRow.state, func.count()).group_by(CaseRow.state)):
+        counts[state] += n
+    for returns_to, n in db.execute(
+        select(CaseRow.lease_returns_to, func.count())
+        .where(CaseRow.state == CaseState.IN_REVIEW.value, CaseRow.lease_until <= now)
+        .group_by(CaseRow.lease_returns_to)
     ):
-        returned = state == CaseState.IN_REVIEW.value and expired and returns_to is not None
-        counts[returns_to if returned and returns_to else state] += n
+        counts[CaseState.IN_REVIEW.value] -= n
+        counts[returns_to or CaseState.OPEN.value] += n
     oldest = db.execute(
         select(func.min(CaseRow.created_at)).where(CaseRow.state == CaseState.OPEN.value)
     ).scalar()

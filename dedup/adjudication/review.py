@@ -41,6 +41,7 @@ def login(request: Request, username: str, password: str, code: str) -> LoginOut
             f"user:{username[:120]}",
             outcome="refused",
             details={"why": "too many attempts from this address"},
+            at=state.now(),
         )
         return LoginOutcome(None, None, throttled=True)
     now = state.now()
@@ -56,6 +57,7 @@ def login(request: Request, username: str, password: str, code: str) -> LoginOut
                 f"user:{username[:120]}",
                 outcome="refused",
                 details={"why": why},
+                at=now,
             )
             return LoginOutcome(None, None)
         token, csrf = accounts.start_session(db, user, client, now)
@@ -66,6 +68,7 @@ def login(request: Request, username: str, password: str, code: str) -> LoginOut
             Actor(user.username, ",".join(sorted(roles)), client),
             "login",
             f"user:{user.username}",
+            at=now,
         )
     return LoginOutcome(principal, token)
 

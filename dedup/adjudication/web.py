@@ -148,6 +148,7 @@ def refuse(
         target or f"route:{request.url.path}"[:300],
         outcome="refused",
         details=details,
+        at=service(request).now(),
     )
     return Forbidden(why)
 
@@ -191,7 +192,14 @@ def audit(
     details: Mapping[str, str] | None = None,
 ) -> None:
     """Record an allowed action inside the route's transaction."""
-    audit_log.record(db, actor(request, principal, permission), action, target, details=details)
+    audit_log.record(
+        db,
+        actor(request, principal, permission),
+        action,
+        target,
+        details=details,
+        at=service(request).now(),
+    )
 
 
 def security_headers(response: Any) -> None:

@@ -1,0 +1,217 @@
+"""The review service over HTTP (in-process), on SQLite and PostgreSQL: logins and sessions,
+the blind first judgement, audit of every view and decision, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from dedup.adjudication import audit_log, database
+from dedup.adjudication.audit import AuditEntry
+from dedup.adjudication.tables import AuditRow
+from dedup.settings import AdjudicationSettings
+from tests.review_support import PASSWORD, ReviewWorld, batch_payload, png, review_world
+
+
+def entries(
+    world: ReviewWorld, actor: str | None = None, action: str | None = None
+) -> list[AuditEntry]:
+    with database.sessions(world.engine)() as db:
+        return list(reversed(audit_log.search(db, actor=actor, action=action, limit=1000)))
+
+
+def imported(world: ReviewWorld, probes: int = 1) -> None:
+    answer = world.client("operator").post(
+        "/api/v1/batches/b1/candidates", json=batch_payload(probes)
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def claimed(client: TestClient) -> dict[str, Any]:
+    answer = client.post("/api/v1/cases/claim")
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def test_login_needs_password_and_current_code_and_is_audited(world: ReviewWorld) -> None:
+    client = world.client()
+    good = world.credentials("ann")
+    for wrong in ({**good, "totp": "000000"}, {**good, "password": "not the password"}):
+        assert client.post("/api/v1/login", json=wrong).status_code == 401
+    stale = {**good, "totp": "123456" if good["totp"] != "123456" else "654321"}
+    assert client.post("/api/v1/login", json=stale).status_code == 401
+    assert client.post("/api/v1/login", json=good).status_code == 200
+    logins = entries(world, action="login", actor="ann")
+    assert [e.outcome for e in logins] == ["refused", "refused", "refused", "ok"]
+    assert logins[0].details == {"why": "bad_credentials"}
+
+
+def test_session_cookie_is_secure_httponly_and_strict(world: ReviewWorld) -> None:
+    answer = world.client().post("/api/v1/login", json=world.credentials("ann"))
+    cookie = answer.headers["set-cookie"].lower()
+    assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+
+
+def test_repeated_failures_lock_the_account_for_a_while(world: ReviewWorld) -> None:
+    client = world.client()
+    for _ in range(5):
+        client.post("/api/v1/login", json={**world.credentials("bob"), "password": "wrong!"})
+    assert client.post("/api/v1/login", json=world.credentials("bob")).status_code == 401
+    assert entries(world, action="login", actor="bob")[-1].details == {"why": "locked"}
+    world.clock.now += timedelta(minutes=6)
+    assert client.post("/api/v1/login", json=world.credentials("bob")).status_code == 200
+
+
+def test_logins_from_one_address_are_throttled(review_engine: Any) -> None:
+    world = review_world(review_engine, AdjudicationSettings(logins_per_client_per_minute=3))
+    client = world.client()
+    codes = [client.post("/api/v1/login", json=world.credentials("ann")).status_code
+             for _ in range(4)]  # fmt: skip
+    assert codes == [200, 200, 200, 429]
+    assert entries(world, action="login")[-1].details == {
+        "why": "too many attempts from this address"
+    }
+
+
+def test_sessions_end_after_idle_and_absolute_timeouts(world: ReviewWorld) -> None:
+    client = world.client("operator")
+    assert client.get("/api/v1/queue").status_code == 200
+    world.clock.now += timedelta(minutes=16)
+    assert client.get("/api/v1/queue").status_code == 401
+    busy = world.client("operator")
+    for _ in range(8 * 6 + 1):  # active every 10 minutes for over 8 hours
+        world.clock.now += timedelta(minutes=10)
+        answer = busy.get("/api/v1/queue")
+    assert answer.status_code == 401
+
+
+def test_scores_stay_hidden_until_the_first_judgement(world: ReviewWorld) -> None:
+    imported(world)
+    ann = world.client("ann")
+    case = claimed(ann)
+    assert case["scores_hidden"] and all(c["score"] is None for c in case["candidates"])
+    page = ann.get(f"/cases/{case['case_id']}")
+    assert 'class="score"' not in page.text and "Record judgement and show scores" in page.text
+    judgement = {"lease_token": case["lease_token"], "outcome": "not_duplicate"}
+    shown = ann.post(f"/api/v1/cases/{case['case_id']}/blind", json=judgement).json()
+    assert not shown["scores_hidden"]
+    assert [c["score"] for c in shown["candidates"]] == pytest.approx([0.97, 0.96])
+    assert 'class="score"' in ann.get(f"/cases/{case['case_id']}").text
+    changed = {**judgement, "outcome": "duplicate", "duplicate_of": "GP00000-0"}
+    decided = ann.post(f"/api/v1/cases/{case['case_id']}/judgement", json=changed)
+    assert decided.json()["state"] == "awaiting_second_review"
+    [judged] = entries(world, action="case.judge")
+    [blind] = entries(world, action="case.blind_judgement")
+    assert blind.details["outcome"] == "not_duplicate" and judged.details["outcome"] == "duplicate"
+
+
+def test_scores_can_be_shown_from_the_start(review_engine: Any) -> None:
+    settings = AdjudicationSettings(hide_scores_until_judgement=False)
+    world = review_world(review_engine, settings)
+    imported(world)
+    case = claimed(world.client("ann"))
+    assert not case["scores_hidden"] and case["candidates"][0]["score"] == pytest.approx(0.97)
+
+
+def test_every_view_and_decision_is_audited_without_secrets(
+    world: ReviewWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    imported(world)
+    ann = world.client("ann")
+    case = claimed(ann)
+    case_id = case["case_id"]
+    assert ann.get(f"/cases/{case_id}").status_code == 200
+    image = ann.get(f"/cases/{case_id}/images/P00000/chip")
+    assert image.status_code == 200 and image.content == png()
+    body = {"lease_token": case["lease_token"], "outcome": "not_duplicate"}
+    assert ann.post(f"/api/v1/cases/{case_id}/judgement", json=body).status_code == 200
+    exported = world.client("operator").get("/api/v1/decisions", params={"batch_id": "b1"})
+    assert exported.json()["decisions"][0]["decision"] == "not_duplicate"
+
+    actions = [(e.actor, e.action, e.target) for e in entries(world)]
+    for step in [
+        ("operator", "batch.import", "batch:b1"),
+        ("ann", "case.claim", f"case:{case_id}"),
+        ("ann", "case.view", f"case:{case_id}"),
+        ("ann", "image.view", "image:P00000/chip"),
+        ("ann", "case.judge", f"case:{case_id}"),
+        ("operator", "decisions.export", "batch:b1"),
+    ]:
+        assert step in actions, step
+    with database.sessions(world.engine)() as db:
+        stored = " ".join(
+            f"{r.actor} {r.role} {r.action} {r.target} {r.client} {r.details}"
+            for r in db.scalars(select(AuditRow))
+        )
+    secrets = [PASSWORD, world.secrets["ann"], case["lease_token"],
+               base64.b64encode(png()).decode()[:40], ann.headers["X-CSRF-Token"],
+               ann.cookies.get("dedup_session") or "no cookie"]  # fmt: skip
+    logged = caplog.text
+    for secret in secrets:
+        assert secret not in stored and secret not in logged
+
+
+def test_metrics_show_the_queue(world: ReviewWorld) -> None:
+    imported(world, probes=3)
+    ann = world.client("ann")
+    case = claimed(ann)
+    body = {"lease_token": case["lease_token"], "outcome": "not_duplicate"}
+    ann.post(f"/api/v1/cases/{case['case_id']}/judgement", json=body)
+    claimed(ann)
+    world.clock.now += timedelta(minutes=1)
+    text = world.client().get("/metrics").text
+    assert 'dedup_review_cases{state="open"} 1.0' in text
+    assert 'dedup_review_cases{state="in_review"} 1.0' in text
+    assert 'dedup_review_cases{state="decided_not_duplicate"} 1.0' in text
+    assert 'dedup_review_judgements_total{outcome="not_duplicate",stage="first"} 1.0' in text
+    assert "dedup_review_oldest_open_case_age_seconds 60.0" in text
+    assert "dedup_review_claim_seconds_count" in text
+
+
+def test_the_openapi_document_is_published(world: ReviewWorld) -> None:
+    document = world.client().get("/openapi.json").json()
+    paths = document["paths"]
+    assert "post" in paths["/api/v1/batches/{batch_id}/candidates"]
+    assert "get" in paths["/api/v1/decisions"]
+    assert "/cases/{case_id}" not in paths  # pages are not part of the API
+
+
+def test_the_web_forms_carry_csrf_and_a_decision_goes_through(world: ReviewWorld) -> None:
+    imported(world)
+    browser = world.client()
+    form = {**world.credentials("ann")}
+    landed = browser.post("/login", data=form, follow_redirects=False)
+    assert landed.status_code == 303 and landed.headers["location"] == "/queue"
+    queue_page = browser.get("/queue").text
+    csrf = queue_page.split('name="csrf_token" value="')[1].split('"')[0]
+    assert browser.post("/queue/claim", data={}, follow_redirects=False).status_code == 403
+    opened = browser.post("/queue/claim", data={"csrf_token": csrf}, follow_redirects=False)
+    case_url = opened.headers["location"]
+    page = browser.get(case_url).text
+    token = page.split('name="lease_token" value="')[1].split('"')[0]
+    choice = {"csrf_token": csrf, "lease_token": token, "choice": "not_duplicate"}
+    assert browser.post(f"{case_url}/blind", data=choice, follow_redirects=False).status_code == 303
+    done = browser.post(f"{case_url}/decide", data=choice)
+    assert "decided not duplicate" in done.text
+    assert entries(world, action="access.refused")[-1].details["why"] == (
+        "missing or wrong CSRF token"
+    )
+
+
+def test_erasure_is_audited_and_removes_the_case(world: ReviewWorld) -> None:
+    imported(world, probes=2)
+    sue = world.client("sue")
+    answer = sue.post("/api/v1/erasures/P00000")
+    assert answer.json() == {"enrollment_id": "P00000", "cases_removed": 1,
+                             "candidate_rows_removed": 0, "subject_removed": True}  # fmt: skip
+    assert entries(world, action="enrollment.erase")[-1].target == "enrollment:P00000"
+    depth = world.client("operator").get("/api/v1/queue").json()["depth"]
+    assert depth["open"] == 1

@@ -1,0 +1,197 @@
+"""What the review-service tests share: a throwaway PostgreSQL server, fresh migrated
+databases on either backend, accounts for every role, logged-in clients and sample batches."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import Engine, create_engine, text
+
+from dedup.adjudication import accounts, database
+from dedup.adjudication.access import Role
+from dedup.adjudication.credentials import totp_now
+from dedup.adjudication.service import create_app
+from dedup.settings import AdjudicationSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+# One account per role, plus a second adjudicator for four eyes.
+ACCOUNTS: dict[str, Role] = {
+    "operator": Role.OPERATOR,
+    "ann": Role.ADJUDICATOR,
+    "bob": Role.ADJUDICATOR,
+    "sue": Role.SUPERVISOR,
+    "aude": Role.AUDITOR,
+    "adam": Role.ADMIN,
+}
+ROLE_USER: dict[Role, str] = {
+    Role.OPERATOR: "operator",
+    Role.ADJUDICATOR: "ann",
+    Role.SUPERVISOR: "sue",
+    Role.AUDITOR: "aude",
+    Role.ADMIN: "adam",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PostgresServer:
+    """``scripts/postgres`` on a free port in a temporary folder (under /tmp, so the
+    ``postgres`` account can reach it when the tests run as root)."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="dedup-pg-"))
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "postgres"), "start", str(self.folder), str(free_port())],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start: {done.stderr.strip()}")
+        self.url = done.stdout.strip().splitlines()[-1]
+
+    def fresh_database(self) -> str:
+        """A new empty database on the server; its URL."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(ROOT / "scripts" / "postgres"), "stop", str(self.folder)],
+            capture_output=True,
+            check=False,
+        )
+        subprocess.run(["rm", "-rf", str(self.folder)], check=False)
+
+
+def sqlite_url(folder: Path) -> str:
+    return f"sqlite:///{folder / 'review.sqlite'}"
+
+
+def migrated(url: str) -> Engine:
+    engine = database.connect(url, pool_size=25)
+    database.migrate(engine)
+    return engine
+
+
+def png(shade: int = 120, side: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (shade, 90, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def batch_payload(
+    probes: int, candidates_per_probe: int = 2, prefix: str = "P", images: bool = True
+) -> dict[str, Any]:
+    """A batch's import body: ``probes`` probes, each with its own gallery candidates."""
+    rows, subjects = [], []
+    chip = b64(png())
+
+    def image() -> dict[str, dict[str, str]]:
+        return {"chip": {"media_type": "image/png", "data_base64": chip}} if images else {}
+
+    for p in range(probes):
+        probe = f"{prefix}{p:05d}"
+        subjects.append(
+            {
+                "enrollment_id": probe,
+                "captured_at": "2026-11-20T09:30:00Z",
+                "center_id": "C-01",
+                "display": {"given_name": "Ada", "family_name": f"Probe{p}"},
+                "quality": {"inter_eye_px": 61.5, "sharpness": 80.0},
+                "images": image(),
+            }
+        )
+        for c in range(candidates_per_probe):
+            candidate = f"G{prefix}{p:05d}-{c}"
+            rows.append({"probe_id": probe, "candidate_id": candidate, "score": 0.97 - 0.01 * c,
+                         "rank": c + 1, "source": "gallery"})  # fmt: skip
+            subjects.append({"enrollment_id": candidate, "images": image()})
+    return {"model_id": "dlib-resnet-v1", "candidates": rows, "subjects": subjects}
+
+
+@dataclass
+class Clock:
+    """A settable clock for leases and session timeouts."""
+
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class ReviewWorld:
+    """A migrated database with one account per role and the app on it."""
+
+    engine: Engine
+    app: FastAPI
+    clock: Clock
+    secrets: dict[str, str]
+
+    def client(self, username: str | None = None) -> TestClient:
+        """A client over HTTPS (the cookie is Secure), logged in as ``username`` when given."""
+        client = TestClient(self.app, base_url="https://testserver")
+        if username is not None:
+            answer = client.post("/api/v1/login", json=self.credentials(username))
+            assert answer.status_code == 200, answer.text
+            client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+        return client
+
+    def credentials(self, username: str) -> dict[str, str]:
+        code = totp_now(self.secrets[username], self.clock())
+        return {"username": username, "password": PASSWORD, "totp": code}
+
+    def add_user(self, username: str, *roles: Role) -> None:
+        with database.sessions(self.engine)() as db, db.begin():
+            self.secrets[username] = accounts.create_user(
+                db, username, PASSWORD, frozenset(roles), self.clock()
+            )
+
+
+def review_world(
+    engine: Engine, settings: AdjudicationSettings | None = None, clock: Clock | None = None
+) -> ReviewWorld:
+    clock = clock or Clock()
+    secrets = {}
+    with database.sessions(engine)() as db, db.begin():
+        for username, role in ACCOUNTS.items():
+            secrets[username] = accounts.create_user(
+                db, username, PASSWORD, frozenset({role}), clock()
+            )
+    settings = settings or AdjudicationSettings(logins_per_client_per_minute=1000)
+    return ReviewWorld(engine, create_app(settings, engine, clock=clock), clock, secrets)
+
+
+def engines(kind: str, tmp_path: Path, postgres: Callable[[], PostgresServer]) -> Iterator[Engine]:
+    """A fresh migrated engine of ``kind`` ("sqlite" or "postgresql")."""
+    url = sqlite_url(tmp_path) if kind == "sqlite" else postgres().fresh_database()
+    engine = migrated(url)
+    yield engine
+    engine.dispose()
