@@ -72,11 +72,15 @@ def review_payload(settings: Settings, batch_id: str, batch_dir: Path | None = N
     return BatchImport(
         model_id=settings.model,
         candidates=candidates,
-        subjects=subjects(settings, named, batch_dir),
+        subjects=subjects(settings, named, batch_id, batch_dir),
     )
 
 
-def subjects(settings: Settings, ids: set[str], batch_dir: Path | None) -> list[SubjectIn]:
+def subjects(
+    settings: Settings, ids: set[str], batch_id: str, batch_dir: Path | None
+) -> list[SubjectIn]:
+    """What adjudicators see of each enrollment; photos only of ``batch_id``'s own, from
+    ``batch_dir`` (earlier batches' folders are not at hand: their chips stand in)."""
     columns = ["enrollment_id", "batch_id", "status", "photo_path", "captured_at", "center_id"]
     enrollments = {
         r["enrollment_id"]: r
@@ -94,7 +98,8 @@ def subjects(settings: Settings, ids: set[str], batch_dir: Path | None) -> list[
         images = {}
         if face is not None:
             images["chip"] = _image("image/png", face["chip_png"])
-        photo = _photo(settings, row.get("photo_path"), row.get("batch_id"), batch_dir)
+        own = batch_dir is not None and row.get("batch_id") == batch_id
+        photo = _photo(settings, row.get("photo_path"), batch_dir) if own else None
         if photo is not None:
             images["photo"] = _image("image/jpeg", photo)
         quality = {
@@ -127,11 +132,9 @@ def _image(media_type: str, data: bytes) -> ImageIn:
     return ImageIn(media_type=media_type, data_base64=base64.b64encode(data).decode("ascii"))
 
 
-def _photo(
-    settings: Settings, photo_path: str | None, batch_id: str | None, batch_dir: Path | None
-) -> bytes | None:
-    """The photo as a downscaled JPEG, when it lives in the given folder of its own batch."""
-    if photo_path is None or batch_dir is None or batch_id != batch_dir.name:
+def _photo(settings: Settings, photo_path: str | None, batch_dir: Path | None) -> bytes | None:
+    """The photo as a downscaled JPEG; None where it cannot be read or decoded."""
+    if photo_path is None or batch_dir is None:
         return None
     try:
         location = Path(resolve_photo(photo_path, batch_dir, settings.manifest))

@@ -210,3 +210,52 @@ def test_a_crash_then_a_rerun_leaves_what_an_uninterrupted_run_leaves(
 def test_a_batch_that_was_not_embedded_is_refused(lake: Settings) -> None:
     with pytest.raises(LakeError, match="dedup stage"):
         match(lake, "never-staged", ray=False)
+
+
+def test_enqueue_puts_the_candidates_and_what_adjudicators_see_into_the_queue(
+    lake: Settings, batches: list[DemoBatch]
+) -> None:
+    import io
+
+    from PIL import Image
+    from sqlalchemy import select
+
+    from dedup.adjudication import database
+    from dedup.adjudication.tables import CaseCandidate, CaseRow, Subject, SubjectImage
+    from pipelines.review_feed import enqueue_batch
+
+    with pytest.raises(LakeError, match="no candidates table"):
+        enqueue_batch(lake, SECOND)
+    match(lake, FIRST, ray=False)
+    match(lake, SECOND, ray=False)
+    rows = [r for r in candidates(lake) if r["batch_id"] == SECOND]
+    result = enqueue_batch(lake, SECOND, batches[1].folder)
+    assert result.cases_created == len({r["probe_id"] for r in rows}) > 0
+    assert enqueue_batch(lake, SECOND, batches[1].folder).already_imported
+
+    engine = database.connect(lake.adjudication_database_url())
+    with database.sessions(engine)() as db:
+        queued = {
+            (case.probe_id, c.candidate_id, round(c.score, 5), c.source)
+            for case, c in db.execute(
+                select(CaseRow, CaseCandidate).join(
+                    CaseCandidate, CaseCandidate.case_id == CaseRow.case_id
+                )
+            )
+        }
+        images = {(i.enrollment_id, i.kind): i.data for i in db.scalars(select(SubjectImage))}
+        probe = db.get(Subject, rows[0]["probe_id"])
+        assert probe is not None and probe.center_id and '"given_name"' in probe.display
+    engine.dispose()
+    # Scores are cosines of float32 templates: rounding can lift a self-match a hair over 1.
+    assert queued == {
+        (r["probe_id"], r["candidate_id"], round(min(r["score"], 1.0), 5), r["source"])
+        for r in rows
+    }
+    named = {r["probe_id"] for r in rows} | {r["candidate_id"] for r in rows}
+    assert {e for e, kind in images if kind == "chip"} == named
+    # This batch's own enrollments also show their photo, downscaled to a JPEG.
+    own = {r["probe_id"] for r in rows}
+    assert {e for e, kind in images if kind == "photo"} == own
+    photo = Image.open(io.BytesIO(images[(rows[0]["probe_id"], "photo")]))
+    assert photo.format == "JPEG" and max(photo.size) <= 640
