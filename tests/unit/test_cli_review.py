@@ -1,0 +1,74 @@
+"""The review commands: accounts from the command line, clear refusals, audit entries."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from dedup.adjudication import audit_log, database
+from dedup.adjudication.credentials import totp_now
+from dedup.adjudication.service import create_app
+from dedup.cli import app
+from dedup.settings import AdjudicationSettings
+
+runner = CliRunner()
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"DEDUP_ADJUDICATION__DATABASE_URL": f"sqlite:///{tmp_path / 'review.sqlite'}"}
+
+
+def test_an_account_made_on_the_command_line_can_log_in(tmp_path: Path) -> None:
+    made = runner.invoke(
+        app,
+        ["users", "add", "zoe", "--roles", "adjudicator,supervisor", "--password-stdin"],
+        input="a long enough password\n",
+        env=env(tmp_path),
+    )
+    assert made.exit_code == 0, made.output
+    secret = re.search(r"TOTP secret \(shown once\): ([A-Z2-7]+)", made.output)
+    assert secret is not None
+    code = runner.invoke(app, ["users", "totp", secret.group(1)])
+    assert code.stdout.strip() == totp_now(secret.group(1), datetime.now(UTC))
+
+    engine = database.connect(env(tmp_path)["DEDUP_ADJUDICATION__DATABASE_URL"])
+    client = TestClient(create_app(AdjudicationSettings(), engine), base_url="https://t")
+    login = {"username": "zoe", "password": "a long enough password",
+             "totp": totp_now(secret.group(1), datetime.now(UTC))}  # fmt: skip
+    answer = client.post("/api/v1/login", json=login)
+    assert answer.status_code == 200 and answer.json()["roles"] == ["adjudicator", "supervisor"]
+    with database.sessions(engine)() as db:
+        [created] = audit_log.search(db, action="user.create")
+    assert created.target == "user:zoe" and created.details == {"roles": "adjudicator,supervisor"}
+
+
+def test_bad_accounts_are_refused_with_a_reason(tmp_path: Path) -> None:
+    def add(name: str, roles: str, password: str) -> str:
+        done = runner.invoke(
+            app,
+            ["users", "add", name, "--roles", roles, "--password-stdin"],
+            input=password + "\n",
+            env=env(tmp_path),
+        )
+        assert done.exit_code == 2
+        return done.output
+
+    assert "unknown role 'judge'" in add("zoe", "judge", "a long enough password")
+    assert "at least 12 characters" in add("zoe", "auditor", "short")
+    assert "1-128 letters" in add("zo e", "auditor", "a long enough password")
+
+
+def test_an_unmigrated_database_is_not_served(tmp_path: Path) -> None:
+    done = runner.invoke(app, ["serve", "--no-migrate"], env=env(tmp_path))
+    assert done.exit_code == 2 and "needs migration 0001" in done.output
+
+
+def test_enqueue_without_a_match_run_says_what_to_do(tmp_path: Path) -> None:
+    done = runner.invoke(
+        app, ["enqueue", "--batch-id", "b1", "--lake", str(tmp_path / "lake")], env=env(tmp_path)
+    )
+    assert done.exit_code == 2 and "run `dedup match` first" in done.output
