@@ -53,7 +53,7 @@ def record(
         select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
     ).scalar_one_or_none()
     entry = append(
-        None if head is None else (head.seq, head.hash),
+        None if head is None or head.seq < 0 else (head.seq, head.hash),
         at=at or datetime.now(UTC),
         actor=actor.username,
         role=actor.role,
@@ -78,7 +78,7 @@ def record(
             hash=entry.hash,
         )
     )
-    if head is None:
+    if head is None:  # a database migrated before the head row was seeded
         db.add(AuditHead(id=HEAD_ID, seq=entry.seq, hash=entry.hash))
     else:
         head.seq, head.hash = entry.seq, entry.hash
@@ -139,8 +139,9 @@ def entries(db: Session) -> Iterator[AuditEntry]:
 
 
 def stored_head(db: Session) -> tuple[int, str] | None:
+    """The newest entry's (seq, hash); None while the log is empty (the head's seq is -1)."""
     head = db.get(AuditHead, HEAD_ID)
-    return None if head is None else (head.seq, head.hash)
+    return None if head is None or head.seq < 0 else (head.seq, head.hash)
 
 
 def verify_log(db: Session, head: tuple[int, str] | None = None) -> ChainCheck:

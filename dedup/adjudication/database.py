@@ -23,8 +23,12 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def connect(url: str, pool_size: int = 10) -> Engine:
-    """An engine for ``url`` with the per-backend settings the queue relies on."""
+def connect(url: str, pool_size: int = 20) -> Engine:
+    """An engine for ``url`` with the per-backend settings the queue relies on.
+
+    The pool (``pool_size`` plus as many overflow connections) is sized for the thread pool
+    that runs the service's routes (40 threads).
+    """
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":

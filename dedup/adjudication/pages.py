@@ -27,7 +27,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
 
 Text = Annotated[str, Form(max_length=1024)]
-OptionalText = Annotated[str | None, Form(max_length=1024)]
+Reason = Annotated[str | None, Form(max_length=500)]
 
 
 def render(
@@ -169,7 +169,7 @@ def blind_form(
     principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
     lease_token: Text,
     choice: Annotated[str, Form(max_length=200)] = "",
-    reason: OptionalText = None,
+    reason: Reason = None,
 ) -> Response:
     outcome, duplicate_of = _choice(choice)
     if not outcome:
@@ -186,7 +186,7 @@ def decide_form(
     principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
     lease_token: Text,
     choice: Annotated[str, Form(max_length=200)] = "",
-    reason: OptionalText = None,
+    reason: Reason = None,
 ) -> Response:
     outcome, duplicate_of = _choice(choice)
     if not outcome:
@@ -202,7 +202,7 @@ def supervise_form(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
     choice: Annotated[str, Form(max_length=200)] = "",
-    reason: OptionalText = None,
+    reason: Reason = None,
 ) -> Response:
     outcome, duplicate_of = _choice(choice)
     if outcome not in ("duplicate", "not_duplicate"):
@@ -337,7 +337,10 @@ def create_user_form(
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))],
 ) -> Response:
     state = service(request)
-    wanted = parse_roles(roles)
+    try:
+        wanted = parse_roles(roles)
+    except ValueError as exc:
+        return render(request, "message.html", principal, status_code=422, message=str(exc))
     with state.sessions() as db, db.begin():
         secret = accounts.create_user(db, username, password, wanted, state.now())
         audit(

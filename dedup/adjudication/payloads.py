@@ -11,9 +11,16 @@ import base64
 import binascii
 import math
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 EnrollmentId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
@@ -27,8 +34,27 @@ MAX_CANDIDATES_PER_IMPORT = 200_000
 MAX_SUBJECTS_PER_IMPORT = 100_000
 
 
+def _without_nul(value: Any) -> Any:
+    """Refuse NUL anywhere in a text: PostgreSQL cannot store it, and no real field holds it."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _without_nul(key)
+            _without_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _without_nul(item)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return _without_nul(data)
 
 
 class ImageIn(_Strict):
@@ -50,7 +76,7 @@ class SubjectIn(_Strict):
     enrollment_id: EnrollmentId
     batch_id: EnrollmentId | None = None
     captured_at: datetime | None = None
-    center_id: ShortText | None = None
+    center_id: Annotated[str, StringConstraints(max_length=128)] | None = None
     display: dict[FieldName, ShortText] = Field(default_factory=dict, max_length=32)
     quality: dict[FieldName, float] = Field(default_factory=dict, max_length=32)
     images: dict[Literal["photo", "chip"], ImageIn] = Field(default_factory=dict)

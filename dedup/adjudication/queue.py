@@ -210,10 +210,22 @@ def record_blind(
     row.blind_duplicate_of = judgement.duplicate_of
 
 
-def judge_case(db: Session, case_id: str, token: str, judgement: Judgement, now: datetime) -> Case:
+def judge_case(
+    db: Session,
+    case_id: str,
+    token: str,
+    judgement: Judgement,
+    now: datetime,
+    blind_if_missing: bool = False,
+) -> Case:
+    """Record the holder's judgement. With ``blind_if_missing``, a judgement made without a
+    blind one first (scores were never shown) also counts as the blind judgement."""
     row = locked_case(db, case_id)
     before = load_case(db, row)
     after = cases.judge(before, judgement, token, now)
+    if blind_if_missing and row.blind_outcome is None:
+        row.blind_outcome = judgement.outcome.value
+        row.blind_duplicate_of = judgement.duplicate_of
     stage = "first" if before.lease and before.lease.returns_to is CaseState.OPEN else "second"
     _add_judgement(db, row, stage, judgement, now)
     _store(db, row, after, now)

@@ -178,10 +178,8 @@ def judge(
 ) -> CaseState:
     state = service(request)
     with state.sessions() as db, db.begin():
-        row = queue.locked_case(db, case_id)
-        if service(request).settings.hide_scores_until_judgement and row.blind_outcome is None:
-            queue.record_blind(db, case_id, principal.username, token, judgement, state.now())
-        after = queue.judge_case(db, case_id, token, judgement, state.now())
+        blind = state.settings.hide_scores_until_judgement
+        after = queue.judge_case(db, case_id, token, judgement, state.now(), blind)
         audit(
             request,
             db,

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 
 from dedup.adjudication import api, database, pages
 from dedup.adjudication.accounts import LocalIdentityProvider
@@ -80,12 +81,24 @@ def create_app(
     async def headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await call_next(request)
+        if _holds_nul(request):
+            response: Response = JSONResponse(
+                {"detail": "the address must not contain NUL characters"}, status_code=422
+            )
+        else:
+            response = await call_next(request)
         security_headers(response)
         return response
 
     _error_handlers(app)
     return app
+
+
+def _holds_nul(request: Request) -> bool:
+    """A NUL in the path or query string (raw or percent-encoded)."""
+    path: str = request.scope.get("path", "")
+    raw = bytes(request.scope.get("raw_path") or b"") + b"?" + bytes(request.scope["query_string"])
+    return "\x00" in path or b"\x00" in raw or b"%00" in raw
 
 
 def _wants_json(request: Request) -> bool:
@@ -118,6 +131,14 @@ def _error_handlers(app: FastAPI) -> None:
         if _wants_json(request):
             return JSONResponse({"detail": str(exc)}, status_code=404)
         return _page(request, 404, str(exc))
+
+    @app.exception_handler(DataError)
+    async def bad_value(request: Request, exc: Exception) -> Response:
+        # A value the database cannot store (over-long, NUL): the request is at fault.
+        message = "a value is too long or holds characters the database cannot store"
+        if _wants_json(request):
+            return JSONResponse({"detail": message}, status_code=422)
+        return _page(request, 422, message)
 
     @app.exception_handler(AdjudicationError)
     async def conflict(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from dedup.adjudication import accounts, audit_log
 from dedup.adjudication.access import Permission, acting_role, allowed
@@ -157,12 +158,15 @@ def require(*permissions: Permission) -> Callable[[Request], Awaitable[Principal
     """A route dependency: the caller must hold one of ``permissions`` (and a valid CSRF)."""
 
     async def dependency(request: Request) -> Principal:
-        principal = principal_of(request)
+        # Database work runs in the thread pool: the event loop never waits on a lock.
+        principal = await run_in_threadpool(principal_of, request)
         if principal is None:
             raise Unauthenticated()
         if not any(allowed(principal.roles, p) for p in permissions):
             names = " or ".join(p.value for p in permissions)
-            raise refuse(request, principal, permissions[0], f"needs permission {names}")
+            raise await run_in_threadpool(
+                refuse, request, principal, permissions[0], f"needs permission {names}"
+            )
         if request.method not in SAFE_METHODS and principal.session is not None:
             await check_csrf(request, principal)
         return principal
@@ -179,7 +183,9 @@ async def check_csrf(request: Request, principal: Principal) -> None:
         value = form.get("csrf_token")
         sent = value if isinstance(value, str) else None
     if not sent or not principal.csrf_token or not same_secret(sent, principal.csrf_token):
-        raise refuse(request, principal, None, "missing or wrong CSRF token")
+        raise await run_in_threadpool(
+            refuse, request, principal, None, "missing or wrong CSRF token"
+        )
 
 
 def audit(

@@ -19,13 +19,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
+    # The head row exists before the first entry, so even the first appends lock one row
+    # (seq -1 and the genesis hash: the chain is empty).
+    op.bulk_insert(head, [{"id": 1, "seq": -1, "hash": "0" * 64}])
     op.create_table(
         "audit_log",
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
