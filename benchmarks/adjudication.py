@@ -6,7 +6,8 @@ asyncio task and one ``httpx.AsyncClient`` (one keep-alive connection) per adjud
 account, each logged in with its own password and TOTP code before the clock starts (argon2
 at login is not timed). Each adjudicator then loops ``POST /api/v1/cases/claim`` then
 ``POST /api/v1/cases/{id}/judgement`` ("not_duplicate", so each case needs one review) until
-the queue answers 204 or the time bound passes. Accounts and cases are written straight
+the queue answers 204 or the time bound passes; ``--think-seconds`` adds the time a person
+looks at the case between the two (not counted in the latencies). Accounts and cases are written straight
 into the database beforehand (``accounts.create_user``, ``intake.import_batch``).
 
 Both backends get the same cases, accounts, settings and load in one run. The PostgreSQL
@@ -18,6 +19,7 @@ prints, per backend, how many cores the service, PostgreSQL, the load generator 
 whole machine kept busy while measured, and the mean claim transaction from ``/metrics``.
 
     .venv/bin/python benchmarks/adjudication.py --cases 2000 --adjudicators 50 --max-seconds 120
+    .venv/bin/python benchmarks/adjudication.py --think-seconds 5
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import base64
 import io
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -290,8 +293,12 @@ async def login(client: httpx.AsyncClient, username: str, secret: str) -> None:
     client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
 
 
-async def adjudicate(client: httpx.AsyncClient, deadline: float, out: Samples) -> None:
-    """Claim and decide until the queue is empty or the time is up."""
+async def adjudicate(
+    client: httpx.AsyncClient, deadline: float, out: Samples, think: float, rng: random.Random
+) -> None:
+    """Claim and decide until the queue is empty or the time is up; with ``think`` > 0, look
+    at each case for 0.5 to 1.5 times ``think`` seconds between claim and decision (not
+    counted in the latencies)."""
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         claimed = await client.post("/api/v1/cases/claim")
@@ -303,14 +310,17 @@ async def adjudicate(client: httpx.AsyncClient, deadline: float, out: Samples) -
             continue
         out.claim.append(got - started)
         case = claimed.json()
+        if think > 0:
+            await asyncio.sleep(think * rng.uniform(0.5, 1.5))
         body = {"lease_token": case["lease_token"], "outcome": "not_duplicate"}
+        sent = time.perf_counter()
         judged = await client.post(f"/api/v1/cases/{case['case_id']}/judgement", json=body)
         done = time.perf_counter()
         if judged.status_code != 200:
             out.errors[f"judgement {judged.status_code}"] += 1
             continue
-        out.judgement.append(done - got)
-        out.pair.append(done - started)
+        out.judgement.append(done - sent)
+        out.pair.append((got - started) + (done - sent))
         out.decisions += 1
 
 
@@ -326,7 +336,12 @@ class Run:
 
 
 async def load(
-    base: str, secrets: dict[str, str], max_seconds: float, name: str, processes: dict[str, int]
+    base: str,
+    secrets: dict[str, str],
+    max_seconds: float,
+    name: str,
+    processes: dict[str, int],
+    think: float = 0.0,
 ) -> tuple[Samples, float, dict[str, float]]:
     clients = {u: httpx.AsyncClient(base_url=base, timeout=120) for u in secrets}
     try:
@@ -337,7 +352,12 @@ async def load(
         cpu_before = cpu_seconds(processes)
         started = time.perf_counter()
         deadline = started + max_seconds
-        await asyncio.gather(*(adjudicate(c, deadline, out) for c in clients.values()))
+        await asyncio.gather(
+            *(
+                adjudicate(c, deadline, out, think, random.Random(i))
+                for i, c in enumerate(clients.values())
+            )
+        )
         seconds = time.perf_counter() - started
         cpu_after = cpu_seconds(processes)
         cores = {k: (cpu_after[k] - v) / seconds for k, v in cpu_before.items() if k in cpu_after}
@@ -403,7 +423,7 @@ def run_backend(
         print(f"{backend}: service pid {pid} on {base}", flush=True)
         processes = {"service": pid} | ({"PostgreSQL": postmaster} if postmaster else {})
         samples, seconds, cores = asyncio.run(
-            load(base, secrets, args.max_seconds, backend, processes)
+            load(base, secrets, args.max_seconds, backend, processes, args.think_seconds)
         )
         print(f"{backend}: {samples.decisions} decisions {seconds:.1f} s", flush=True)
         claim_ms = server_claim_ms(base) if args.workers == 1 else None
@@ -443,7 +463,8 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> None:
     )
     print(
         f"{args.cases} cases of {args.candidates} candidates per backend, "
-        f"bound {args.max_seconds:.0f} s per backend; latency in ms, login not included\n"
+        f"bound {args.max_seconds:.0f} s per backend; think time {args.think_seconds:g} s; "
+        "latency in ms, login and think time not included\n"
     )
     print(
         f"{'backend':<11}{'operation':<14}{'count':>7}{'seconds':>9}{'decisions/s':>13}"
@@ -496,6 +517,12 @@ def main() -> None:
     parser.add_argument("--adjudicators", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=120, help="bound per backend")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--think-seconds",
+        type=float,
+        default=0.0,
+        help="time an adjudicator looks at a case before deciding (0: back to back)",
+    )
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)

@@ -11,7 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from dedup.settings import AdjudicationSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
+TOTP_STEP_SECONDS = 30
 # One account per role, plus a second adjudicator for four eyes.
 ACCOUNTS: dict[str, Role] = {
     "operator": Role.OPERATOR,
@@ -154,6 +155,8 @@ class ReviewWorld:
     app: FastAPI
     clock: Clock
     secrets: dict[str, str]
+    # The time step of the last code handed out per user: codes are good once (no replay).
+    issued: dict[str, int] = field(default_factory=dict)
 
     def client(self, username: str | None = None) -> TestClient:
         """A client over HTTPS (the cookie is Secure), logged in as ``username`` when given."""
@@ -165,6 +168,13 @@ class ReviewWorld:
         return client
 
     def credentials(self, username: str) -> dict[str, str]:
+        """A login body with a code of a time step not handed out for ``username`` before
+        (the clock moves on a step when needed, as a person would wait for the next code)."""
+        step = int(self.clock().timestamp()) // TOTP_STEP_SECONDS
+        if step <= self.issued.get(username, -1):
+            self.clock.now += timedelta(seconds=TOTP_STEP_SECONDS)
+            step += 1
+        self.issued[username] = step
         code = totp_now(self.secrets[username], self.clock())
         return {"username": username, "password": PASSWORD, "totp": code}
 

@@ -26,7 +26,7 @@ from dedup.adjudication.credentials import (
     new_totp_secret,
     password_matches,
     token_digest,
-    totp_matches,
+    totp_step,
 )
 from dedup.adjudication.tables import ApiToken, User, WebSession
 from dedup.errors import AdjudicationError
@@ -63,7 +63,8 @@ class IdentityProvider(Protocol):
 
 @dataclass(frozen=True)
 class LocalIdentityProvider:
-    """argon2 password and TOTP code; ``max_failures`` in a row lock the account."""
+    """argon2 password and a TOTP code not used before; ``max_failures`` in a row lock the
+    account."""
 
     max_failures: int
     lockout: timedelta
@@ -78,7 +79,9 @@ class LocalIdentityProvider:
         password_ok = password_matches(None if user is None else user.password_hash, password)
         if user is None:
             return LoginResult(None, LoginRefusal.BAD_CREDENTIALS)
-        if not (password_ok and totp_matches(user.totp_secret, code, now)):
+        step = totp_step(user.totp_secret, code, now)
+        fresh = step is not None and (user.totp_last_step is None or step > user.totp_last_step)
+        if not (password_ok and fresh):
             user.failed_logins += 1
             if user.failed_logins >= self.max_failures:
                 user.locked_until = now + self.lockout * (2**user.lockouts)
@@ -90,6 +93,7 @@ class LocalIdentityProvider:
         user.failed_logins = 0
         user.lockouts = 0
         user.locked_until = None
+        user.totp_last_step = step
         return LoginResult(user, None)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyotp
 from argon2 import PasswordHasher
@@ -47,11 +47,20 @@ def totp_uri(secret: str, username: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=TOTP_ISSUER)
 
 
-def totp_matches(secret: str, code: str, at: datetime) -> bool:
+def totp_step(secret: str, code: str, at: datetime) -> int | None:
+    """The time step whose code ``code`` is, within the drift window of ``at``; else None.
+
+    The caller accepts a step only once per account, so an observed code cannot be replayed.
+    """
     code = code.strip().replace(" ", "")
     if not (code.isdigit() and len(code) == 6):
-        return False
-    return pyotp.TOTP(secret).verify(code, for_time=at, valid_window=TOTP_WINDOW)
+        return None
+    totp = pyotp.TOTP(secret)
+    for offset in range(-TOTP_WINDOW, TOTP_WINDOW + 1):
+        moment = at + timedelta(seconds=offset * totp.interval)
+        if same_secret(totp.at(moment), code):
+            return int(totp.timecode(moment))
+    return None
 
 
 def totp_now(secret: str, at: datetime) -> str:

@@ -53,6 +53,15 @@ def test_login_needs_password_and_current_code_and_is_audited(world: ReviewWorld
     assert logins[0].details == {"why": "bad_credentials"}
 
 
+def test_a_code_is_good_for_one_login_only(world: ReviewWorld) -> None:
+    client = world.client()
+    body = world.credentials("ann")
+    assert client.post("/api/v1/login", json=body).status_code == 200
+    assert client.post("/api/v1/login", json=body).status_code == 401  # replayed
+    assert entries(world, action="login", actor="ann")[-1].details == {"why": "bad_credentials"}
+    assert client.post("/api/v1/login", json=world.credentials("ann")).status_code == 200
+
+
 def test_session_cookie_is_secure_httponly_and_strict(world: ReviewWorld) -> None:
     answer = world.client().post("/api/v1/login", json=world.credentials("ann"))
     cookie = answer.headers["set-cookie"].lower()
