@@ -7,8 +7,8 @@ account, each logged in with its own password and TOTP code before the clock sta
 at login is not timed). Each adjudicator then loops ``POST /api/v1/cases/claim`` then
 ``POST /api/v1/cases/{id}/judgement`` ("not_duplicate", so each case needs one review) until
 the queue answers 204 or the time bound passes; ``--think-seconds`` adds the time a person
-looks at the case between the two (not counted in the latencies). Accounts and cases are written straight
-into the database beforehand (``accounts.create_user``, ``intake.import_batch``).
+looks at the case between the two (not counted in the latencies). Accounts and cases are
+written straight into the database beforehand (``accounts.create_user``, ``intake.import_batch``).
 
 Both backends get the same cases, accounts, settings and load in one run. The PostgreSQL
 server is a throwaway one (``scripts/postgres``, fsync off); SQLite runs in WAL mode on a
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import os
 import platform
 import random
@@ -50,7 +48,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 from fastapi import FastAPI
-from PIL import Image
 from sqlalchemy import Engine, create_engine, func, select, text
 
 from dedup.adjudication import accounts, audit_log, database, intake
@@ -61,6 +58,7 @@ from dedup.adjudication.payloads import BatchImport
 from dedup.adjudication.service import create_app
 from dedup.adjudication.tables import CaseRow
 from dedup.adjudication.web import SESSION_COOKIE
+from dedup.demo.review import synthetic_review_batch
 from dedup.settings import AdjudicationSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,38 +181,9 @@ def fresh_postgres_database(admin_url: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def chip_png() -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (64, 64), (120, 90, 60)).save(out, "PNG")
-    return base64.b64encode(out.getvalue()).decode("ascii")
-
-
 def batch(cases: int, candidates: int) -> BatchImport:
     """``cases`` probes, each with its own ``candidates`` gallery candidates and a chip each."""
-    image = {"chip": {"media_type": "image/png", "data_base64": chip_png()}}
-    rows, subjects = [], []
-    for p in range(cases):
-        probe = f"P{p:06d}"
-        subjects.append(
-            {
-                "enrollment_id": probe,
-                "captured_at": "2026-11-20T09:30:00Z",
-                "center_id": "C-01",
-                "display": {"given_name": "Ada", "family_name": f"Probe{p}"},
-                "quality": {"inter_eye_px": 61.5, "sharpness": 80.0},
-                "images": image,
-            }
-        )
-        for c in range(candidates):
-            candidate = f"G{p:06d}-{c}"
-            rows.append(
-                {"probe_id": probe, "candidate_id": candidate, "score": 0.97 - 0.01 * c,
-                 "rank": c + 1, "source": "gallery"}
-            )  # fmt: skip
-            subjects.append({"enrollment_id": candidate, "images": image})
-    return BatchImport.model_validate(
-        {"model_id": "dlib-resnet-v1", "candidates": rows, "subjects": subjects}
-    )
+    return BatchImport.model_validate(synthetic_review_batch(cases, candidates))
 
 
 def fill(engine: Engine, payload: BatchImport, adjudicators: int) -> dict[str, str]:

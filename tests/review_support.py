@@ -4,7 +4,6 @@ databases on either backend, accounts for every role, logged-in clients and samp
 from __future__ import annotations
 
 import base64
-import io
 import socket
 import subprocess
 import tempfile
@@ -17,13 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from PIL import Image
 from sqlalchemy import Engine, create_engine, text
 
 from dedup.adjudication import accounts, database
 from dedup.adjudication.access import Role
 from dedup.adjudication.credentials import totp_now
 from dedup.adjudication.service import create_app
+from dedup.demo.review import swatch_png, synthetic_review_batch
 from dedup.settings import AdjudicationSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +96,7 @@ def migrated(url: str) -> Engine:
     return engine
 
 
-def png(shade: int = 120, side: int = 64) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (side, side), (shade, 90, 60)).save(out, "PNG")
-    return out.getvalue()
+png = swatch_png
 
 
 def b64(data: bytes) -> str:
@@ -111,30 +107,7 @@ def batch_payload(
     probes: int, candidates_per_probe: int = 2, prefix: str = "P", images: bool = True
 ) -> dict[str, Any]:
     """A batch's import body: ``probes`` probes, each with its own gallery candidates."""
-    rows, subjects = [], []
-    chip = b64(png())
-
-    def image() -> dict[str, dict[str, str]]:
-        return {"chip": {"media_type": "image/png", "data_base64": chip}} if images else {}
-
-    for p in range(probes):
-        probe = f"{prefix}{p:05d}"
-        subjects.append(
-            {
-                "enrollment_id": probe,
-                "captured_at": "2026-11-20T09:30:00Z",
-                "center_id": "C-01",
-                "display": {"given_name": "Ada", "family_name": f"Probe{p}"},
-                "quality": {"inter_eye_px": 61.5, "sharpness": 80.0},
-                "images": image(),
-            }
-        )
-        for c in range(candidates_per_probe):
-            candidate = f"G{prefix}{p:05d}-{c}"
-            rows.append({"probe_id": probe, "candidate_id": candidate, "score": 0.97 - 0.01 * c,
-                         "rank": c + 1, "source": "gallery"})  # fmt: skip
-            subjects.append({"enrollment_id": candidate, "images": image()})
-    return {"model_id": "dlib-resnet-v1", "candidates": rows, "subjects": subjects}
+    return synthetic_review_batch(probes, candidates_per_probe, prefix, images)
 
 
 @dataclass

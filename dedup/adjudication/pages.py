@@ -18,7 +18,7 @@ from dedup.adjudication import accounts, audit_log, intake, queue, review, views
 from dedup.adjudication.access import Permission, Role, allowed, parse_roles
 from dedup.adjudication.accounts import Principal
 from dedup.adjudication.api import set_session_cookie
-from dedup.adjudication.cases import CaseState
+from dedup.adjudication.cases import CaseState, Judgement
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
 from dedup.adjudication.web import audit, principal_of, require, service
@@ -153,6 +153,14 @@ def case_image(
     return Response(found.data, media_type=found.media_type)
 
 
+def _form_judgement(principal: Principal, choice: str, reason: str | None) -> Judgement | None:
+    """The judgement a case form carries; None when no outcome was chosen."""
+    outcome, duplicate_of = _choice(choice)
+    if not outcome:
+        return None
+    return review.judgement_from(principal, outcome, duplicate_of, reason)
+
+
 def _choice(choice: str) -> tuple[str, str | None]:
     """A form's outcome field: ``not_duplicate``, ``cannot_decide`` or ``duplicate:<id>``."""
     if choice.startswith("duplicate:"):
@@ -171,11 +179,9 @@ def blind_form(
     choice: Annotated[str, Form(max_length=200)] = "",
     reason: Reason = None,
 ) -> Response:
-    outcome, duplicate_of = _choice(choice)
-    if not outcome:
-        return see_other(f"/cases/{case_id}")
-    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
-    review.record_blind(request, principal, case_id, lease_token, judgement)
+    judgement = _form_judgement(principal, choice, reason)
+    if judgement is not None:
+        review.record_blind(request, principal, case_id, lease_token, judgement)
     return see_other(f"/cases/{case_id}")
 
 
@@ -188,10 +194,9 @@ def decide_form(
     choice: Annotated[str, Form(max_length=200)] = "",
     reason: Reason = None,
 ) -> Response:
-    outcome, duplicate_of = _choice(choice)
-    if not outcome:
+    judgement = _form_judgement(principal, choice, reason)
+    if judgement is None:
         return see_other(f"/cases/{case_id}")
-    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
     state = review.judge(request, principal, case_id, lease_token, judgement)
     return render(request, "decided.html", principal, case_id=case_id, state=state.value)
 
