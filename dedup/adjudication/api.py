@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from dedup.adjudication import accounts, audit_log, intake, queue, review
-from dedup.adjudication.access import Permission, parse_roles
+from dedup.adjudication.access import Permission
 from dedup.adjudication.accounts import Principal
 from dedup.adjudication.observability import CLAIM_SECONDS
 from dedup.adjudication.payloads import (
@@ -31,7 +31,7 @@ from dedup.adjudication.payloads import (
     VerifyOut,
 )
 from dedup.adjudication.views import CaseView
-from dedup.adjudication.web import SESSION_COOKIE, audit, require, service
+from dedup.adjudication.web import SESSION_COOKIE, require, service
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -255,12 +255,7 @@ def set_catch_rate(
     rate: Annotated[float, Query(ge=0, le=0.5)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> dict[str, float]:
-    with service(request).sessions() as db, db.begin():
-        intake.set_catch_rate(db, rate)
-        audit(
-            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.rate", "catch_trials",
-            {"rate": repr(rate)},
-        )  # fmt: skip
+    review.set_catch_rate(request, principal, rate)
     return {"rate": rate}
 
 
@@ -270,14 +265,10 @@ def add_catch_pair(
     case_id: CaseId,
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> dict[str, object]:
-    state = service(request)
-    with state.sessions() as db, db.begin():
-        pair = intake.add_catch_pair(db, case_id, principal.username, state.now())
-        audit(
-            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.add_pair",
-            f"case:{case_id}",
-        )  # fmt: skip
-        return {"pair_id": pair.id, "source_case_id": case_id}
+    return {
+        "pair_id": review.add_catch_pair(request, principal, case_id),
+        "source_case_id": case_id,
+    }
 
 
 @router.get("/accuracy", responses=ERRORS)
@@ -317,16 +308,9 @@ def create_user(
 ) -> dict[str, str]:
     """Create an account; the answer carries its TOTP secret, shown this once."""
     try:
-        wanted = parse_roles(body.roles)
+        secret = review.create_user(
+            request, principal, body.username, body.password, body.roles, body.display_name
+        )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    state = service(request)
-    with state.sessions() as db, db.begin():
-        secret = accounts.create_user(
-            db, body.username, body.password, wanted, state.now(), body.display_name
-        )
-        audit(
-            request, db, principal, Permission.MANAGE_USERS, "user.create",
-            f"user:{body.username}", {"roles": ",".join(sorted(r.value for r in wanted))},
-        )  # fmt: skip
     return {"username": body.username, "totp_secret": secret}

@@ -15,13 +15,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from dedup.adjudication import accounts, audit_log, intake, queue, review, views
-from dedup.adjudication.access import Permission, Role, allowed, parse_roles
+from dedup.adjudication.access import Permission, Role, allowed
 from dedup.adjudication.accounts import Principal
 from dedup.adjudication.api import set_session_cookie
 from dedup.adjudication.cases import CaseState, Judgement
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
-from dedup.adjudication.web import audit, principal_of, require, service
+from dedup.adjudication.web import principal_of, require, service
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -255,12 +255,7 @@ def catch_rate_form(
     rate: Annotated[float, Form(ge=0, le=0.5)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    with service(request).sessions() as db, db.begin():
-        intake.set_catch_rate(db, rate)
-        audit(
-            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.rate",
-            "catch_trials", {"rate": repr(rate)},
-        )  # fmt: skip
+    review.set_catch_rate(request, principal, rate)
     return see_other("/supervisor/catch-trials")
 
 
@@ -270,13 +265,7 @@ def catch_pair_form(
     case_id: Annotated[str, Form(max_length=32)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    state = service(request)
-    with state.sessions() as db, db.begin():
-        intake.add_catch_pair(db, case_id, principal.username, state.now())
-        audit(
-            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.add_pair",
-            f"case:{case_id}",
-        )  # fmt: skip
+    review.add_catch_pair(request, principal, case_id)
     return see_other("/supervisor/catch-trials")
 
 
@@ -341,17 +330,11 @@ def create_user_form(
     roles: Annotated[list[str], Form()],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))],
 ) -> Response:
-    state = service(request)
     try:
-        wanted = parse_roles(roles)
+        secret = review.create_user(request, principal, username, password, roles)
     except ValueError as exc:
         return render(request, "message.html", principal, status_code=422, message=str(exc))
-    with state.sessions() as db, db.begin():
-        secret = accounts.create_user(db, username, password, wanted, state.now())
-        audit(
-            request, db, principal, Permission.MANAGE_USERS, "user.create", f"user:{username}",
-            {"roles": ",".join(sorted(r.value for r in wanted))},
-        )  # fmt: skip
+    with service(request).sessions() as db:
         users = accounts.list_users(db)
     return render(
         request,

@@ -6,12 +6,13 @@ together. Views of a case and of each image are audited like decisions are.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from dedup.adjudication import accounts, audit_log, intake, queue, views
-from dedup.adjudication.access import Permission, Role, allowed
+from dedup.adjudication.access import Permission, Role, allowed, parse_roles
 from dedup.adjudication.accounts import LoginRefusal, Principal
 from dedup.adjudication.audit import ChainCheck
 from dedup.adjudication.audit_log import Actor
@@ -293,6 +294,47 @@ def verify_audit(
             {"ok": str(check.ok).lower()},
         )
     return check, head
+
+
+def set_catch_rate(request: Request, principal: Principal, rate: float) -> None:
+    with service(request).sessions() as db, db.begin():
+        intake.set_catch_rate(db, rate)
+        audit(
+            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.rate", "catch_trials",
+            {"rate": repr(rate)},
+        )  # fmt: skip
+
+
+def add_catch_pair(request: Request, principal: Principal, case_id: str) -> int:
+    """Make a decided case a known pair; its id."""
+    state = service(request)
+    with state.sessions() as db, db.begin():
+        pair = intake.add_catch_pair(db, case_id, principal.username, state.now())
+        audit(
+            request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.add_pair",
+            f"case:{case_id}",
+        )  # fmt: skip
+        return pair.id
+
+
+def create_user(
+    request: Request,
+    principal: Principal,
+    username: str,
+    password: str,
+    roles: Iterable[str],
+    display_name: str | None = None,
+) -> str:
+    """A new account (``ValueError`` for an unknown role); its TOTP secret, shown once."""
+    wanted = parse_roles(roles)
+    state = service(request)
+    with state.sessions() as db, db.begin():
+        secret = accounts.create_user(db, username, password, wanted, state.now(), display_name)
+        audit(
+            request, db, principal, Permission.MANAGE_USERS, "user.create", f"user:{username}",
+            {"roles": ",".join(sorted(r.value for r in wanted))},
+        )  # fmt: skip
+    return secret
 
 
 def home_for(principal: Principal) -> str:
