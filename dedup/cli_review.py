@@ -170,6 +170,30 @@ def users_token(
     console.print(token, soft_wrap=True)
 
 
+@users_app.command("deactivate")
+def users_deactivate(
+    username: str, config: Annotated[Path | None, typer.Option("--config")] = None
+) -> None:
+    """Turn an account off (someone leaves): no more logins; its sessions and tokens end."""
+    from dedup.adjudication import accounts, audit_log, database
+    from dedup.settings import load_settings
+
+    try:
+        engine = _engine(load_settings(config))
+        with database.sessions(engine)() as db, db.begin():
+            ended = accounts.deactivate_user(db, username)
+            audit_log.record(
+                db,
+                audit_log.Actor("cli", "admin", "local"),
+                "user.deactivate",
+                f"user:{username}",
+                details={"sessions_ended": str(ended)},
+            )
+    except DedupError as error:
+        raise fail(error) from error
+    console.print(f"{username} deactivated; {ended} sessions ended")
+
+
 @users_app.command("totp")
 def users_totp(secret: str) -> None:
     """Print the current code of a TOTP secret (a software authenticator, for demos and tests)."""

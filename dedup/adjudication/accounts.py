@@ -206,5 +206,18 @@ def token_principal(db: Session, token: str) -> Principal | None:
     return Principal(user.username, user.display_name, user_roles(user))
 
 
+def deactivate_user(db: Session, username: str) -> int:
+    """Turn an account off: it cannot log in, and its sessions and API tokens end now.
+    Returns how many sessions were ended."""
+    user = db.get(User, username, with_for_update=True)
+    if user is None:
+        raise AdjudicationError(f"user {username} does not exist")
+    user.active = False
+    ended = db.execute(delete(WebSession).where(WebSession.username == username)).rowcount  # type: ignore[attr-defined]
+    for token in db.scalars(select(ApiToken).where(ApiToken.username == username)):
+        token.revoked = True
+    return int(ended)
+
+
 def list_users(db: Session) -> list[User]:
     return list(db.execute(select(User).order_by(User.username)).scalars())

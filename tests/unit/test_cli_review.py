@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -44,6 +44,15 @@ def test_an_account_made_on_the_command_line_can_log_in(tmp_path: Path) -> None:
     with database.sessions(engine)() as db:
         [created] = audit_log.search(db, action="user.create")
     assert created.target == "user:zoe" and created.details == {"roles": "adjudicator,supervisor"}
+
+    # Deactivated, the account's live session ends and it cannot log in again.
+    client.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+    assert client.post("/api/v1/cases/claim").status_code == 204
+    gone = runner.invoke(app, ["users", "deactivate", "zoe"], env=env(tmp_path))
+    assert gone.exit_code == 0 and "1 sessions ended" in gone.output
+    assert client.post("/api/v1/cases/claim").status_code == 401
+    later = {**login, "totp": totp_now(secret.group(1), datetime.now(UTC) + timedelta(seconds=30))}
+    assert client.post("/api/v1/login", json=later).status_code == 401
 
 
 def test_bad_accounts_are_refused_with_a_reason(tmp_path: Path) -> None:
