@@ -189,12 +189,12 @@ def import_cases(sessions: sessionmaker[Session]) -> dict[str, str]:
                 details=intake.import_details(result),
             )  # fmt: skip
     with sessions() as db:
-        return dict(db.execute(select(CaseRow.case_id, CaseRow.probe_id)).tuples().all())
+        return dict(db.execute(select(CaseRow.case_id, CaseRow.probe_id)).all())
 
 
 def queue_positions(sessions: sessionmaker[Session]) -> dict[str, int]:
     with sessions() as db:
-        return dict(db.execute(select(CaseRow.case_id, CaseRow.queue_pos)).tuples().all())
+        return dict(db.execute(select(CaseRow.case_id, CaseRow.queue_pos)).all())
 
 
 @dataclass(frozen=True)
@@ -398,7 +398,10 @@ def test_twenty_claimers_decide_two_thousand_cases_exactly_once(
         assert head is not None and head[0] == expected - 1
         seqs = list(db.execute(select(AuditRow.seq).order_by(AuditRow.seq)).scalars())
         assert seqs == list(range(expected))
-        actions = Counter(db.execute(select(AuditRow.action, AuditRow.target)).tuples().all())
+        actions = Counter(
+            (action, target)
+            for action, target in db.execute(select(AuditRow.action, AuditRow.target))
+        )
         for case_id, claims in per_case.items():
             claims_here = len(claims) + (case_id == killed.case_id)
             assert actions[("case.claim", f"case:{case_id}")] == claims_here, case_id
