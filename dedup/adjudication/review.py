@@ -6,7 +6,8 @@ together. Views of a case and of each image are audited like decisions are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -22,6 +23,7 @@ from dedup.adjudication.queue import Claim
 from dedup.adjudication.tables import SubjectImage
 from dedup.adjudication.views import CaseView
 from dedup.adjudication.web import audit, client_of, refuse, service
+from dedup.errors import StaleLease
 
 
 @dataclass(frozen=True)
@@ -157,11 +159,28 @@ def judgement_from(
     )
 
 
+@contextmanager
+def _refused_unless_holder(request: Request, principal: Principal, case_id: str) -> Iterator[None]:
+    """Turn a stale-lease failure on a case someone else holds (or nobody holds) into an
+    audited 403: writing to another's case is an access refusal. The holder's own expired
+    lease stays a conflict (409)."""
+    try:
+        yield
+    except StaleLease:
+        with service(request).sessions() as db:
+            holder = queue.case_row(db, case_id).lease_holder
+        if holder != principal.username:
+            raise refuse(
+                request, principal, Permission.REVIEW, "not your case", f"case:{case_id}"
+            ) from None
+        raise
+
+
 def record_blind(
     request: Request, principal: Principal, case_id: str, token: str, judgement: Judgement
 ) -> None:
     state = service(request)
-    with state.sessions() as db, db.begin():
+    with _refused_unless_holder(request, principal, case_id), state.sessions() as db, db.begin():
         queue.record_blind(db, case_id, principal.username, token, judgement, state.now())
         audit(
             request,
@@ -178,7 +197,7 @@ def judge(
     request: Request, principal: Principal, case_id: str, token: str, judgement: Judgement
 ) -> CaseState:
     state = service(request)
-    with state.sessions() as db, db.begin():
+    with _refused_unless_holder(request, principal, case_id), state.sessions() as db, db.begin():
         blind = state.settings.hide_scores_until_judgement
         after = queue.judge_case(db, case_id, token, judgement, state.now(), blind)
         audit(

@@ -549,8 +549,7 @@ def test_an_adjudicator_sees_only_the_case_they_hold(
     for username in ("operator", "aude", "adam"):
         assert_not_your_case(world, username, bobs)
 
-    # Nor act on it, even with bob's own lease token: nothing is recorded. (Answered 409 as a
-    # stale lease and not audited as a refusal: see the report on the object-level checks.)
+    # Nor act on it, even with bob's own lease token: refused (403, audited), nothing recorded.
     judgement = {"lease_token": bobs.lease_token, "outcome": "not_duplicate"}
     form = {"lease_token": bobs.lease_token, "choice": "not_duplicate"}
     before = head_seq(world)
@@ -561,8 +560,11 @@ def test_an_adjudicator_sees_only_the_case_they_hold(
         (f"/cases/{bobs.case_id}/decide", {"data": form}),
     ):
         answer = send(ann, "POST", path, **kwargs)
-        assert answer.status_code in (403, 409), (path, answer.status_code)
-    assert [e.action for e in audit_since(world, before)] in ([], ["access.refused"] * 4)
+        assert answer.status_code == 403, (path, answer.status_code)
+    refusals = audit_since(world, before)
+    assert [(e.action, e.actor, e.target) for e in refusals] == (
+        [("access.refused", "ann", f"case:{bobs.case_id}")] * 4
+    )
     still = send(bob, "GET", f"/api/v1/cases/{bobs.case_id}").json()
     assert still["state"] == "in_review" and still["lease_token"] == bobs.lease_token
     assert still["scores_hidden"]  # no blind judgement was recorded either
