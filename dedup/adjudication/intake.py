@@ -14,11 +14,12 @@ import json
 import random
 import secrets
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dedup.adjudication.cases import CaseState
 from dedup.adjudication.payloads import BatchImport, ImportResult
@@ -68,15 +69,7 @@ def import_batch(
     named = {c for rows in by_probe.values() for c, *_ in rows} | set(by_probe)
     _add_subjects(db, payload, images, named)
 
-    taken = (
-        set(
-            db.execute(select(CaseRow.enqueue_key).where(CaseRow.enqueue_key.in_(list(by_probe))))
-            .scalars()
-            .all()
-        )
-        if by_probe
-        else set()
-    )
+    taken = present(db, CaseRow.enqueue_key, by_probe)
     fresh = [p for p in sorted(by_probe) if p not in taken]
     rng = rng or random.Random(secrets.randbits(64))
     catch = _catch_plan(db, len(fresh), rng)
@@ -117,6 +110,20 @@ def import_batch(
     )
 
 
+# Values bound per IN list: under SQLite's 32,766 variables and PostgreSQL's 65,535.
+IN_CHUNK = 10_000
+
+
+def present(db: Session, column: InstrumentedAttribute[str], values: Iterable[str]) -> set[str]:
+    """Which of ``values`` the column holds, asked in chunks (a batch can name 100,000s)."""
+    wanted = sorted(set(values))
+    found: set[str] = set()
+    for start in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[start : start + IN_CHUNK]
+        found.update(db.scalars(select(column).where(column.in_(chunk))))
+    return found
+
+
 def import_details(result: ImportResult) -> dict[str, str]:
     """What an import's audit entry records."""
     return {
@@ -152,15 +159,7 @@ def _add_subjects(
     named: set[str],
 ) -> None:
     given = {s.enrollment_id: s for s in payload.subjects}
-    known = (
-        set(
-            db.execute(select(Subject.enrollment_id).where(Subject.enrollment_id.in_(list(given))))
-            .scalars()
-            .all()
-        )
-        if given
-        else set()
-    )
+    known = present(db, Subject.enrollment_id, given)
     for enrollment_id, subject in given.items():
         if enrollment_id in known:
             continue  # first import wins: a subject's record never changes under a case

@@ -250,3 +250,13 @@ def test_erasure_removes_an_enrollment_from_the_queue(review_engine: Engine) -> 
     remaining = run(review_engine, left)
     assert candidate not in remaining and got.case.probe_id not in remaining
     assert states(review_engine) == {"open": 1}
+
+
+def test_a_batch_naming_more_ids_than_a_query_can_bind_imports(review_engine: Engine) -> None:
+    # 66,000 subjects: over PostgreSQL's 65,535 bound parameters per statement.
+    body = BatchImport.model_validate(batch_payload(33_000, 1, prefix="L", images=False))
+    result = run(review_engine, lambda db: intake.import_batch(db, "big", body, "op", T0, 1 << 20))
+    again = run(review_engine, lambda db: intake.import_batch(db, "big2", body, "op", T0, 1 << 20))
+    assert result.cases_created == 33_000 and again.cases_skipped == 33_000
+    with database.sessions(review_engine)() as db:
+        assert db.scalar(select(func.count()).select_from(Subject)) == 66_000
