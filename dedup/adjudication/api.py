@@ -80,8 +80,13 @@ def import_candidates(
     body: BatchImport,
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.IMPORT_CANDIDATES))],
+    part: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    parts: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> ImportResult:
-    return review.import_candidates(request, principal, batch_id, body)
+    """Import a batch's candidates, whole or as part ``part`` of ``parts`` (a large batch
+    does not fit one request). Each part holds whole probes (all of a probe's candidate
+    rows) and the subjects they name. Sending a part again creates nothing."""
+    return review.import_candidates(request, principal, batch_id, body, part, parts)
 
 
 @router.get("/decisions", response_model=DecisionsOut, responses=ERRORS)

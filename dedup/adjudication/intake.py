@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dedup.adjudication.cases import CaseState
@@ -47,15 +47,27 @@ def import_batch(
     now: datetime,
     max_image_bytes: int,
     rng: random.Random | None = None,
+    part: int = 1,
+    parts: int = 1,
 ) -> ImportResult:
-    """One case per probe with candidates; importing the same batch again creates nothing."""
-    existing = db.get(Batch, batch_id, with_for_update=True)
-    if existing is not None:
+    """One case per probe with candidates; importing the same batch (part) again creates
+    nothing. A large batch comes in ``parts`` requests, each holding whole probes: every
+    candidate row of a probe in the same part."""
+    if not 1 <= part <= parts:
+        raise AdjudicationError(f"part {part} of {parts}: parts are numbered 1 to {parts}")
+    earlier = list(db.scalars(select(Batch).where(Batch.batch_id == batch_id).with_for_update()))
+    if any(b.parts != parts or b.model_id != payload.model_id for b in earlier):
+        raise AdjudicationError(
+            f"batch {batch_id} was imported as {earlier[0].parts} part(s) of model "
+            f"{earlier[0].model_id}; this part says {parts} of {payload.model_id}"
+        )
+    done = next((b for b in earlier if b.part == part), None)
+    if done is not None:
         return ImportResult(
             batch_id=batch_id,
             already_imported=True,
             cases_created=0,
-            cases_skipped=existing.cases,
+            cases_skipped=done.cases,
             catch_trials_seeded=0,
         )
     images = _checked_images(payload, max_image_bytes)
@@ -70,6 +82,12 @@ def import_batch(
     _add_subjects(db, payload, images, named)
 
     taken = present(db, CaseRow.enqueue_key, by_probe)
+    split = present(db, CaseRow.enqueue_key, taken, CaseRow.batch_id == batch_id) if earlier else ()
+    if split:
+        raise AdjudicationError(
+            f"probe {min(split)} already has a case from an earlier part of batch {batch_id}: "
+            "send all of a probe's candidates in one part"
+        )
     fresh = [p for p in sorted(by_probe) if p not in taken]
     rng = rng or random.Random(secrets.randbits(64))
     catch = _catch_plan(db, len(fresh), rng)
@@ -93,6 +111,8 @@ def import_batch(
     db.add(
         Batch(
             batch_id=batch_id,
+            part=part,
+            parts=parts,
             model_id=payload.model_id,
             imported_at=now,
             imported_by=by,
@@ -114,13 +134,19 @@ def import_batch(
 IN_CHUNK = 10_000
 
 
-def present(db: Session, column: InstrumentedAttribute[str], values: Iterable[str]) -> set[str]:
-    """Which of ``values`` the column holds, asked in chunks (a batch can name 100,000s)."""
+def present(
+    db: Session,
+    column: InstrumentedAttribute[str],
+    values: Iterable[str],
+    *where: ColumnElement[bool],
+) -> set[str]:
+    """Which of ``values`` the column holds (in rows matching ``where``), asked in chunks: a
+    batch can name hundreds of thousands."""
     wanted = sorted(set(values))
     found: set[str] = set()
     for start in range(0, len(wanted), IN_CHUNK):
         chunk = wanted[start : start + IN_CHUNK]
-        found.update(db.scalars(select(column).where(column.in_(chunk))))
+        found.update(db.scalars(select(column).where(column.in_(chunk), *where)))
     return found
 
 

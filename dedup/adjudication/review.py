@@ -240,7 +240,12 @@ def _judgement_details(judgement: Judgement) -> dict[str, str]:
 
 
 def import_candidates(
-    request: Request, principal: Principal, batch_id: str, payload: BatchImport
+    request: Request,
+    principal: Principal,
+    batch_id: str,
+    payload: BatchImport,
+    part: int = 1,
+    parts: int = 1,
 ) -> ImportResult:
     state = service(request)
     with state.sessions() as db, db.begin():
@@ -251,6 +256,8 @@ def import_candidates(
             principal.username,
             state.now(),
             state.settings.max_image_bytes,
+            part=part,
+            parts=parts,
         )
         audit(
             request,
@@ -259,7 +266,7 @@ def import_candidates(
             Permission.IMPORT_CANDIDATES,
             "batch.import",
             f"batch:{batch_id}",
-            intake.import_details(result),
+            {**intake.import_details(result), "part": f"{part}/{parts}"},
         )
         return result
 

@@ -103,8 +103,12 @@ class WebSession(Base):
 
 
 class Batch(Base):
+    """One imported part of a batch (a large batch arrives in several requests)."""
+
     __tablename__ = "batches"
     batch_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    parts: Mapped[int] = mapped_column(Integer)
     model_id: Mapped[str] = mapped_column(String(ID))
     imported_at: Mapped[datetime] = mapped_column(UtcDateTime)
     imported_by: Mapped[str] = mapped_column(String(ID))

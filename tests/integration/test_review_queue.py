@@ -260,3 +260,40 @@ def test_a_batch_naming_more_ids_than_a_query_can_bind_imports(review_engine: En
     assert result.cases_created == 33_000 and again.cases_skipped == 33_000
     with database.sessions(review_engine)() as db:
         assert db.scalar(select(func.count()).select_from(Subject)) == 66_000
+
+
+def test_a_large_batch_arrives_in_parts_each_imported_once(review_engine: Engine) -> None:
+    whole = batch_payload(6, prefix="W")
+    first = {**whole, "candidates": whole["candidates"][:6], "subjects": whole["subjects"][:9]}
+    second = {**whole, "candidates": whole["candidates"][6:], "subjects": whole["subjects"][9:]}
+
+    def send(body: dict[str, object], part: int, parts: int = 2) -> ImportResult:
+        payload = BatchImport.model_validate(body)
+        return run(
+            review_engine,
+            lambda db: intake.import_batch(db, "w", payload, "op", T0, 1 << 20, None, part, parts),
+        )
+
+    assert send(first, 1).cases_created == 3
+    assert send(first, 1).already_imported  # sent again after a lost answer: nothing new
+    assert send(second, 2).cases_created == 3
+    assert states(review_engine) == {"open": 6}
+    with pytest.raises(AdjudicationError, match="imported as 2 part"):
+        send(second, 3, parts=3)
+    with pytest.raises(AdjudicationError, match="numbered 1 to 2"):
+        send(second, 3)
+
+
+def test_a_probe_split_across_parts_is_refused(review_engine: Engine) -> None:
+    whole = batch_payload(2, prefix="S")
+    rows = whole["candidates"]  # S00000 has rows 0 and 1, S00001 rows 2 and 3
+    first = {**whole, "candidates": rows[:1]}
+    second = {**whole, "candidates": rows[1:]}
+    one, two = (BatchImport.model_validate(b) for b in (first, second))
+    run(review_engine, lambda db: intake.import_batch(db, "s", one, "op", T0, 1 << 20, None, 1, 2))
+    with pytest.raises(AdjudicationError, match="probe S00000 already has a case"):
+        run(
+            review_engine,
+            lambda db: intake.import_batch(db, "s", two, "op", T0, 1 << 20, None, 2, 2),
+        )
+    assert states(review_engine) == {"open": 1}

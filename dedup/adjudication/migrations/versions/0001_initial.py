@@ -52,12 +52,14 @@ def upgrade() -> None:
     op.create_table(
         "batches",
         sa.Column("batch_id", sa.String(length=128), nullable=False),
+        sa.Column("part", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("parts", sa.Integer(), nullable=False),
         sa.Column("model_id", sa.String(length=128), nullable=False),
         sa.Column("imported_at", dedup.adjudication.tables.UtcDateTime(), nullable=False),
         sa.Column("imported_by", sa.String(length=128), nullable=False),
         sa.Column("cases", sa.Integer(), nullable=False),
         sa.Column("candidates", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("batch_id", name=op.f("pk_batches")),
+        sa.PrimaryKeyConstraint("batch_id", "part", name=op.f("pk_batches")),
     )
     op.create_table(
         "catch_pairs",
