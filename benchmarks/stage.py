@@ -24,9 +24,11 @@ from pathlib import Path
 from dedup.demo.batch import build_demo_batch
 from dedup.demo.portraits import fetch_portraits
 from dedup.imaging.detect import face_analyser
-from dedup.manifest import read_manifest, resolve_photo
+from dedup.manifest import resolve_photo
+from dedup.manifest_reader import read_manifest
+from dedup.photo_files import read_photo
 from dedup.settings import load_settings
-from dedup.staging import read_photo, stage_photo
+from dedup.staging import stage_photo
 
 
 def build_batches(root: Path, photos: int) -> tuple[Path, Path, int]:

@@ -1,135 +1,37 @@
-"""The batch manifest: reading it (CSV, Parquet, JSON Lines) and validating each row.
+"""The batch manifest's rows: validating each one, and where its photo may be read from.
 
-The manifest format is documented in ``docs/manifest.md``. Reading keeps every value as the
-operator wrote it (text), so that validation, not a file parser, decides what is malformed
-and says why in a reject row. Only a manifest that cannot be read at all (missing file,
-unknown extension, missing column) is a ``ManifestError``.
+The manifest format is documented in ``docs/manifest.md``; reading it (every encoding and
+format problem a row can have) is ``dedup.manifest_reader``'s. Validation takes each row's
+text and decides, field by field, whether it can be staged or which reason rejects it.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dedup.contracts.reasons import RejectReason, RowRejected
-from dedup.contracts.schemas import MANIFEST_COLUMNS, MANIFEST_REQUIRED, RAW_MANIFEST
 from dedup.errors import ManifestError
 from dedup.settings import ManifestSettings
 
 ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BATCH_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TEXT = 256
+# PATH_MAX on Linux: no longer path can be opened.
+MAX_PHOTO_PATH = 4096
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 # Longest raw value kept in a reject row for an invalid field, so a hostile row cannot bloat it.
 _ECHO = 80
-
-
-def _text(value: Any) -> str | None:
-    """A cell as the operator's text: None for missing, ISO forms for dates and booleans."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def _rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    columns: dict[str, list[Any]] = {field.name: [] for field in RAW_MANIFEST}
-    for index, row in enumerate(rows):
-        columns["row_index"].append(index)
-        for name in MANIFEST_COLUMNS:
-            columns[name].append(_text(row.get(name)))
-        columns["row_error"].append(row.get("row_error"))
-    return pa.Table.from_pydict(columns, schema=RAW_MANIFEST)
-
-
-def _check_header(names: Iterable[str], path: Path) -> None:
-    missing = [c for c in MANIFEST_REQUIRED if c not in set(names)]
-    if missing:
-        raise ManifestError(f"manifest {path} lacks required column(s): {', '.join(missing)}")
-
-
-def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8-sig")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise ManifestError(f"manifest {path} is empty: it needs a header row")
-    header = [h.strip() for h in header]
-    _check_header(header, path)
-    for cells in reader:
-        if not cells:
-            continue
-        if len(cells) != len(header):
-            yield {"row_error": f"row has {len(cells)} fields; the header has {len(header)}"}
-            continue
-        yield dict(zip(header, cells, strict=True))
-
-
-def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    seen_header = False
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield {"row_error": f"line is not valid JSON: {exc.msg}"}
-            continue
-        if not isinstance(row, dict):
-            yield {"row_error": "line is not a JSON object"}
-            continue
-        seen_header = True
-        yield row
-    if not seen_header:
-        raise ManifestError(f"manifest {path} holds no JSON object rows")
-
-
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"manifest {path} is not a readable Parquet file: {exc}") from exc
-    _check_header(table.column_names, path)
-    yield from table.to_pylist()
-
-
-_READERS = {
-    ".csv": _csv_rows,
-    ".jsonl": _jsonl_rows,
-    ".ndjson": _jsonl_rows,
-    ".parquet": _parquet_rows,
-}
-
-
-def read_manifest(path: Path) -> pa.Table:
-    """Every row of the manifest, as text, with its 0-based ``row_index`` (``RAW_MANIFEST``)."""
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist or is not a file")
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ManifestError(
-            f"manifest {path}: unknown format {path.suffix!r}; use one of {', '.join(_READERS)}"
-        )
-    try:
-        return _rows_to_table(reader(path))
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"manifest {path} is not UTF-8 text: {exc}") from exc
+# C0 and C1 control characters (NUL, newline, escape, ...): no name, id or path holds one, and
+# PostgreSQL cannot store NUL at all.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -156,22 +58,49 @@ class ValidRow:
     sex: str | None
 
 
+@dataclass(frozen=True)
+class CaptureWindow:
+    """The instants a ``captured_at`` may name, fixed once per batch so a re-run agrees.
+
+    >>> first_run = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    >>> CaptureWindow.for_batch(ManifestSettings(), first_run).latest.isoformat()
+    '2026-12-02T00:00:00+00:00'
+    """
+
+    earliest: dt.datetime
+    latest: dt.datetime
+
+    @classmethod
+    def for_batch(cls, settings: ManifestSettings, first_run: dt.datetime) -> CaptureWindow:
+        ahead = dt.timedelta(hours=settings.capture_ahead_hours)
+        return cls(settings.earliest_capture, first_run.astimezone(dt.UTC) + ahead)
+
+
 def _invalid(field: str, problem: str, value: str | None = None) -> RowRejected:
     shown = "" if value is None else f" (got {value[:_ECHO]!r})"
     return RowRejected(RejectReason.INVALID_ROW, f"{field}: {problem}{shown}")
 
 
-def _present(value: str | None) -> str | None:
+def _text(row: dict[str, str | None], field: str, limit: int = MAX_TEXT) -> str | None:
+    """A field's text, stripped (None when empty), without control characters, within ``limit``."""
+    value = row.get(field)
     if value is None:
         return None
-    stripped = value.strip()
-    return stripped or None
+    value = value.strip()
+    if not value:
+        return None
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise _invalid(field, f"holds a control character (U+{ord(control.group()):04X})")
+    if len(value) > limit:
+        raise _invalid(field, f"longer than {limit} characters")
+    return value
 
 
-def _optional_text(row: dict[str, str | None], field: str) -> str | None:
-    value = _present(row.get(field))
-    if value is not None and len(value) > MAX_TEXT:
-        raise _invalid(field, f"longer than {MAX_TEXT} characters")
+def _required(row: dict[str, str | None], field: str, limit: int = MAX_TEXT) -> str:
+    value = _text(row, field, limit)
+    if value is None:
+        raise _invalid(field, "missing")
     return value
 
 
@@ -179,11 +108,23 @@ def parse_captured_at(value: str) -> dt.datetime:
     """ISO 8601; a time without an offset is taken as UTC. Returned in UTC."""
     try:
         parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 1 east of UTC
         raise _invalid("captured_at", "not an ISO 8601 date-time", value) from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+
+
+def _captured_within(value: str, window: CaptureWindow) -> dt.datetime:
+    captured = parse_captured_at(value)
+    if not window.earliest <= captured <= window.latest:
+        raise _invalid(
+            "captured_at",
+            f"outside {window.earliest:%Y-%m-%d %H:%M} to {window.latest:%Y-%m-%d %H:%M} UTC "
+            "(manifest.earliest_capture, manifest.capture_ahead_hours)",
+            value,
+        )
+    return captured
 
 
 def resolve_photo(photo_path: str, batch_dir: Path, settings: ManifestSettings) -> str:
@@ -191,14 +132,21 @@ def resolve_photo(photo_path: str, batch_dir: Path, settings: ManifestSettings) 
 
     Relative paths are joined to the batch folder (the manifest's folder) and must stay inside
     it after ``..`` and symlinks are resolved. Absolute paths and URIs are refused unless the
-    settings allow them.
+    settings allow them. Nothing is opened here: ``dedup.photo_files`` reads the file.
     """
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", photo_path):
+    if _URI.match(photo_path):
         if not settings.allow_uris:
             raise RowRejected(
                 RejectReason.PHOTO_OUTSIDE_BATCH, "URIs are not allowed (manifest.allow_uris)"
             )
         return photo_path
+    try:
+        return _resolve_local(photo_path, batch_dir, settings)
+    except ValueError as exc:  # a NUL byte: no file can have that name
+        raise _invalid("photo_path", "is not a path a file can have") from exc
+
+
+def _resolve_local(photo_path: str, batch_dir: Path, settings: ManifestSettings) -> str:
     if os.path.isabs(photo_path):
         if not settings.allow_absolute_paths:
             raise RowRejected(
@@ -218,38 +166,29 @@ def resolve_photo(photo_path: str, batch_dir: Path, settings: ManifestSettings) 
     return resolved
 
 
-def validate_row(row: dict[str, str | None]) -> ValidRow:
+def validate_row(row: dict[str, str | None], window: CaptureWindow) -> ValidRow:
     """Check one raw manifest row's fields; raise ``RowRejected`` with the first failed check.
 
-    The photo path is only checked for presence here: whether it may be followed
+    The photo path is only checked for its form here: whether it may be followed
     (``resolve_photo``) is decided after the batch-level checks, in reason-code order.
     """
     if row.get("row_error"):
         raise RowRejected(RejectReason.INVALID_ROW, str(row["row_error"]))
-    enrollment_id = _present(row.get("enrollment_id"))
-    if enrollment_id is None:
-        raise _invalid("enrollment_id", "missing")
+    enrollment_id = _required(row, "enrollment_id")
     if not ENROLLMENT_ID.fullmatch(enrollment_id):
         raise _invalid("enrollment_id", "must be 1 to 64 of A-Z a-z 0-9 _ -", enrollment_id)
-    photo_path = _present(row.get("photo_path"))
-    if photo_path is None:
-        raise _invalid("photo_path", "missing")
-    captured_raw = _present(row.get("captured_at"))
-    if captured_raw is None:
-        raise _invalid("captured_at", "missing")
-    captured_at = parse_captured_at(captured_raw)
-    center_id = _present(row.get("center_id"))
-    if center_id is None:
-        raise _invalid("center_id", "missing")
+    photo_path = _required(row, "photo_path", MAX_PHOTO_PATH)
+    captured_at = _captured_within(_required(row, "captured_at"), window)
+    center_id = _required(row, "center_id")
     if len(center_id) > 64 or not center_id.isprintable():
         raise _invalid("center_id", "must be at most 64 printable characters", center_id)
-    dob_raw = _optional_text(row, "date_of_birth")
+    dob_raw = _text(row, "date_of_birth")
     try:
         date_of_birth = dt.date.fromisoformat(dob_raw) if dob_raw else None
     except ValueError as exc:
         raise _invalid("date_of_birth", "not an ISO date (YYYY-MM-DD)", dob_raw) from exc
-    display = {name: _optional_text(row, name) for name in ("given_name", "family_name", "sex")}
-    consent_raw = (_present(row.get("consent")) or "").lower()
+    display = {name: _text(row, name) for name in ("given_name", "family_name", "sex")}
+    consent_raw = (_text(row, "consent") or "").lower()
     if consent_raw and consent_raw not in _TRUE | _FALSE:
         raise _invalid("consent", "must be true or false", consent_raw)
     if consent_raw not in _TRUE:

@@ -13,12 +13,21 @@ A job writes the settings it ran with next to its outputs (``Settings.to_json``)
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dedup.errors import ConfigError
@@ -32,16 +41,46 @@ def default_cache_dir() -> Path:
     return Path(base) / "dedup"
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _absolute_path(path: Path) -> Path:
+    return Path(os.path.abspath(path.expanduser()))
+
+
+def _absolute_unless_uri(location: str) -> str:
+    if _URI.match(location):
+        return location
+    return os.path.abspath(os.path.expanduser(location))
+
+
+# Paths are made absolute where the settings are validated, against the working directory of
+# that moment: engines resolve a relative path against their own idea of it (Spark reads
+# ``lake/enrollments`` as a table name), and every run records where it really wrote.
+LocalPath = Annotated[Path, AfterValidator(_absolute_path)]
+
+
+def _utc(instant: dt.datetime) -> dt.datetime:
+    """An instant in UTC; one written without an offset is taken as UTC, like captured_at."""
+    zoned = instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
+    return zoned.astimezone(dt.UTC)
+
+
+UtcInstant = Annotated[dt.datetime, AfterValidator(_utc)]
+# A local folder (made absolute) or an object-store URI (``s3://bucket/lake``, kept as given).
+Location = Annotated[str, AfterValidator(_absolute_unless_uri)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
 class SparkSettings(_Section):
     master: str = "local[*]"
     # A folder of pre-fetched jars (air-gapped registries). When set, nothing is fetched.
-    jar_dir: Path | None = None
+    jar_dir: LocalPath | None = None
     # Where `mvn` puts the Delta jars it fetches from Maven Central.
-    jar_cache: Path = Field(default_factory=lambda: default_cache_dir() / "jars")
+    jar_cache: LocalPath = Field(default_factory=lambda: default_cache_dir() / "jars")
     delta_version: str = "3.3.2"
     scala_version: str = "2.12"
     shuffle_partitions: int = Field(default=4, ge=1)
@@ -54,6 +93,11 @@ class SparkSettings(_Section):
 class ManifestSettings(_Section):
     allow_absolute_paths: bool = False
     allow_uris: bool = False
+    # The window a captured_at must fall in: from this instant to the batch's first stage run
+    # plus ``capture_ahead_hours`` (clock skew between a centre and the registry). A row outside
+    # it is invalid_row: a capture from 2999 is a typo, not a person.
+    earliest_capture: UtcInstant = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+    capture_ahead_hours: float = Field(default=24.0, ge=0)
 
 
 class ImagingSettings(_Section):
@@ -63,6 +107,9 @@ class ImagingSettings(_Section):
     min_side: int = Field(default=80, ge=1)
     # Photos are downscaled to this long side for detection only; alignment uses full pixels.
     detection_max_side: int = Field(default=1024, ge=160)
+    # A photo read (stat, open, read) that has not finished after this long is rejected as
+    # photo_unreadable: a stalled network mount costs one row, not the night.
+    read_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class DetectionSettings(_Section):
@@ -97,7 +144,7 @@ class ModelSpec(_Section):
     alignment: str
     dimension: int = Field(ge=1)
     # None: the built-in model's export in the cache (``dedup model export-dlib`` writes it).
-    onnx: Path | None = None
+    onnx: LocalPath | None = None
     input_size: int = Field(default=150, ge=16)
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     colour_order: Literal["RGB", "BGR"] = "RGB"
@@ -141,7 +188,7 @@ class MetricsSettings(_Section):
     # Base URL of a Prometheus Pushgateway, e.g. http://pushgateway:9091.
     pushgateway: str | None = None
     # A folder node_exporter's textfile collector reads.
-    textfile_dir: Path | None = None
+    textfile_dir: LocalPath | None = None
     push_timeout_s: float = Field(default=10.0, gt=0)
 
 
@@ -229,9 +276,9 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    lake: str = "lake"
+    lake: Location = "lake"
     # The gallery's root folder (versions and CURRENT), searched and grown by the match job.
-    gallery: str = "gallery"
+    gallery: Location = "gallery"
     model: str = DLIB_MODEL_ID
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
     spark: SparkSettings = Field(default_factory=SparkSettings)

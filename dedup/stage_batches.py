@@ -1,8 +1,9 @@
 """The stage job's per-partition work on Arrow record batches, shared by every engine.
 
 Spark calls these through ``mapInArrow``; the single-process path and the benchmark call them
-directly. Both steps turn each row into a verdict (a reason code, or none) and never raise on
-bad input.
+directly. Both steps turn each row into a verdict (a reason code, or none) and never raise:
+bad input is a reject with its reason, and a fault nobody foresaw on one row is that row's
+``internal_error`` reject (naming the error), so it cannot fail the task and with it the batch.
 
     validate_rows:  RAW_MANIFEST  -> VALIDATED    (field checks)
     stage_photos:   VALIDATED     -> PHOTO_RESULT (path, decode, face, chip, quality)
@@ -11,17 +12,26 @@ bad input.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from dedup.contracts.reasons import RowRejected
+from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.contracts.schemas import ENROLLMENTS, FACES, MANIFEST_DISPLAY, RAW_MANIFEST, REJECTS
-from dedup.manifest import ENROLLMENT_ID, MAX_TEXT, parse_captured_at, resolve_photo, validate_row
+from dedup.manifest import (
+    ENROLLMENT_ID,
+    MAX_TEXT,
+    CaptureWindow,
+    parse_captured_at,
+    resolve_photo,
+    validate_row,
+)
+from dedup.photo_files import read_photo
 from dedup.settings import Settings
-from dedup.staging import read_photo, stage_photo
+from dedup.staging import stage_photo
 
 
 def _nullable(schema: pa.Schema, names: Iterable[str]) -> list[pa.Field]:
@@ -58,6 +68,24 @@ def _clip(value: str | None) -> str | None:
     return value[:MAX_TEXT] if value else None
 
 
+def internal_error(exc: BaseException) -> RowRejected:
+    """The reject for a fault on one row: the error and where it was raised, for the report."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return RowRejected(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}{where}: {exc}"[:300])
+
+
+def verdict_of(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``check()``'s columns, or the ``RowRejected`` it raised, as reason_code and detail."""
+    try:
+        return {**check(), "reason_code": None, "detail": None}
+    except RowRejected as rejected:
+        return {"reason_code": rejected.reason.value, "detail": rejected.detail}
+    except Exception as exc:  # one row's fault must not fail the batch: see the module doc
+        fault = internal_error(exc)
+        return {"reason_code": fault.reason.value, "detail": fault.detail}
+
+
 def _best_effort(row: dict[str, Any]) -> dict[str, Any]:
     """What can be kept of a rejected row, so the enrollments table still shows it."""
     kept: dict[str, Any] = {name: _clip(row.get(name)) for name in _TEXT_FIELDS}
@@ -74,50 +102,38 @@ def _best_effort(row: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def validate_row_verdict(row: dict[str, Any]) -> dict[str, Any]:
+def validate_row_verdict(row: dict[str, Any], window: CaptureWindow) -> dict[str, Any]:
     raw_id = (row.get("enrollment_id") or "").strip()
     out: dict[str, Any] = {
         "row_index": row["row_index"],
         "id_valid": bool(ENROLLMENT_ID.fullmatch(raw_id)) and not row.get("row_error"),
     }
-    try:
-        valid = validate_row(row)
-    except RowRejected as rejected:
+
+    def valid_columns() -> dict[str, Any]:
+        valid = validate_row(row, window)
+        return {name: getattr(valid, name) for name in ("enrollment_id", *_ROW_COLUMNS)}
+
+    verdict = verdict_of(valid_columns)
+    if verdict["reason_code"] is not None:
         out.update(_best_effort(row))
-        out.update(reason_code=rejected.reason.value, detail=rejected.detail)
-        return out
-    out.update(
-        enrollment_id=valid.enrollment_id,
-        photo_path=valid.photo_path,
-        consent=valid.consent,
-        captured_at=valid.captured_at,
-        center_id=valid.center_id,
-        given_name=valid.given_name,
-        family_name=valid.family_name,
-        date_of_birth=valid.date_of_birth,
-        sex=valid.sex,
-        reason_code=None,
-        detail=None,
-    )
+    out.update(verdict)
     return out
 
 
-def validate_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def validate_rows(
+    batches: Iterable[pa.RecordBatch], window: CaptureWindow
+) -> Iterator[pa.RecordBatch]:
     for batch in batches:
-        rows = [validate_row_verdict(row) for row in batch.to_pylist()]
+        rows = [validate_row_verdict(row, window) for row in batch.to_pylist()]
         yield pa.RecordBatch.from_pylist(rows, schema=VALIDATED)
 
 
 def photo_verdict(row: dict[str, Any], batch_dir: Path, settings: Settings) -> dict[str, Any]:
-    out: dict[str, Any] = {"row_index": row["row_index"]}
-    try:
+    def face_columns() -> dict[str, Any]:
         location = resolve_photo(row["photo_path"], batch_dir, settings.manifest)
-        face = stage_photo(read_photo(location, settings.imaging), settings)
-    except RowRejected as rejected:
-        out.update(reason_code=rejected.reason.value, detail=rejected.detail)
-        return out
-    out.update(face.as_row(), reason_code=None, detail=None)
-    return out
+        return stage_photo(read_photo(location, settings.imaging), settings).as_row()
+
+    return {"row_index": row["row_index"], **verdict_of(face_columns)}
 
 
 def stage_photos(

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.imaging.align import alignment_template
-from dedup.imaging.decode import check_file_size, decode_photo
+from dedup.imaging.decode import decode_photo
 from dedup.imaging.detect import Box, face_analyser, select_single_face
 from dedup.imaging.quality import Quality, check_quality, measure_quality
-from dedup.settings import ImagingSettings, Settings
+from dedup.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -50,35 +49,6 @@ class StagedFace:
             "landmarks": self.landmarks,
             "quality": self.quality.as_row(),
         }
-
-
-def read_photo(location: str, limits: ImagingSettings) -> bytes:
-    """Read a photo from a local path or a filesystem URI (``s3://``, ``file://``...).
-
-    The size is checked on the file's metadata before any byte is read.
-    """
-    from pyarrow import fs
-
-    try:
-        filesystem, path = (
-            fs.FileSystem.from_uri(location)
-            if "://" in location
-            else (fs.LocalFileSystem(), location)
-        )
-        info = filesystem.get_file_info(path)
-    except (OSError, ValueError) as exc:
-        raise RowRejected(RejectReason.PHOTO_MISSING, f"cannot reach photo: {exc}"[:300]) from exc
-    if info.type == fs.FileType.NotFound:
-        raise RowRejected(RejectReason.PHOTO_MISSING, "no file at photo_path")
-    if info.type != fs.FileType.File:
-        raise RowRejected(RejectReason.PHOTO_MISSING, "photo_path is not a regular file")
-    check_file_size(int(info.size or 0), limits)
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            data: bytes = stream.read(limits.max_file_bytes + 1)
-    except OSError as exc:
-        raise RowRejected(RejectReason.PHOTO_MISSING, f"cannot read photo: {exc}"[:300]) from exc
-    return data
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -29,6 +29,7 @@ from dedup.contracts.schemas import MANIFEST_DISPLAY, STATUS_STAGED
 from dedup.errors import LakeError
 from dedup.imaging.decode import decode_photo
 from dedup.manifest import resolve_photo
+from dedup.photo_files import read_photo
 from dedup.settings import Settings
 from pipelines.deltars import open_table, plain_strings
 
@@ -137,9 +138,9 @@ def _photo(settings: Settings, photo_path: str | None, batch_dir: Path | None) -
     if photo_path is None or batch_dir is None:
         return None
     try:
-        location = Path(resolve_photo(photo_path, batch_dir, settings.manifest))
-        decoded = decode_photo(location.read_bytes(), settings.imaging)
-    except (RowRejected, OSError):
+        location = resolve_photo(photo_path, batch_dir, settings.manifest)
+        decoded = decode_photo(read_photo(location, settings.imaging), settings.imaging)
+    except RowRejected:
         return None
     image = Image.fromarray(decoded.rgb)
     image.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE))

@@ -17,6 +17,7 @@ class RejectReason(StrEnum):
     ALREADY_ENROLLED = "already_enrolled"
     PHOTO_OUTSIDE_BATCH = "photo_outside_batch"
     PHOTO_MISSING = "photo_missing"
+    PHOTO_UNREADABLE = "photo_unreadable"
     IMAGE_TOO_LARGE = "image_too_large"
     UNDECODABLE_IMAGE = "undecodable_image"
     IMAGE_TOO_SMALL = "image_too_small"
@@ -24,13 +25,18 @@ class RejectReason(StrEnum):
     SEVERAL_FACES = "several_faces"
     FACE_TOO_SMALL = "face_too_small"
     QUALITY_BELOW_THRESHOLD = "quality_below_threshold"
+    INTERNAL_ERROR = "internal_error"
 
 
 REASON_DESCRIPTIONS: dict[RejectReason, str] = {
     RejectReason.INVALID_ROW: (
-        "A required field is missing or malformed: enrollment_id (1-64 of A-Z a-z 0-9 _ -), "
-        "photo_path, consent, captured_at (ISO 8601), center_id, or an optional display field "
-        "of the wrong form (date_of_birth not an ISO date). The detail names the field."
+        "The row cannot be read or a field is missing or malformed: bytes that are not UTF-8, "
+        "a line that is not a JSON object, a value that is not text, the wrong number of CSV "
+        "fields; enrollment_id (1-64 of A-Z a-z 0-9 _ -), photo_path, consent, captured_at "
+        "(ISO 8601, within manifest.earliest_capture to the batch's first run plus "
+        "manifest.capture_ahead_hours), center_id; a control character in any text; or an "
+        "optional display field of the wrong form (date_of_birth not an ISO date). The detail "
+        "names the line (or Parquet row) and the field."
     ),
     RejectReason.CONSENT_MISSING: "consent is absent or false; only consented captures are staged.",
     RejectReason.DUPLICATE_IN_BATCH: (
@@ -46,6 +52,11 @@ REASON_DESCRIPTIONS: dict[RejectReason, str] = {
         "while the settings do not allow those."
     ),
     RejectReason.PHOTO_MISSING: "No file exists at photo_path.",
+    RejectReason.PHOTO_UNREADABLE: (
+        "Something is at photo_path but it cannot be read as a photo file: it is not a regular "
+        "file (a directory, FIFO, socket or device), it may not be read, reading failed, or "
+        "reading did not finish within imaging.read_timeout_s (a stalled mount)."
+    ),
     RejectReason.IMAGE_TOO_LARGE: (
         "The file is larger than imaging.max_file_bytes, or its declared pixel count exceeds "
         "imaging.max_pixels (decompression-bomb guard). Nothing beyond the header is decoded."
@@ -66,6 +77,11 @@ REASON_DESCRIPTIONS: dict[RejectReason, str] = {
         "The single face fails a quality threshold (inter-eye distance, sharpness, exposure, "
         "detector confidence, pose, or the face runs off the image). The detail names each "
         "failed measure with its value and threshold."
+    ),
+    RejectReason.INTERNAL_ERROR: (
+        "The stage job failed on this row in a way no check foresaw: a fault in dedup or a "
+        "library, not a verdict on the row. The detail names the error; please report it. "
+        "The rest of the batch is unaffected, and the row can be sent again in a later batch."
     ),
 }
 

@@ -3,7 +3,8 @@
 The stage job is only trustworthy if it is shown every kind of row a registry operator will
 send, so the demo batch holds, next to good enrollments, one or more rows for every reject
 reason the stage job can give in a single batch (all but ``already_enrolled``, which needs an
-earlier batch), each labelled in ``expected.json`` with the status and reason it must get.
+earlier batch, and ``internal_error``, which no input should cause), each labelled in
+``expected.json`` with the status and reason it must get.
 
 Everything is derived from the pinned portraits (``dedup.demo.portraits``) and a seed, so the
 same seed gives byte-identical files: a test can compare two builds, and a report can quote
@@ -192,6 +193,11 @@ class _PhotoMaker:
         image.save(self.photos / name, fmt, **{**defaults, **params})
         return f"photos/{name}"
 
+    def directory(self, name: str) -> str:
+        """A folder where a photo should be: looked at, never opened."""
+        (self.photos / name).mkdir()
+        return f"photos/{name}"
+
     def write_bytes(self, data: bytes, name: str) -> str:
         (self.photos / name).write_bytes(data)
         return f"photos/{name}"
@@ -313,6 +319,8 @@ def _hostile_rows(maker: _PhotoMaker, out_dir: Path, seed: int) -> list[_Row]:
         _Row("id_with_bang", bi, "biden", R.INVALID_ROW, enrollment_id=f"demo-s{seed}!"),
         _Row("id_too_long", ob3, "obama", R.INVALID_ROW, enrollment_id="d" * 65),
         _Row("bad_captured_at", ob, "obama", R.INVALID_ROW, captured_at="yesterday"),
+        _Row("captured_in_2999", bi, "biden", R.INVALID_ROW, captured_at="2999-11-20T10:00:00Z"),
+        _Row("nul_in_photo_path", "photos/obama.jpg\x00.png", None, R.INVALID_ROW),
         _Row("empty_center_id", bi, "biden", R.INVALID_ROW, center_id=""),
         _Row("consent_false", ob, "obama", R.CONSENT_MISSING, consent="false"),
         _Row("consent_empty", bi, "biden", R.CONSENT_MISSING, consent=""),
@@ -322,6 +330,7 @@ def _hostile_rows(maker: _PhotoMaker, out_dir: Path, seed: int) -> list[_Row]:
         _Row("absolute_path", "/etc/hostname", None, R.PHOTO_OUTSIDE_BATCH),
         _Row("symlink_out", maker.link_outside(out_dir), "obama", R.PHOTO_OUTSIDE_BATCH),
         _Row("missing", "photos/does-not-exist.jpg", None, R.PHOTO_MISSING),
+        _Row("directory", maker.directory("folder.jpg"), None, R.PHOTO_UNREADABLE),
         _Row("bomb", maker.write_bytes(png_bomb(BOMB_SIDE), "bomb.png"), None, R.IMAGE_TOO_LARGE),
         _Row(
             "truncated",

@@ -29,8 +29,18 @@ def spark_session(settings: Settings, app_name: str = "dedup") -> SparkSession:
             "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
         )
         .config("spark.sql.session.timeZone", "UTC")
+        # Timestamps as INT64 microseconds, never INT96: delta-rs and Arrow read INT96 as
+        # nanoseconds, which hold only the years 1677 to 2262, and then refuse the whole table.
+        # Dates and times are written as they are (proleptic Gregorian, as Arrow reads them).
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.sql.parquet.datetimeRebaseModeInWrite", "CORRECTED")
+        .config("spark.sql.parquet.datetimeRebaseModeInRead", "CORRECTED")
+        .config("spark.sql.parquet.int96RebaseModeInRead", "CORRECTED")
         .config("spark.sql.shuffle.partitions", str(spark.shuffle_partitions))
         .config("spark.driver.memory", spark.driver_memory)
+        # Spark makes its warehouse folder where it is started; keep it in the lake's work area
+        # instead of wherever the operator ran the command (a batch folder, say).
+        .config("spark.sql.warehouse.dir", f"{settings.lake.rstrip('/')}/_work/spark-warehouse")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(spark.photos_per_arrow_batch))

@@ -3,7 +3,9 @@
 Steps, each re-runnable:
 
 1. read the manifest on the driver into ``_work/stage/<batch>/manifest.parquet`` (the text as
-   written, with row positions), beside the settings the run used;
+   written, with row positions), beside the settings the run used and the time of the batch's
+   first run (``first_run``), which fixes the window ``captured_at`` must fall in for every
+   re-run of the batch;
 2. validate every row's fields (``mapInArrow``), then the batch-level checks: an id on several
    rows, an id staged by an earlier batch;
 3. stage every surviving photo on the executors (decode, one face, chip, quality), with dlib's
@@ -28,8 +30,9 @@ from pyspark.sql import functions as F
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED
 from dedup.faults import crash_point
-from dedup.files import write_atomically
-from dedup.manifest import check_batch_id, read_manifest
+from dedup.files import write_atomically, write_bytes_atomically
+from dedup.manifest import CaptureWindow, check_batch_id
+from dedup.manifest_reader import read_manifest
 from dedup.settings import Settings
 from dedup.stage_batches import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
 from pipelines.spark.arrow_types import spark_schema
@@ -52,6 +55,15 @@ class StageReport:
 
 def work_dir(lake: str, batch_id: str) -> Path:
     return Path(lake) / "_work" / "stage" / batch_id
+
+
+def first_run(work: Path) -> dt.datetime:
+    """When this batch was first staged: recorded by the first run, read by every re-run."""
+    marker = work / "first_run"
+    if not marker.is_file():
+        now = dt.datetime.now(dt.UTC).isoformat()
+        write_bytes_atomically(marker, now.encode("ascii"))
+    return dt.datetime.fromisoformat(marker.read_text(encoding="ascii").strip())
 
 
 def _claimed_elsewhere(enrollments: DataFrame, faces: DataFrame, batch_id: str) -> DataFrame:
@@ -116,10 +128,13 @@ def stage_results(
     batch_dir: Path,
     settings: Settings,
     rows: int,
+    window: CaptureWindow,
 ) -> DataFrame:
     """Every manifest row with its verdict and, for staged rows, its face columns."""
     raw = spark.read.parquet(str(manifest_parquet))
-    validated = raw.mapInArrow(validate_rows, spark_schema(VALIDATED))
+    validated = raw.mapInArrow(
+        functools.partial(validate_rows, window=window), spark_schema(VALIDATED)
+    )
     claimed = _claimed_elsewhere(
         read_table(spark, settings.lake, "enrollments"),
         read_table(spark, settings.lake, "faces"),
@@ -166,13 +181,14 @@ def run_stage(
     manifest_parquet = write_atomically(
         work / "manifest.parquet", functools.partial(pq.write_table, raw)
     )
-    (work / "settings.json").write_text(settings.to_json(), encoding="utf-8")
+    write_bytes_atomically(work / "settings.json", settings.to_json().encode("utf-8"))
+    window = CaptureWindow.for_batch(settings.manifest, first_run(work))
     crash_point("stage.after_manifest")
 
     staged_at = dt.datetime.now(dt.UTC)
     results_path = str(work / "results")
     stage_results(
-        spark, batch_id, manifest_parquet, manifest.parent, settings, raw.num_rows
+        spark, batch_id, manifest_parquet, manifest.parent, settings, raw.num_rows, window
     ).write.mode("overwrite").parquet(results_path)
     crash_point("stage.after_results")
 

@@ -54,7 +54,8 @@ def test_every_row_gets_its_expected_verdict(
 def test_every_reason_but_already_enrolled_is_exercised(staged: tuple[Settings, Any]) -> None:
     _, report = staged
     assert set(report.rejected_by_reason) == {r.value for r in RejectReason} - {
-        RejectReason.ALREADY_ENROLLED.value
+        RejectReason.ALREADY_ENROLLED.value,
+        RejectReason.INTERNAL_ERROR.value,
     }
 
 

@@ -13,8 +13,12 @@ import pytest
 from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.contracts.schemas import RAW_MANIFEST
 from dedup.errors import ManifestError
-from dedup.manifest import read_manifest, repeated_ids, resolve_photo, validate_row
+from dedup.manifest import CaptureWindow, repeated_ids, resolve_photo, validate_row
+from dedup.manifest_reader import read_manifest
 from dedup.settings import ManifestSettings
+
+# The batch was first run on 2026-11-21 at noon: captures up to a day later are accepted.
+WINDOW = CaptureWindow.for_batch(ManifestSettings(), dt.datetime(2026, 11, 21, 12, tzinfo=dt.UTC))
 
 GOOD = {
     "enrollment_id": "ENR-0001_a",
@@ -31,12 +35,12 @@ GOOD = {
 
 def rejected(row: dict[str, str | None]) -> RowRejected:
     with pytest.raises(RowRejected) as caught:
-        validate_row(row)
+        validate_row(row, WINDOW)
     return caught.value
 
 
 def test_good_row_is_typed_and_in_utc() -> None:
-    valid = validate_row(dict(GOOD))
+    valid = validate_row(dict(GOOD), WINDOW)
     assert valid.enrollment_id == "ENR-0001_a"
     assert valid.captured_at == dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC)
     assert valid.date_of_birth == dt.date(1990, 12, 10)
@@ -44,7 +48,7 @@ def test_good_row_is_typed_and_in_utc() -> None:
 
 
 def test_time_without_offset_is_taken_as_utc() -> None:
-    valid = validate_row({**GOOD, "captured_at": "2026-11-20T10:00:00"})
+    valid = validate_row({**GOOD, "captured_at": "2026-11-20T10:00:00"}, WINDOW)
     assert valid.captured_at == dt.datetime(2026, 11, 20, 10, 0, tzinfo=dt.UTC)
 
 
@@ -71,7 +75,7 @@ def test_malformed_fields_are_invalid_rows_naming_the_field(field: str, value: s
 
 
 def test_sixty_four_character_id_is_accepted() -> None:
-    assert validate_row({**GOOD, "enrollment_id": "a" * 64}).enrollment_id == "a" * 64
+    assert validate_row({**GOOD, "enrollment_id": "a" * 64}, WINDOW).enrollment_id == "a" * 64
 
 
 @pytest.mark.parametrize("consent", ["false", "0", "no", "", None])
@@ -160,7 +164,7 @@ def test_three_formats_read_to_the_same_text(tmp_path: Path, fmt: str) -> None:
     assert [r["enrollment_id"] for r in rows] == ["A1", "A2"]
     assert [r["consent"] for r in rows] == ["true", "false"]
     assert rows[0]["date_of_birth"] == "1990-12-10"
-    assert validate_row(rows[0]).enrollment_id == "A1"
+    assert validate_row(rows[0], WINDOW).enrollment_id == "A1"
 
 
 def test_csv_row_with_wrong_field_count_is_kept_as_a_row_error(tmp_path: Path) -> None:
