@@ -140,10 +140,78 @@ def _lines(first: int, last: int) -> str:
     return f"line {first}" if first >= last else f"lines {first} to {last}"
 
 
+# Lines one CSV record may span (quoted newlines). A quote that is never closed would otherwise
+# swallow every later row into one field; past this many lines the quote is taken as a mistake.
+MAX_RECORD_LINES = 64
+# Fed after the last line: no decoded text can hold this lone surrogate, so a record that
+# contains it ran to the end of the file inside a quote.
+_END = "\udfff"
+
+
+class _RunOn(Exception):
+    """A record has spanned ``MAX_RECORD_LINES`` lines without ending."""
+
+
+class _Lines:
+    """Physical lines for ``csv.reader``, counting where each record starts and ends."""
+
+    def __init__(self, lines: list[str], start: int) -> None:
+        self.lines = lines
+        self.next_index = start
+        self.record_start = start
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.next_index >= len(self.lines):
+            raise StopIteration
+        if self.next_index - self.record_start >= MAX_RECORD_LINES:
+            raise _RunOn
+        self.next_index += 1
+        return self.lines[self.next_index - 1]
+
+
+def _csv_records(lines: list[str], start: int, width: int) -> Iterator[tuple[str, list[str] | str]]:
+    """(where, cells) for every record from line index ``start``, or (where, problem)."""
+    index = start
+    while index < len(lines):
+        source = _Lines(lines, index)
+        reader = csv.reader(source)
+        index = len(lines)
+        while True:
+            source.record_start = source.next_index
+            first = source.next_index + 1  # 1-based line number
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except _RunOn:
+                cells = [_END]
+            except csv.Error as exc:
+                yield _lines(first, source.next_index), f"not a CSV record ({exc})"
+                # the reader's state is unknown: start afresh on the next line
+                index = max(source.next_index, source.record_start + 1)
+                break
+            if cells == [_END] and source.next_index == len(lines) and first == len(lines):
+                return  # the end marker itself
+            if any(_END in cell for cell in cells):
+                yield f"line {first}", "a quote opened on this line is never closed"
+                index = first  # the lines it swallowed are read again, as rows of their own
+                break
+            if cells:
+                where = _lines(first, source.next_index)
+                if len(cells) != width:
+                    yield where, f"row has {len(cells)} fields; the header has {width}"
+                else:
+                    yield where, cells
+
+
 def csv_rows(path: Path) -> Iterator[dict[str, Any]]:
     """CSV with a header row. A record may span lines inside quotes; blank lines are skipped."""
     text = _without_bom(path.read_bytes()).decode("utf-8", "surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines)
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -152,28 +220,14 @@ def csv_rows(path: Path) -> Iterator[dict[str, Any]]:
         raise ManifestError(f"manifest {path} is empty: it needs a header row")
     names = [h.strip() for h in header]
     _check_header(names, path, "CSV")
-    line = reader.line_num
-    while True:
-        first = line + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            line = reader.line_num
-            yield _row_error(_lines(first, line), f"not a CSV record ({exc})")
-            continue
-        line = reader.line_num
-        if not cells:
-            continue
-        where = _lines(first, line)
-        if len(cells) != len(names):
-            hint = " (a quote may not be closed)" if line > first else ""
-            yield _row_error(
-                where, f"row has {len(cells)} fields; the header has {len(names)}{hint}"
-            )
-            continue
-        yield _text_row(dict(zip(names, cells, strict=True)), where)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n"
+    lines.append(_END + "\n")
+    for where, record in _csv_records(lines, reader.line_num, len(names)):
+        if isinstance(record, str):
+            yield _row_error(where, record)
+        else:
+            yield _text_row(dict(zip(names, record, strict=True)), where)
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
@@ -205,7 +259,7 @@ def jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
             row["row_error"] = f"{where}: {problem}"
         else:
             row = _json_object(text, where)
-        objects += any(name in row for name in MANIFEST_COLUMNS)
+        objects += raw.lstrip(b" \t").startswith(b"{")
         yield row
     if not objects:
         raise ManifestError(f"manifest {path} holds no JSON object rows")

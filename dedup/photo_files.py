@@ -38,7 +38,8 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NOCTTY", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
-_MISSING = {errno.ENOENT, errno.ENOTDIR}
+# No file is there, or none could be: a part of the path is not a folder, or a name is too long.
+_MISSING = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG}
 
 
 def file_kind(mode: int) -> str:

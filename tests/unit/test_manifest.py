@@ -208,3 +208,79 @@ def test_unreadable_manifest_is_a_clear_error(
 def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(tmp_path / "absent.csv")
+
+
+def test_nul_in_photo_path_is_an_invalid_row_not_a_crash(tmp_path: Path) -> None:
+    """Regression: ``photos/a.jpg\\x00.png`` raised ValueError (embedded null byte) from path
+    resolution and stopped the whole stage job."""
+    error = rejected({**GOOD, "photo_path": "photos/a.jpg\x00.png"})
+    assert error.reason is RejectReason.INVALID_ROW
+    assert error.detail == "photo_path: holds a control character (U+0000)"
+    # resolve_photo is also called outside validation (the review feed): it refuses, too.
+    with pytest.raises(RowRejected) as caught:
+        resolve_photo("photos/a.jpg\x00.png", tmp_path, ManifestSettings())
+    assert caught.value.reason is RejectReason.INVALID_ROW
+
+
+@pytest.mark.parametrize(
+    "field", ["enrollment_id", "photo_path", "center_id", "given_name", "family_name", "sex"]
+)
+@pytest.mark.parametrize("char", ["\x00", "\n", "\x1b", "\x7f", "\x85"])
+def test_control_characters_are_refused_in_every_text_field(field: str, char: str) -> None:
+    error = rejected({**GOOD, field: f"ab{char}cd"})
+    assert error.reason is RejectReason.INVALID_ROW
+    assert error.detail.startswith(field)
+
+
+def test_markup_and_formulas_are_text_like_any_other() -> None:
+    valid = validate_row(
+        {**GOOD, "given_name": '=HYPERLINK("x")', "family_name": "<b>Ada</b> & co"}, WINDOW
+    )
+    assert (valid.given_name, valid.family_name) == ('=HYPERLINK("x")', "<b>Ada</b> & co")
+
+
+def test_photo_path_longer_than_any_path_is_invalid() -> None:
+    error = rejected({**GOOD, "photo_path": "a/" * 3000})
+    assert (error.reason, error.detail) == (
+        RejectReason.INVALID_ROW,
+        "photo_path: longer than 4096 characters",
+    )
+
+
+@pytest.mark.parametrize(
+    "captured_at",
+    [
+        "2999-11-20T10:00:00Z",
+        "1500-01-01T00:00:00Z",
+        "1989-12-31T23:59:59Z",
+        "2026-11-22T12:00:01Z",
+    ],
+)
+def test_captured_at_outside_the_window_is_invalid(captured_at: str) -> None:
+    """Regression: a capture in 2999 was staged, and Spark's INT96 timestamp then made the
+    enrollments table unreadable by delta-rs for every later step."""
+    error = rejected({**GOOD, "captured_at": captured_at})
+    assert error.reason is RejectReason.INVALID_ROW
+    assert error.detail.startswith("captured_at: outside 1990-01-01 00:00 to 2026-11-22 12:00 UTC")
+
+
+@pytest.mark.parametrize("captured_at", ["1990-01-01T00:00:00Z", "2026-11-22T12:00:00Z"])
+def test_captured_at_at_the_window_edges_is_valid(captured_at: str) -> None:
+    assert validate_row({**GOOD, "captured_at": captured_at}, WINDOW).captured_at.year > 1989
+
+
+def test_the_window_follows_the_settings() -> None:
+    settings = ManifestSettings(
+        earliest_capture=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), capture_ahead_hours=0
+    )
+    window = CaptureWindow.for_batch(settings, dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
+    assert validate_row({**GOOD, "captured_at": "2020-06-01T00:00:00Z"}, window)
+    with pytest.raises(RowRejected):
+        validate_row({**GOOD, "captured_at": "2019-06-01T00:00:00Z"}, window)
+    with pytest.raises(RowRejected):
+        validate_row({**GOOD, "captured_at": "2026-11-21T00:00:01Z"}, window)
+
+
+def test_a_year_one_time_east_of_utc_is_invalid_not_an_overflow() -> None:
+    error = rejected({**GOOD, "captured_at": "0001-01-01T00:30:00+01:00"})
+    assert error.detail.startswith("captured_at: not an ISO 8601 date-time")

@@ -71,3 +71,38 @@ def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValueError):
         settings.spark.master = "elsewhere"  # type: ignore[misc]
+
+
+def test_path_settings_are_made_absolute_where_they_are_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the default ``lake = "lake"`` reached Spark as a table name and crashed
+    ``dedup stage`` (`lake/enrollments` is not a valid name for tables)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEDUP_CONFIG", raising=False)
+    settings = load_settings(
+        overrides={
+            "gallery": "./g/../gallery",
+            "spark": {"jar_dir": "jars"},
+            "metrics": {"textfile_dir": "textfiles"},
+        }
+    )
+    assert settings.lake == str(tmp_path / "lake")
+    assert settings.gallery == str(tmp_path / "gallery")
+    assert settings.spark.jar_dir == tmp_path / "jars"
+    assert settings.metrics.textfile_dir == tmp_path / "textfiles"
+    assert settings.spark.jar_cache.is_absolute()
+    monkeypatch.setenv("DEDUP_LAKE", "from-env")
+    assert load_settings().lake == str(tmp_path / "from-env")
+
+
+def test_object_store_locations_are_kept_as_given() -> None:
+    settings = load_settings(overrides={"lake": "s3://registry/lake", "gallery": "s3a://g/v"})
+    assert (settings.lake, settings.gallery) == ("s3://registry/lake", "s3a://g/v")
+
+
+def test_an_earliest_capture_without_offset_is_utc() -> None:
+    import datetime as dt
+
+    settings = load_settings(overrides={"manifest": {"earliest_capture": "2001-02-03T04:05"}})
+    assert settings.manifest.earliest_capture == dt.datetime(2001, 2, 3, 4, 5, tzinfo=dt.UTC)
