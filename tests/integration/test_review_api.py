@@ -4,8 +4,10 @@ the blind first judgement, audit of every view and decision, metrics and the Ope
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from datetime import timedelta
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy import select
 
 from dedup.adjudication import audit_log, database
 from dedup.adjudication.audit import AuditEntry
-from dedup.adjudication.tables import AuditRow
+from dedup.adjudication.tables import AuditRow, Subject
 from dedup.settings import AdjudicationSettings
 from tests.review_support import PASSWORD, ReviewWorld, batch_payload, png, review_world
 
@@ -224,3 +226,64 @@ def test_erasure_is_audited_and_removes_the_case(world: ReviewWorld) -> None:
     assert entries(world, action="enrollment.erase")[-1].target == "enrollment:P00000"
     depth = world.client("operator").get("/api/v1/queue").json()["depth"]
     assert depth["open"] == 1
+
+
+HOSTILE_DISPLAY = {
+    "given_name": "<script>alert(1)</script>",
+    "family_name": '=HYPERLINK("http://example.invalid","click")',
+    "sex": '"><img src=x onerror=alert(2)>',
+    "place_of_birth": "\u202eevil.exe",
+}
+
+
+class _PageParts(HTMLParser):
+    """The elements of a page and the text of each <dd> (display values are shown there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.values: list[str] = []
+        self._in_dd = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "dd":
+            self._in_dd += 1
+            self.values.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "dd":
+            self._in_dd -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_dd:
+            self.values[-1] += data
+
+
+def test_display_fields_are_stored_as_given_and_shown_as_text(world: ReviewWorld) -> None:
+    """Markup, formulas and direction overrides in a name reach the adjudicator as the text the
+    operator sent, never as elements, attributes or a reordered page."""
+    payload = batch_payload(1)
+    payload["subjects"][0]["display"] = HOSTILE_DISPLAY
+    payload["subjects"][0]["center_id"] = "<b>C-01</b>"
+    answer = world.client("operator").post("/api/v1/batches/b1/candidates", json=payload)
+    assert answer.status_code == 200, answer.text
+    ann = world.client("ann")
+    case = claimed(ann)
+    with database.sessions(world.engine)() as db:
+        stored = db.get(Subject, case["probe_id"])
+        assert stored is not None and json.loads(stored.display) == HOSTILE_DISPLAY  # as given
+    page = ann.get(f"/cases/{case['case_id']}")
+    parts = _PageParts()
+    parts.feed(page.text)
+    assert {tag for tag, _ in parts.tags} >= {"dd", "bdi"}
+    scripts = [attrs.get("src") for tag, attrs in parts.tags if tag == "script"]
+    assert scripts == ["/static/review.js"]  # the page's own script and nothing else
+    assert not [attrs for _, attrs in parts.tags if "onerror" in attrs]
+    assert [attrs for tag, attrs in parts.tags if tag == "img"]  # the chips are there
+    assert all(
+        attrs.get("src", "").startswith("/cases/") for tag, attrs in parts.tags if tag == "img"
+    )
+    for value in [*HOSTILE_DISPLAY.values(), "<b>C-01</b>"]:
+        assert value in parts.values
+    assert page.text.count("<bdi>") >= len(HOSTILE_DISPLAY) + 1
