@@ -69,11 +69,13 @@ class CaptureWindow:
 
     earliest: dt.datetime
     latest: dt.datetime
+    ahead_hours: float  # how far past the batch's first run ``latest`` lies
 
     @classmethod
     def for_batch(cls, settings: ManifestSettings, first_run: dt.datetime) -> CaptureWindow:
         ahead = dt.timedelta(hours=settings.capture_ahead_hours)
-        return cls(settings.earliest_capture, first_run.astimezone(dt.UTC) + ahead)
+        latest = first_run.astimezone(dt.UTC) + ahead
+        return cls(settings.earliest_capture, latest, settings.capture_ahead_hours)
 
 
 def _invalid(field: str, problem: str, value: str | None = None) -> RowRejected:
@@ -116,14 +118,18 @@ def parse_captured_at(value: str) -> dt.datetime:
 
 
 def _captured_within(value: str, window: CaptureWindow) -> dt.datetime:
+    """The capture time, or invalid_row. The detail names the bound, never the clock, so
+    every run of a batch gives the same words."""
     captured = parse_captured_at(value)
-    if not window.earliest <= captured <= window.latest:
-        raise _invalid(
-            "captured_at",
-            f"outside {window.earliest:%Y-%m-%d %H:%M} to {window.latest:%Y-%m-%d %H:%M} UTC "
-            "(manifest.earliest_capture, manifest.capture_ahead_hours)",
-            value,
+    if captured < window.earliest:
+        bound = f"before {window.earliest:%Y-%m-%d %H:%M} UTC (manifest.earliest_capture)"
+        raise _invalid("captured_at", bound, value)
+    if captured > window.latest:
+        bound = (
+            f"more than {window.ahead_hours:g} h after the batch was first staged "
+            "(manifest.capture_ahead_hours)"
         )
+        raise _invalid("captured_at", bound, value)
     return captured
 
 

@@ -248,20 +248,21 @@ def test_photo_path_longer_than_any_path_is_invalid() -> None:
 
 
 @pytest.mark.parametrize(
-    "captured_at",
+    ("captured_at", "bound"),
     [
-        "2999-11-20T10:00:00Z",
-        "1500-01-01T00:00:00Z",
-        "1989-12-31T23:59:59Z",
-        "2026-11-22T12:00:01Z",
+        ("2999-11-20T10:00:00Z", "more than 24 h after the batch was first staged"),
+        ("2026-11-22T12:00:01Z", "more than 24 h after the batch was first staged"),
+        ("1500-01-01T00:00:00Z", "before 1990-01-01 00:00 UTC (manifest.earliest_capture)"),
+        ("1989-12-31T23:59:59Z", "before 1990-01-01 00:00 UTC (manifest.earliest_capture)"),
     ],
 )
-def test_captured_at_outside_the_window_is_invalid(captured_at: str) -> None:
+def test_captured_at_outside_the_window_is_invalid(captured_at: str, bound: str) -> None:
     """Regression: a capture in 2999 was staged, and Spark's INT96 timestamp then made the
     enrollments table unreadable by delta-rs for every later step."""
     error = rejected({**GOOD, "captured_at": captured_at})
     assert error.reason is RejectReason.INVALID_ROW
-    assert error.detail.startswith("captured_at: outside 1990-01-01 00:00 to 2026-11-22 12:00 UTC")
+    assert error.detail.startswith(f"captured_at: {bound}")
+    assert captured_at in error.detail
 
 
 @pytest.mark.parametrize("captured_at", ["1990-01-01T00:00:00Z", "2026-11-22T12:00:00Z"])
