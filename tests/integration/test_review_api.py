@@ -282,7 +282,7 @@ def test_display_fields_are_stored_as_given_and_shown_as_text(world: ReviewWorld
     assert not [attrs for _, attrs in parts.tags if "onerror" in attrs]
     assert [attrs for tag, attrs in parts.tags if tag == "img"]  # the chips are there
     assert all(
-        attrs.get("src", "").startswith("/cases/") for tag, attrs in parts.tags if tag == "img"
+        (attrs.get("src") or "").startswith("/cases/") for tag, attrs in parts.tags if tag == "img"
     )
     for value in [*HOSTILE_DISPLAY.values(), "<b>C-01</b>"]:
         assert value in parts.values
