@@ -24,6 +24,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,13 +50,10 @@ class NotText(Exception):
         self.kept = kept
 
 
-def _escaped_byte(text: str) -> tuple[int, int] | None:
-    """The first undecodable byte that ``surrogateescape`` carried in ``text``: (value, offset)."""
-    for index, char in enumerate(text):
-        if "\udc80" <= char <= "\udcff":
-            offset = len(text[:index].encode("utf-8", "surrogateescape"))
-            return ord(char) - 0xDC00, offset
-    return None
+# Any surrogate: an undecodable byte carried by ``surrogateescape`` (U+DC80 to U+DCFF), or a
+# lone ``\\udXXX`` escape from JSON. Searched with a compiled pattern: this runs on every cell.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _not_utf8(byte: int, offset: int, kept: str) -> NotText:
@@ -64,7 +62,15 @@ def _not_utf8(byte: int, offset: int, kept: str) -> NotText:
 
 def _replaced(text: str) -> str:
     """``text`` with every surrogate (an escaped byte, or a lone JSON escape) shown as U+FFFD."""
-    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _surrogate_problem(text: str) -> NotText:
+    escaped = _ESCAPED_BYTE.search(text)
+    if escaped is None:
+        return NotText("holds an unpaired surrogate escape, not text", _replaced(text))
+    offset = len(text[: escaped.start()].encode("utf-8", "surrogateescape"))
+    return _not_utf8(ord(escaped.group()) - 0xDC00, offset, _replaced(text))
 
 
 def cell_text(value: Any) -> str | None:
@@ -74,11 +80,8 @@ def cell_text(value: Any) -> str | None:
     if isinstance(value, NotText):  # found unreadable earlier (a Parquet value)
         raise value
     if isinstance(value, str):
-        escaped = _escaped_byte(value)
-        if escaped is not None:
-            raise _not_utf8(*escaped, kept=_replaced(value))
-        if any("\ud800" <= c <= "\udfff" for c in value):
-            raise NotText("holds an unpaired surrogate escape, not text", _replaced(value))
+        if _SURROGATE.search(value) is not None:
+            raise _surrogate_problem(value)
         return value
     if isinstance(value, bytes):
         try:
