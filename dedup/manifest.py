@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.errors import ManifestError
+from dedup.files import is_uri
 from dedup.settings import ManifestSettings
 
 ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -31,7 +32,6 @@ _ECHO = 80
 # C0 and C1 control characters (NUL, newline, escape, ...): no name, id or path holds one, and
 # PostgreSQL cannot store NUL at all.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -140,7 +140,7 @@ def resolve_photo(photo_path: str, batch_dir: Path, settings: ManifestSettings) 
     it after ``..`` and symlinks are resolved. Absolute paths and URIs are refused unless the
     settings allow them. Nothing is opened here: ``dedup.photo_files`` reads the file.
     """
-    if _URI.match(photo_path):
+    if is_uri(photo_path):
         if not settings.allow_uris:
             raise RowRejected(
                 RejectReason.PHOTO_OUTSIDE_BATCH, "URIs are not allowed (manifest.allow_uris)"

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dedup.contracts.reasons import RejectReason, RowRejected
+from dedup.files import is_uri
 from dedup.imaging.decode import check_file_size
 from dedup.settings import ImagingSettings
 
@@ -159,7 +160,7 @@ def within_deadline(work: Callable[[], T], seconds: float, what: str) -> T:
 
 def read_photo(location: str, limits: ImagingSettings) -> bytes:
     """The photo's bytes from a resolved local path or a URI, or raise ``RowRejected``."""
-    reader = read_uri if "://" in location else read_local_file
+    reader = read_uri if is_uri(location) else read_local_file
     return within_deadline(
         lambda: reader(location, limits), limits.read_timeout_s, "reading the photo"
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dedup.errors import ConfigError
+from dedup.files import is_uri
 
 CONFIG_ENV = "DEDUP_CONFIG"
 
@@ -41,15 +41,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "dedup"
 
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
 def _absolute_path(path: Path) -> Path:
     return Path(os.path.abspath(path.expanduser()))
 
 
 def _absolute_unless_uri(location: str) -> str:
-    if _URI.match(location):
+    if is_uri(location):
         return location
     return os.path.abspath(os.path.expanduser(location))
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,3 +286,20 @@ def write_batch(
             cells_of_row["photo_path"] = photo_path
         written.append(cells_of_row)
     return encode_manifest(written, fmt, folder / "manifest", bom), written
+
+
+@contextmanager
+def fails_if_blocked(seconds: int, what: str) -> Iterator[None]:
+    """Turn a call that blocks for ``seconds`` into a failed test, not a hung suite (SIGALRM
+    interrupts even a system call blocked on a FIFO)."""
+
+    def blocked(signum: int, frame: object) -> None:
+        raise AssertionError(f"{what} blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

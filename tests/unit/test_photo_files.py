@@ -4,7 +4,6 @@ photo_unreadable reject after imaging.read_timeout_s."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
@@ -17,22 +16,15 @@ from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.manifest import resolve_photo
 from dedup.photo_files import read_local_file, read_photo, within_deadline
 from dedup.settings import ImagingSettings, ManifestSettings
+from tests.hostile import fails_if_blocked
 
 LIMITS = ImagingSettings(read_timeout_s=2.0)
 
 
 @pytest.fixture(autouse=True)
 def hang_guard() -> Iterator[None]:
-    """Fail, instead of hanging the suite, if a read blocks after all."""
-
-    def hung(signum: int, frame: object) -> None:
-        raise AssertionError("reading a photo blocked")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with fails_if_blocked(20, "reading a photo"):
+        yield
 
 
 def rejected(location: str, limits: ImagingSettings = LIMITS) -> RowRejected:

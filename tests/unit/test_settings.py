@@ -106,3 +106,10 @@ def test_an_earliest_capture_without_offset_is_utc() -> None:
 
     settings = load_settings(overrides={"manifest": {"earliest_capture": "2001-02-03T04:05"}})
     assert settings.manifest.earliest_capture == dt.datetime(2001, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def test_only_a_leading_scheme_makes_a_uri() -> None:
+    from dedup.files import is_uri
+
+    assert is_uri("s3://bucket/lake") and is_uri("file:///data/lake")
+    assert not is_uri("/data/x://y") and not is_uri("lake") and not is_uri("://x")

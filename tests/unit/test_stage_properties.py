@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from tests.hostile import (
     cells,
     csv_fits,
     encode_manifest,
+    fails_if_blocked,
     make_photo,
     photo_specs,
 )
@@ -51,16 +51,8 @@ manifest_rows = st.lists(
 
 @pytest.fixture(autouse=True)
 def hang_guard() -> Iterator[None]:
-    """A read that blocks fails the test instead of hanging the suite."""
-
-    def hung(signum: int, frame: object) -> None:
-        raise AssertionError("a per-row step blocked")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(600)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with fails_if_blocked(600, "a per-row step"):
+        yield
 
 
 def _record_starts(rows: list[dict[str, Cell]]) -> list[int]:
