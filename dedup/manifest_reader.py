@@ -175,8 +175,8 @@ class _Lines:
         return self.lines[self.next_index - 1]
 
 
-def _csv_records(lines: list[str], start: int, width: int) -> Iterator[tuple[str, list[str] | str]]:
-    """(where, cells) for every record from line index ``start``, or (where, problem)."""
+def _csv_records(lines: list[str], start: int, names: list[str]) -> Iterator[dict[str, Any]]:
+    """A row for every record from line index ``start`` (a row error where it is not one)."""
     index = start
     while index < len(lines):
         source = _Lines(lines, index)
@@ -192,22 +192,23 @@ def _csv_records(lines: list[str], start: int, width: int) -> Iterator[tuple[str
             except _RunOn:
                 cells = [_END]
             except csv.Error as exc:
-                yield _lines(first, source.next_index), f"not a CSV record ({exc})"
+                yield _row_error(_lines(first, source.next_index), f"not a CSV record ({exc})")
                 # the reader's state is unknown: start afresh on the next line
                 index = max(source.next_index, source.record_start + 1)
                 break
             if cells == [_END] and source.next_index == len(lines) and first == len(lines):
                 return  # the end marker itself
             if any(_END in cell for cell in cells):
-                yield f"line {first}", "a quote opened on this line is never closed"
+                yield _row_error(f"line {first}", "a quote opened on this line is never closed")
                 index = first  # the lines it swallowed are read again, as rows of their own
                 break
             if cells:
                 where = _lines(first, source.next_index)
-                if len(cells) != width:
-                    yield where, f"row has {len(cells)} fields; the header has {width}"
+                if len(cells) != len(names):
+                    problem = f"row has {len(cells)} fields; the header has {len(names)}"
+                    yield _row_error(where, problem)
                 else:
-                    yield where, cells
+                    yield _text_row(dict(zip(names, cells, strict=True)), where)
 
 
 def csv_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -226,11 +227,7 @@ def csv_rows(path: Path) -> Iterator[dict[str, Any]]:
     if lines and not lines[-1].endswith(("\n", "\r")):
         lines[-1] += "\n"
     lines.append(_END + "\n")
-    for where, record in _csv_records(lines, reader.line_num, len(names)):
-        if isinstance(record, str):
-            yield _row_error(where, record)
-        else:
-            yield _text_row(dict(zip(names, record, strict=True)), where)
+    yield from _csv_records(lines, reader.line_num, names)
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:

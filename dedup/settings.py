@@ -46,15 +46,7 @@ def _absolute_path(path: Path) -> Path:
 
 
 def _absolute_unless_uri(location: str) -> str:
-    if is_uri(location):
-        return location
-    return os.path.abspath(os.path.expanduser(location))
-
-
-# Paths are made absolute where the settings are validated, against the working directory of
-# that moment: engines resolve a relative path against their own idea of it (Spark reads
-# ``lake/enrollments`` as a table name), and every run records where it really wrote.
-LocalPath = Annotated[Path, AfterValidator(_absolute_path)]
+    return location if is_uri(location) else str(_absolute_path(Path(location)))
 
 
 def _utc(instant: dt.datetime) -> dt.datetime:
@@ -63,9 +55,13 @@ def _utc(instant: dt.datetime) -> dt.datetime:
     return zoned.astimezone(dt.UTC)
 
 
-UtcInstant = Annotated[dt.datetime, AfterValidator(_utc)]
+# Paths are made absolute where the settings are validated, against the working directory of
+# that moment: engines resolve a relative path against their own idea of it (Spark reads
+# ``lake/enrollments`` as a table name), and every run records where it really wrote.
+LocalPath = Annotated[Path, AfterValidator(_absolute_path)]
 # A local folder (made absolute) or an object-store URI (``s3://bucket/lake``, kept as given).
 Location = Annotated[str, AfterValidator(_absolute_unless_uri)]
+UtcInstant = Annotated[dt.datetime, AfterValidator(_utc)]
 
 
 class _Section(BaseModel):

@@ -68,11 +68,11 @@ def _clip(value: str | None) -> str | None:
     return value[:MAX_TEXT] if value else None
 
 
-def internal_error(exc: BaseException) -> RowRejected:
-    """The reject for a fault on one row: the error and where it was raised, for the report."""
+def _fault_detail(exc: BaseException) -> str:
+    """A fault on one row, for its reject: the error and where it was raised."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return RowRejected(RejectReason.INTERNAL_ERROR, f"{type(exc).__name__}{where}: {exc}"[:300])
+    return f"{type(exc).__name__}{where}: {exc}"[:300]
 
 
 def verdict_of(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -82,8 +82,7 @@ def verdict_of(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     except RowRejected as rejected:
         return {"reason_code": rejected.reason.value, "detail": rejected.detail}
     except Exception as exc:  # one row's fault must not fail the batch: see the module doc
-        fault = internal_error(exc)
-        return {"reason_code": fault.reason.value, "detail": fault.detail}
+        return {"reason_code": RejectReason.INTERNAL_ERROR.value, "detail": _fault_detail(exc)}
 
 
 def _best_effort(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ staged rows can go to the review queue as they are, and a re-run changes nothing
 from __future__ import annotations
 
 import glob
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,20 @@ from dedup.cli import app
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_STAGED
 from dedup.settings import Settings, load_settings
-from tests.hostile import PHOTO_KINDS, HostileRow, PhotoSpec, csv_fits, hostile_rows, write_batch
+from tests.hostile import (
+    DOCUMENTED,
+    PHOTO_KINDS,
+    SCALE,
+    HostileRow,
+    PhotoSpec,
+    csv_fits,
+    hostile_rows,
+    write_batch,
+)
 from tests.support import snapshot
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-SCALE = int(os.environ.get("DEDUP_HYPOTHESIS_SCALE", "1"))
-DOCUMENTED = {reason.value for reason in RejectReason} - {RejectReason.INTERNAL_ERROR.value}
 BEFORE_PHOTOS = {
     RejectReason.INVALID_ROW.value,
     RejectReason.CONSENT_MISSING.value,

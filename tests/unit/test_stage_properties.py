@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import MANIFEST_COLUMNS, RAW_MANIFEST
 from dedup.errors import ManifestError
 from dedup.manifest import ENROLLMENT_ID, CaptureWindow
@@ -29,18 +27,19 @@ from dedup.manifest_reader import read_manifest
 from dedup.settings import ManifestSettings, Settings, load_settings
 from dedup.stage_batches import VALIDATED, photo_verdict, validate_row_verdict
 from tests.hostile import (
+    DOCUMENTED,
     PHOTO_KINDS,
+    SCALE,
     Cell,
     cells,
     csv_fits,
+    csv_record_lines,
     encode_manifest,
     fails_if_blocked,
     make_photo,
     photo_specs,
 )
 
-SCALE = int(os.environ.get("DEDUP_HYPOTHESIS_SCALE", "1"))
-DOCUMENTED = {reason.value for reason in RejectReason} - {RejectReason.INTERNAL_ERROR.value}
 WINDOW = CaptureWindow.for_batch(ManifestSettings(), dt.datetime(2026, 11, 21, tzinfo=dt.UTC))
 _FIXTURES = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -57,12 +56,10 @@ def hang_guard() -> Iterator[None]:
 
 def _record_starts(rows: list[dict[str, Cell]]) -> list[int]:
     """The 1-based line each CSV record begins on (the header is line 1)."""
-    from tests.hostile import _csv_cell, _record_lines
-
     starts, line = [], 2
     for row in rows:
         starts.append(line)
-        line += _record_lines(b",".join(_csv_cell(row[n]) for n in MANIFEST_COLUMNS) + b"\n")
+        line += csv_record_lines(row)
     return starts
 
 
