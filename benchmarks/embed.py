@@ -21,7 +21,7 @@ import numpy as np
 
 from dedup.demo.batch import build_demo_batch
 from dedup.demo.portraits import fetch_portraits
-from dedup.manifest_reader import read_manifest
+from dedup.intake.manifest_reader import read_manifest
 from dedup.models.dlib_onnx import default_weights, ensure_dlib_export
 from dedup.models.embedder import Embedder
 from dedup.settings import DLIB_MODEL_ID, EmbedSettings, load_settings

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup.contracts.schemas import MANIFEST_COLUMNS
-from dedup.manifest_reader import read_manifest
-from dedup.photo_files import read_photo
+from dedup.intake.manifest_reader import read_manifest
+from dedup.intake.photo_files import read_photo
 from dedup.settings import ImagingSettings
 
 

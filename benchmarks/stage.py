@@ -1,8 +1,8 @@
 """Stage-job throughput: Spark local[1] against local[2] and against a plain Python loop.
 
 All three stage the same photos (the demo portraits and their re-captures, no hostile rows)
-with the same code (``dedup.staging``). Each Spark master runs in its own process (a JVM
-has one master); each first stages a small warm-up batch, so JVM start and dlib's weight
+with the same code (``dedup.intake.photo_to_face``). Each Spark master runs in its own process
+(a JVM has one master); each first stages a small warm-up batch, so JVM start and dlib's weight
 loading are not counted, and the Python loop likewise loads the weights before its clock
 starts. The Spark figures are whole-job wall time: manifest, validation, photos, Delta MERGEs.
 
@@ -24,11 +24,12 @@ from pathlib import Path
 from dedup.demo.batch import build_demo_batch
 from dedup.demo.portraits import fetch_portraits
 from dedup.imaging.detect import face_analyser
-from dedup.manifest import resolve_photo
-from dedup.manifest_reader import read_manifest
-from dedup.photo_files import read_photo
+from dedup.intake.manifest_reader import read_manifest
+from dedup.intake.manifest_rules import resolve_photo
+from dedup.intake.photo_files import read_photo
+from dedup.intake.photo_to_face import stage_photo
 from dedup.settings import load_settings
-from dedup.staging import stage_photo
+from pipelines.lake.batch_run import BatchRun
 
 
 def build_batches(root: Path, photos: int) -> tuple[Path, Path, int]:
@@ -58,9 +59,9 @@ def spark_run(master: str, manifest: Path, warmup: Path, lake: Path) -> dict[str
 
     settings = load_settings(overrides={"lake": str(lake), "spark": {"master": master}})
     spark = spark_session(settings, app_name=f"bench-stage-{master}")
-    run_stage("warmup", warmup, settings, spark)
+    run_stage(BatchRun("warmup", settings), warmup, spark)
     started = time.perf_counter()
-    report = run_stage("bench", manifest, settings, spark)
+    report = run_stage(BatchRun("bench", settings), manifest, spark)
     seconds = time.perf_counter() - started
     # The same job over a batch whose every row is refused before its photo is read: what
     # a job costs whatever its size (Spark stages, Delta MERGEs, the report).
@@ -69,7 +70,7 @@ def spark_run(master: str, manifest: Path, warmup: Path, lake: Path) -> dict[str
         manifest.read_text(encoding="utf-8").replace(",true,", ",false,"), encoding="utf-8"
     )
     started = time.perf_counter()
-    run_stage("fixed-cost", no_photos, settings, spark)
+    run_stage(BatchRun("fixed-cost", settings), no_photos, spark)
     fixed = time.perf_counter() - started
     spark.stop()
     return {"seconds": seconds, "photos": report.photos_processed, "fixed": fixed}

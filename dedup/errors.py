@@ -49,4 +49,4 @@ class StaleLease(AdjudicationError):
 
 
 class InjectedCrash(DedupError):
-    """Raised at a named crash point when a fault test asks for it (see ``dedup.faults``)."""
+    """Raised at a named crash point when a fault test asks for it (see ``dedup.crash_points``)."""

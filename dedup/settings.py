@@ -29,8 +29,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dedup.contracts.locations import is_uri
 from dedup.errors import ConfigError
-from dedup.files import is_uri
 
 CONFIG_ENV = "DEDUP_CONFIG"
 
@@ -176,7 +176,8 @@ class MatchingSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    """Where batch jobs publish their metrics (dedup.metrics); neither set: nowhere."""
+    """Where batch jobs publish their metrics (``dedup.observability.job_metrics``); neither
+    set: nowhere."""
 
     # Base URL of a Prometheus Pushgateway, e.g. http://pushgateway:9091.
     pushgateway: str | None = None

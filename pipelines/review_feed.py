@@ -14,51 +14,32 @@ import base64
 import datetime as dt
 import io
 import math
-from collections.abc import Iterable
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from PIL import Image
+from rich.console import RenderableType
 
 from dedup.adjudication import audit_log, database, intake
 from dedup.adjudication.payloads import BatchImport, CandidateIn, ImageIn, ImportResult, SubjectIn
 from dedup.contracts.reasons import RowRejected
 from dedup.contracts.schemas import MANIFEST_DISPLAY, STATUS_STAGED
-from dedup.errors import LakeError
 from dedup.imaging.decode import decode_photo
-from dedup.manifest import resolve_photo
-from dedup.photo_files import read_photo
+from dedup.intake.manifest_rules import resolve_photo
+from dedup.intake.photo_files import read_photo
 from dedup.settings import Settings
-from pipelines.deltars import open_table, plain_strings
+from pipelines.job_report import JobReport
+from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.readers import batch_candidates, rows_of_enrollments
 
 PHOTO_MAX_SIDE = 640
 PIPELINE_ACTOR = "pipeline"
 
 
-def _rows(settings: Settings, table: str, ids: Iterable[str], columns: list[str]) -> list[Any]:
-    found = open_table(settings.lake, table)
-    wanted = sorted(set(ids))
-    if found is None or not wanted:
-        return []
-    data = found.to_pyarrow_dataset().to_table(
-        columns=columns, filter=pc.field("enrollment_id").isin(pa.array(wanted, pa.string()))
-    )
-    return plain_strings(data).to_pylist()  # type: ignore[no-any-return]
-
-
 def review_payload(settings: Settings, batch_id: str, batch_dir: Path | None = None) -> BatchImport:
     """The import payload of one batch's candidates (model: the configured one)."""
-    table = open_table(settings.lake, "candidates")
-    if table is None:
-        raise LakeError("the lake has no candidates table: run `dedup match` first")
-    rows = plain_strings(
-        table.to_pyarrow_dataset().to_table(
-            columns=["probe_id", "candidate_id", "score", "rank", "source"],
-            filter=(pc.field("batch_id") == batch_id) & (pc.field("model_id") == settings.model),
-        )
-    ).to_pylist()
+    rows = batch_candidates(settings.lake, batch_id, settings.model)
     candidates = [
         CandidateIn(
             probe_id=r["probe_id"],
@@ -82,15 +63,16 @@ def subjects(
 ) -> list[SubjectIn]:
     """What adjudicators see of each enrollment; photos only of ``batch_id``'s own, from
     ``batch_dir`` (earlier batches' folders are not at hand: their chips stand in)."""
+    lake = settings.lake
     columns = ["enrollment_id", "batch_id", "status", "photo_path", "captured_at", "center_id"]
     enrollments = {
         r["enrollment_id"]: r
-        for r in _rows(settings, "enrollments", ids, [*columns, *MANIFEST_DISPLAY])
+        for r in rows_of_enrollments(lake, "enrollments", ids, [*columns, *MANIFEST_DISPLAY])
         if r["status"] == STATUS_STAGED
     }
     faces = {
         r["enrollment_id"]: r
-        for r in _rows(settings, "faces", ids, ["enrollment_id", "chip_png", "quality"])
+        for r in rows_of_enrollments(lake, "faces", ids, ["enrollment_id", "chip_png", "quality"])
     }
     out = []
     for enrollment_id in sorted(ids):
@@ -149,8 +131,9 @@ def _photo(settings: Settings, photo_path: str | None, batch_dir: Path | None) -
     return out.getvalue()
 
 
-def enqueue_batch(settings: Settings, batch_id: str, batch_dir: Path | None = None) -> ImportResult:
+def enqueue_batch(run: BatchRun, batch_dir: Path | None = None) -> ImportResult:
     """Import the batch's candidates into the review database (migrating it if needed)."""
+    batch_id, settings = run.batch_id, run.settings
     payload = review_payload(settings, batch_id, batch_dir)
     engine = database.connect(settings.adjudication_database_url())
     try:
@@ -170,3 +153,27 @@ def enqueue_batch(settings: Settings, batch_id: str, batch_dir: Path | None = No
         return result
     finally:
         engine.dispose()
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnqueueReport(JobReport):
+    result: ImportResult
+
+    def summary(self) -> list[RenderableType]:
+        result = self.result
+        if result.already_imported:
+            return [f"batch {result.batch_id} was already in the review queue: nothing added"]
+        return [
+            f"review queue: {result.cases_created} cases from batch {result.batch_id} "
+            f"({result.cases_skipped} probes already had a case; "
+            f"{result.catch_trials_seeded} catch trials seeded)"
+        ]
+
+
+def enqueue_report(run: BatchRun, batch_dir: Path | None = None) -> EnqueueReport:
+    """``enqueue_batch`` as a job: its result, and the time it took."""
+    started = time.perf_counter()
+    result = enqueue_batch(run, batch_dir)
+    return EnqueueReport(
+        batch_id=run.batch_id, seconds=time.perf_counter() - started, result=result
+    )

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from dedup.contracts.reasons import RejectReason as R
 from dedup.contracts.schemas import MANIFEST_COLUMNS
-from dedup.manifest_reader import MAX_RECORD_LINES
+from dedup.intake.manifest_reader import MAX_RECORD_LINES
 
 # Examples per property are bounded for CI; DEDUP_HYPOTHESIS_SCALE=10 runs ten times as many.
 SCALE = int(os.environ.get("DEDUP_HYPOTHESIS_SCALE", "1"))

@@ -13,17 +13,20 @@ RUN_TIME_COLUMNS = {"staged_at", "rejected_at", "matched_at"}
 
 
 def stage(spark: Any, settings: Settings, batch_id: str, manifest: Path) -> Any:
+    from pipelines.lake.batch_run import BatchRun
     from pipelines.spark.stage import run_stage
 
-    return run_stage(batch_id, manifest, settings, spark)
+    return run_stage(BatchRun(batch_id, settings), manifest, spark)
 
 
 def table_rows(spark: Any, settings: Settings, name: str, *, keep_times: bool = False) -> list[Any]:
     """Every row of a table as a dict, sorted by natural key; run times dropped unless asked."""
-    from pipelines.spark.lake import read_table
+    from pipelines.lake.spark_delta import SparkTables
 
     columns = [f.name for f in TABLES[name] if keep_times or f.name not in RUN_TIME_COLUMNS]
-    rows = [r.asDict(recursive=True) for r in read_table(spark, settings.lake, name).collect()]
+    rows = [
+        r.asDict(recursive=True) for r in SparkTables(spark, settings.lake).read(name).collect()
+    ]
     keys = NATURAL_KEYS[name]
     return sorted(
         ({c: row[c] for c in columns} for row in rows), key=lambda r: tuple(r[k] for k in keys)

@@ -13,7 +13,6 @@ manifest maps every row to the same key.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
@@ -109,7 +108,7 @@ REJECTS = pa.schema(
 # One template per (enrollment, model): a gallery never mixes models, and a model change
 # re-embeds into new rows instead of overwriting. Delta has no fixed-size arrays, so the table
 # stores a list; every row holds exactly the model's dimension (checked on write), and readers
-# that need the fixed-size form use ``fixed_size_vectors``.
+# that need a matrix use ``dedup.contracts.vectors``.
 TEMPLATES = pa.schema(
     [
         pa.field("enrollment_id", pa.string(), nullable=False),
@@ -151,14 +150,3 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "templates": ("enrollment_id", "model_id"),
     "candidates": ("batch_id", "model_id", "probe_id", "candidate_id", "source"),
 }
-
-
-def fixed_size_vectors(vectors: pa.Array | pa.ChunkedArray, dimension: int) -> pa.Array:
-    """A list<float32> column as fixed_size_list<float32>[dimension], refusing ragged rows."""
-    flat = pa.concat_arrays(vectors.chunks) if isinstance(vectors, pa.ChunkedArray) else vectors
-    values = flat.flatten()
-    if len(values) != len(flat) * dimension or (
-        len(flat) and pa.compute.min(pa.compute.list_value_length(flat)).as_py() != dimension
-    ):
-        raise ValueError(f"template vectors are not all {dimension}-d")
-    return pa.FixedSizeListArray.from_arrays(values.cast(pa.float32()), dimension)

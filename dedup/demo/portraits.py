@@ -21,8 +21,8 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from dedup.atomic_files import sha256_file
 from dedup.errors import DependencyError
-from dedup.files import sha256_file
 from dedup.settings import default_cache_dir
 
 SDIST_REQUIREMENT = "face-recognition==1.3.0"

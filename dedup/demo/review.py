@@ -25,7 +25,7 @@ from dedup.adjudication import accounts, audit_log, database
 from dedup.adjudication.access import Role
 from dedup.adjudication.credentials import new_totp_secret
 from dedup.adjudication.tables import User
-from dedup.files import write_bytes_atomically
+from dedup.atomic_files import write_bytes_atomically
 from dedup.settings import Settings
 
 DEMO_USERS = (

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from dedup.atomic_files import write_atomically
+from dedup.contracts.vectors import read_templates
 from dedup.errors import GalleryError
-from dedup.files import write_atomically
 from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
 from dedup.gallery.search import (
     ExactSweepEngine,
@@ -23,14 +24,13 @@ from dedup.gallery.search import (
     gpu_count,
 )
 from dedup.gallery.store import Gallery, open_gallery
-from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import (
     ImpostorTail,
     expected_false_candidates,
     review_threshold_for,
     sample_impostor_scores,
 )
-from dedup.metrics import SearchFigures
+from dedup.observability.job_metrics import SearchFigures
 from dedup.settings import Settings
 
 # How much of the gallery the impostor tail is fitted on: enough pairs to trust p(t) down to

@@ -39,9 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dedup.atomic_files import sha256_file, write_atomically, write_bytes_atomically
+from dedup.crash_points import crash_point
 from dedup.errors import GalleryError
-from dedup.faults import crash_point
-from dedup.files import sha256_file, write_atomically, write_bytes_atomically
 from dedup.gallery.layout import (
     COMPACTED_FILE,
     COMPACTED_SCHEMA,

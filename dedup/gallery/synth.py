@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from dedup.files import write_atomically
-from dedup.gallery.templates_io import vector_table
+from dedup.atomic_files import write_atomically
+from dedup.contracts.vectors import vector_table
 
 Vectors = NDArray[np.float32]
 CHUNK = 262_144

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from dedup.files import sha256_file, write_bytes_atomically
+from dedup.atomic_files import sha256_file, write_bytes_atomically
 from dedup.models.dlib_format import (
     AddPrevLayer,
     AffineLayer,

@@ -19,25 +19,29 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from rich.console import RenderableType
 
-from dedup.contracts.schemas import STATUS_STAGED, TEMPLATES, fixed_size_vectors
+from dedup.contracts.schemas import TEMPLATES
+from dedup.contracts.vectors import matrix_of, vector_column
+from dedup.crash_points import crash_once, crash_point
 from dedup.errors import LakeError
-from dedup.faults import crash_once, crash_point
+from dedup.models.dlib_onnx import ensure_dlib_export
 from dedup.models.embedder import Embedder
-from dedup.settings import Settings
-from pipelines.deltars import insert_new, open_table, plain_strings
+from dedup.settings import DLIB_MODEL_ID, Settings
+from pipelines.job_report import JobReport
+from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.readers import embedding_backlog
 
 ACTOR_RETRIES = 3
 
 
-@dataclass(frozen=True)
-class EmbedReport:
-    batch_id: str
+@dataclass(frozen=True, kw_only=True)
+class EmbedReport(JobReport):
     model_id: str
     faces: int
     embedded: int
     already_embedded: int
-    seconds: float
     actors: int
     device: str
 
@@ -45,52 +49,12 @@ class EmbedReport:
     def faces_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
-
-def pending_faces(settings: Settings, batch_id: str) -> tuple[pa.Table, int]:
-    """(chips of the batch still lacking a template of the model, how many already have one)."""
-    enrollments, faces = (
-        open_table(settings.lake, "enrollments"),
-        open_table(settings.lake, "faces"),
-    )
-    staged = (
-        enrollments.to_pyarrow_dataset().to_table(
-            columns=["enrollment_id"],
-            filter=(pc.field("batch_id") == batch_id) & (pc.field("status") == STATUS_STAGED),
-        )
-        if enrollments is not None
-        else None
-    )
-    if staged is None or (faces is None and staged.num_rows):
-        raise LakeError(f"batch {batch_id!r} has not been staged: run `dedup stage` first")
-    if staged.num_rows == 0:
-        finished = enrollments.to_pyarrow_dataset().count_rows(
-            filter=pc.field("batch_id") == batch_id
-        )
-        if not finished:
-            raise LakeError(
-                f"batch {batch_id!r} has no enrollments rows: it was never staged, or its "
-                "staging stopped part-way; run `dedup stage` for it again"
-            )
-        return pa.table({"enrollment_id": [], "batch_id": [], "chip_png": []}), 0
-    batch_only = pc.field("batch_id") == batch_id
-    chips = plain_strings(
-        faces.to_pyarrow_dataset().to_table(
-            columns=["enrollment_id", "batch_id", "chip_png"], filter=batch_only
-        )
-    )
-    chips = chips.filter(pc.is_in(chips["enrollment_id"], _ids(staged)))
-    templates = open_table(settings.lake, "templates")
-    if templates is None:
-        return chips, 0
-    done = templates.to_pyarrow_dataset().to_table(
-        columns=["enrollment_id"], filter=batch_only & (pc.field("model_id") == settings.model)
-    )
-    todo = chips.filter(pc.invert(pc.is_in(chips["enrollment_id"], _ids(done))))
-    return todo, chips.num_rows - todo.num_rows
-
-
-def _ids(table: pa.Table) -> pa.Array:
-    return pc.cast(table["enrollment_id"], pa.string()).combine_chunks()
+    def summary(self) -> list[RenderableType]:
+        return [
+            f"batch {self.batch_id}: {self.embedded} templates of {self.model_id} written "
+            f"({self.already_embedded} already there) by {self.device} in "
+            f"{self.seconds:.1f} s: {self.faces_per_second:.1f} faces/s"
+        ]
 
 
 class EmbedWorker:
@@ -105,13 +69,12 @@ class EmbedWorker:
     def __call__(self, batch: pa.Table) -> pa.Table:
         crash_once("embed.worker_batch")
         vectors = self.embedder.embed_png(batch["chip_png"].to_pylist())
-        flat = pa.array(vectors.ravel(), type=pa.float32())
         return pa.table(
             {
                 "enrollment_id": batch["enrollment_id"],
                 "batch_id": batch["batch_id"],
                 "model_id": pa.array([self.model_id] * batch.num_rows, pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+                "vector": vector_column(vectors),
             }
         )
 
@@ -169,16 +132,15 @@ def template_rows(embedded: pa.Table, settings: Settings, now: dt.datetime) -> p
         pa.array(_first_index(embedded["enrollment_id"].to_pylist())),
     )
     unique = embedded.filter(first)
-    vectors = fixed_size_vectors(unique["vector"], settings.model_spec.dimension)
-    values = vectors.flatten().to_numpy(zero_copy_only=False)
-    if not np.all(np.isfinite(values)):
+    matrix = matrix_of(unique["vector"], settings.model_spec.dimension)
+    if not np.all(np.isfinite(matrix)):
         raise LakeError("the embed job produced non-finite template values; nothing written")
     return pa.table(
         {
             "enrollment_id": unique["enrollment_id"],
             "batch_id": unique["batch_id"],
             "model_id": unique["model_id"],
-            "vector": vectors.cast(pa.list_(pa.float32())),
+            "vector": vector_column(matrix).cast(pa.list_(pa.float32())),
             "created_at": pa.array([now] * unique.num_rows, TEMPLATES.field("created_at").type),
         },
         schema=TEMPLATES,
@@ -194,13 +156,17 @@ def _first_index(keys: list[str]) -> list[int]:
 
 def commit_templates(settings: Settings, rows: pa.Table) -> None:
     """One Delta commit inserting the (enrollment_id, model_id) keys the table lacks."""
-    insert_new(settings.lake, "templates", rows)
+    DeltaRsTables(settings.lake).insert_new("templates", rows)
 
 
-def run_embed(batch_id: str, settings: Settings) -> EmbedReport:
+def run_embed(run: BatchRun) -> EmbedReport:
     """Embed one staged batch. Safe to run again for the same batch at any time."""
     started = time.perf_counter()
-    chips, already = pending_faces(settings, batch_id)
+    batch_id, settings = run.batch_id, run.settings
+    chips, already = embedding_backlog(settings.lake, batch_id, settings.model)
+    run.begin("embed")
+    if settings.model == DLIB_MODEL_ID and settings.model_spec.onnx is None:
+        ensure_dlib_export(settings.model_path())
     actors, device = 0, "none"
     if chips.num_rows:
         embedded, actors, device = embed_on_ray(chips, settings)

@@ -26,35 +26,42 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from rich.console import RenderableType
+from rich.table import Table
 
+from dedup.atomic_files import write_atomically, write_bytes_atomically
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED
-from dedup.faults import crash_point
-from dedup.files import write_atomically, write_bytes_atomically
-from dedup.manifest import CaptureWindow, check_batch_id
-from dedup.manifest_reader import read_manifest
+from dedup.crash_points import crash_point
+from dedup.intake.manifest_reader import read_manifest
+from dedup.intake.manifest_rules import CaptureWindow
+from dedup.intake.partition_steps import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
 from dedup.settings import Settings
-from dedup.stage_batches import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
+from pipelines.job_report import JobReport
+from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.spark_delta import SparkTables
 from pipelines.spark.arrow_types import spark_schema
-from pipelines.spark.lake import insert_new, read_table
 
 
-@dataclass(frozen=True)
-class StageReport:
-    batch_id: str
+@dataclass(frozen=True, kw_only=True)
+class StageReport(JobReport):
     rows: int
     staged: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     photos_processed: int = 0
-    seconds: float = 0.0
 
     @property
     def rejected(self) -> int:
         return sum(self.rejected_by_reason.values())
 
-
-def work_dir(lake: str, batch_id: str) -> Path:
-    return Path(lake) / "_work" / "stage" / batch_id
+    def summary(self) -> list[RenderableType]:
+        table = Table(title=f"batch {self.batch_id}: {self.rows} rows in {self.seconds:.1f} s")
+        table.add_column("outcome")
+        table.add_column("rows", justify="right")
+        table.add_row("[green]staged[/]", str(self.staged))
+        for reason, count in self.rejected_by_reason.items():
+            table.add_row(f"[red]rejected[/]: {reason}", str(count))
+        return [table]
 
 
 def first_run(work: Path) -> dt.datetime:
@@ -135,11 +142,8 @@ def stage_results(
     validated = raw.mapInArrow(
         functools.partial(validate_rows, window=window), spark_schema(VALIDATED)
     )
-    claimed = _claimed_elsewhere(
-        read_table(spark, settings.lake, "enrollments"),
-        read_table(spark, settings.lake, "faces"),
-        batch_id,
-    )
+    tables = SparkTables(spark, settings.lake)
+    claimed = _claimed_elsewhere(tables.read("enrollments"), tables.read("faces"), batch_id)
     checked = _with_batch_reasons(validated, claimed)
     survivors = checked.where(F.col("reason_code").isNull())
     photos = survivors.repartition(_photo_partitions(spark, rows), "row_index").mapInArrow(
@@ -169,19 +173,16 @@ def stage_results(
     )
 
 
-def run_stage(
-    batch_id: str, manifest: Path, settings: Settings, spark: SparkSession
-) -> StageReport:
+def run_stage(run: BatchRun, manifest: Path, spark: SparkSession) -> StageReport:
     """Stage one batch into the lake. Safe to run again for the same batch at any time."""
     started = time.perf_counter()
-    check_batch_id(batch_id)
+    batch_id, settings = run.batch_id, run.settings
     manifest = manifest.resolve()
-    work = work_dir(settings.lake, batch_id)
     raw = read_manifest(manifest)
+    work = run.begin("stage")
     manifest_parquet = write_atomically(
         work / "manifest.parquet", functools.partial(pq.write_table, raw)
     )
-    write_bytes_atomically(work / "settings.json", settings.to_json().encode("utf-8"))
     window = CaptureWindow.for_batch(settings.manifest, first_run(work))
     crash_point("stage.after_manifest")
 
@@ -196,14 +197,15 @@ def run_stage(
         "staged_at", F.lit(staged_at).cast("timestamp")
     )
     staged = results.where(F.col("status") == STATUS_STAGED)
-    insert_new(spark, settings.lake, "faces", staged)
+    tables = SparkTables(spark, settings.lake)
+    tables.insert_new("faces", staged)
     crash_point("stage.after_faces")
     rejected = results.where(F.col("status") == STATUS_REJECTED).withColumn(
         "rejected_at", F.col("staged_at")
     )
-    insert_new(spark, settings.lake, "rejects", rejected)
+    tables.insert_new("rejects", rejected)
     crash_point("stage.after_rejects")
-    insert_new(spark, settings.lake, "enrollments", results)
+    tables.insert_new("enrollments", results)
     crash_point("stage.after_enrollments")
 
     counts = {
@@ -230,11 +232,3 @@ _BEFORE_PHOTOS = {
     RejectReason.DUPLICATE_IN_BATCH.value,
     RejectReason.ALREADY_ENROLLED.value,
 }
-
-
-def batch_verdicts(spark: SparkSession, lake: str, batch_id: str) -> dict[int, str | None]:
-    """Each manifest row of a staged batch: its reason code, or None if it was staged."""
-    rows = read_table(spark, lake, "enrollments").where(F.col("batch_id") == batch_id)
-    return {
-        r["row_index"]: r["reason_code"] for r in rows.select("row_index", "reason_code").collect()
-    }

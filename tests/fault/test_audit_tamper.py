@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from dedup.cli import app
+from pipelines.cli import app
 from tests.review_support import ReviewWorld, batch_payload
 
 runner = CliRunner()

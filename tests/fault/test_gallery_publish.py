@@ -1,7 +1,7 @@
 """A crash while publishing a gallery version leaves the previous one published, verified and
 usable, and a retry repairs everything; a flipped byte in any file is caught on open.
 
-Crashes are injected at the publish crash points (``dedup.faults``): raised in-process, and
+Crashes are injected at the publish crash points (``dedup.crash_points``): raised in-process, and
 once as a hard process exit (what an OOM kill does) from a separate Python process.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from dedup.crash_points import CRASH_AT_ENV, CRASH_MODE_ENV
 from dedup.errors import GalleryError, InjectedCrash
-from dedup.faults import CRASH_AT_ENV, CRASH_MODE_ENV
 from dedup.gallery.layout import CURRENT_FILE, TMP_PREFIX, VERSIONS_DIR
 from dedup.gallery.store import (
     add_batch,

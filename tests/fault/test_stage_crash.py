@@ -1,6 +1,6 @@
 """A stage run that crashes part-way, then runs again, leaves the tables a clean run leaves.
 
-Crashes are injected at the job's named crash points (``dedup.faults``): raised in-process
+Crashes are injected at the job's named crash points (``dedup.crash_points``): raised in-process
 between every pair of steps, and once as a hard process exit (what an OOM kill does) from a
 separate ``dedup stage`` process.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from dedup.crash_points import CRASH_AT_ENV, CRASH_MODE_ENV
 from dedup.demo.batch import DemoBatch, build_demo_batch
 from dedup.errors import InjectedCrash
-from dedup.faults import CRASH_AT_ENV, CRASH_MODE_ENV
 from dedup.settings import Settings
 from tests.conftest import make_settings
 from tests.support import snapshot, stage, table_rows
@@ -84,7 +84,7 @@ def test_process_killed_mid_merge_then_rerun_gives_the_clean_tables(
         "DEDUP_SPARK__MASTER": "local[2]",
         "DEDUP_SPARK__SHUFFLE_PARTITIONS": "2",
     }
-    command = [sys.executable, "-m", "dedup.cli", "stage", "--batch-id", BATCH]
+    command = [sys.executable, "-m", "pipelines.cli", "stage", "--batch-id", BATCH]
     command += ["--manifest", str(batch.manifest), "--lake", settings.lake]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]

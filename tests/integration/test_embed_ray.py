@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dedup.crash_points import CRASH_AT_ENV, CRASH_MARKER_ENV
 from dedup.demo.batch import DemoBatch, build_demo_batch
 from dedup.errors import LakeError
-from dedup.faults import CRASH_AT_ENV, CRASH_MARKER_ENV
 from dedup.models.dlib_onnx import ensure_dlib_export
 from dedup.settings import Settings
+from pipelines.lake.batch_run import BatchRun
 from tests.conftest import make_settings
 from tests.support import stage
 
@@ -69,7 +70,7 @@ def staged_ids(batch: DemoBatch) -> set[str]:
 def embedded(staged: Settings, batch: DemoBatch) -> Any:
     from pipelines.ray.embed import run_embed
 
-    return run_embed(BATCH, staged)
+    return run_embed(BatchRun(BATCH, staged))
 
 
 def test_one_unit_template_per_staged_face(
@@ -90,7 +91,7 @@ def test_rerunning_changes_nothing(staged: Settings, embedded: Any) -> None:
 
     table = templates(staged)
     version, rows = table.version(), table.to_pyarrow_table()
-    again = run_embed(BATCH, staged)
+    again = run_embed(BatchRun(BATCH, staged))
     assert (again.embedded, again.already_embedded) == (0, embedded.embedded)
     table = templates(staged)
     assert table.version() == version
@@ -119,7 +120,7 @@ def test_a_batch_that_was_not_staged_is_refused(staged: Settings) -> None:
     from pipelines.ray.embed import run_embed
 
     with pytest.raises(LakeError, match="dedup stage"):
-        run_embed("never-staged", staged)
+        run_embed(BatchRun("never-staged", staged))
 
 
 def test_a_worker_killed_mid_job_leaves_every_template_once(
@@ -137,7 +138,7 @@ def test_a_worker_killed_mid_job_leaves_every_template_once(
         CRASH_MARKER_ENV: str(marker),
         "RAY_AUTH_MODE": "disabled",
     }
-    command = [sys.executable, "-m", "dedup.cli", "embed", "--batch-id", BATCH]
+    command = [sys.executable, "-m", "pipelines.cli", "embed", "--batch-id", BATCH]
     command += ["--config", str(config)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
+from dedup.crash_points import CRASH_AT_ENV
 from dedup.demo.batch import DemoBatch, ExpectedRow, build_demo_batch
 from dedup.errors import InjectedCrash, LakeError
-from dedup.faults import CRASH_AT_ENV
 from dedup.gallery.store import open_gallery
 from dedup.models.dlib_onnx import ensure_dlib_export
 from dedup.settings import Settings
+from pipelines.lake.batch_run import BatchRun
 from tests.conftest import make_settings
 from tests.support import stage
 
@@ -87,7 +88,7 @@ def embedded_lake(
     )
     for batch_id, batch in zip((FIRST, SECOND), batches, strict=True):
         stage(spark, settings, batch_id, batch.manifest)
-        run_embed(batch_id, settings)
+        run_embed(BatchRun(batch_id, settings))
     return settings
 
 
@@ -100,17 +101,17 @@ def lake(embedded_lake: Settings, tmp_path: Path) -> Settings:
 
 
 def candidates(settings: Settings) -> list[dict[str, Any]]:
-    from pipelines.deltars import open_table
+    from pipelines.lake.delta_rs import DeltaRsTables
 
-    table = open_table(settings.lake, "candidates")
+    table = DeltaRsTables(settings.lake).open("candidates")
     rows = [] if table is None else table.to_pyarrow_table().to_pylist()
     return sorted(rows, key=lambda r: (r["batch_id"], r["probe_id"], r["candidate_id"]))
 
 
 def match(settings: Settings, batch_id: str, **options: Any) -> Any:
-    from pipelines.ray.match_job import run_match
+    from pipelines.match import run_match
 
-    return run_match(batch_id, settings, Path(settings.gallery), **options)
+    return run_match(BatchRun(batch_id, settings), Path(settings.gallery), **options)
 
 
 def test_the_first_batch_has_no_candidates_and_seeds_the_gallery(
@@ -225,13 +226,13 @@ def test_enqueue_puts_the_candidates_and_what_adjudicators_see_into_the_queue(
     from pipelines.review_feed import enqueue_batch
 
     with pytest.raises(LakeError, match="no candidates table"):
-        enqueue_batch(lake, SECOND)
+        enqueue_batch(BatchRun(SECOND, lake))
     match(lake, FIRST, ray=False)
     match(lake, SECOND, ray=False)
     rows = [r for r in candidates(lake) if r["batch_id"] == SECOND]
-    result = enqueue_batch(lake, SECOND, batches[1].folder)
+    result = enqueue_batch(BatchRun(SECOND, lake), batches[1].folder)
     assert result.cases_created == len({r["probe_id"] for r in rows}) > 0
-    assert enqueue_batch(lake, SECOND, batches[1].folder).already_imported
+    assert enqueue_batch(BatchRun(SECOND, lake), batches[1].folder).already_imported
 
     engine = database.connect(lake.adjudication_database_url())
     with database.sessions(engine)() as db:

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
+from dedup.contracts.vectors import read_templates
 from dedup.errors import GalleryError
 from dedup.gallery.layout import shard_file
 from dedup.gallery.search import IvfPqEngine, search_batch
 from dedup.gallery.store import Gallery, build_gallery, erase, open_gallery
 from dedup.gallery.synth import write_synthetic_set
-from dedup.gallery.templates_io import read_templates
 from pipelines.ray.match import (
     RayShardSearch,
     ShardActor,

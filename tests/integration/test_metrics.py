@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dedup.errors import DedupError
-from dedup.metrics import SearchFigures, publish, search_registry
+from dedup.observability.job_metrics import SearchFigures, publish, search_registry
 from dedup.settings import MetricsSettings
 
 AUDITED = SearchFigures(

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dedup.cli import app
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_STAGED
 from dedup.settings import Settings, load_settings
+from pipelines.cli import app
 from tests.hostile import (
     DOCUMENTED,
     PHOTO_KINDS,

@@ -106,12 +106,12 @@ def test_display_fields_are_kept_for_adjudicators(
 
 
 def test_tables_have_the_declared_schemas(spark: Any, staged: tuple[Settings, Any]) -> None:
+    from pipelines.lake.spark_delta import SparkTables
     from pipelines.spark.arrow_types import spark_schema
-    from pipelines.spark.lake import read_table
 
     settings, _ = staged
     for name, schema in TABLES.items():
-        actual = read_table(spark, settings.lake, name).schema
+        actual = SparkTables(spark, settings.lake).read(name).schema
         assert [(f.name, f.dataType) for f in actual] == [
             (f.name, f.dataType) for f in spark_schema(schema)
         ]

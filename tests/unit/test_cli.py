@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dedup.cli import app
 from dedup.contracts.reasons import RejectReason, reasons_markdown
+from pipelines.cli import app
 
 runner = CliRunner()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from dedup.cli import app
 from dedup.gallery.search import CANDIDATES
+from pipelines.cli import app
 
 runner = CliRunner()
 

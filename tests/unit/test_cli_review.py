@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from dedup.adjudication import audit_log, database
 from dedup.adjudication.credentials import totp_now
 from dedup.adjudication.service import create_app
-from dedup.cli import app
 from dedup.settings import AdjudicationSettings
+from pipelines.cli import app
 
 runner = CliRunner()
 

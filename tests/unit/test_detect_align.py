@@ -17,8 +17,8 @@ from dedup.errors import ConfigError
 from dedup.imaging.align import alignment_template, eye_centres, similarity_transform
 from dedup.imaging.decode import DecodedPhoto, decode_photo
 from dedup.imaging.detect import Box, Detection, Face, face_analyser, select_single_face
+from dedup.intake.photo_to_face import StagedFace, stage_photo
 from dedup.settings import DetectionSettings, Settings, load_settings
-from dedup.staging import StagedFace, stage_photo
 
 # 32bit.png is obama2.jpg saved as RGBA: the alpha path of decoding on a real photo.
 USABLE = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "32bit.png")

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
+from dedup.contracts.vectors import read_templates
 from dedup.errors import GalleryError
 from dedup.gallery import search
 from dedup.gallery.search import (
@@ -22,7 +23,6 @@ from dedup.gallery.search import (
 )
 from dedup.gallery.store import Gallery, build_gallery, compact, erase, open_gallery
 from dedup.gallery.synth import write_synthetic_set
-from dedup.gallery.templates_io import read_templates
 
 THRESHOLD = 0.90
 

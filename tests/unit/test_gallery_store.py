@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from dedup.atomic_files import sha256_file
 from dedup.errors import GalleryError
-from dedup.files import sha256_file
 from dedup.gallery.layout import (
     CURRENT_FILE,
     MANIFEST_FILE,

@@ -1,5 +1,7 @@
-"""The domain core stays engine-free: `dedup` never imports pyspark or ray at module level,
-and never imports `pipelines`."""
+"""The layering of STYLE.md, held: the domain core ``dedup`` never imports ``pipelines``
+anywhere (not even inside a function), never imports an engine (pyspark, ray, delta-spark,
+deltalake) at module level, and loads none when every module of it is imported; and no module
+of ``dedup`` or ``pipelines`` grows past a few hundred lines."""
 
 from __future__ import annotations
 
@@ -11,26 +13,58 @@ import sys
 from pathlib import Path
 
 import dedup
+import pipelines
 
-ENGINES = ("pyspark", "ray", "delta")
+ENGINES = ("pyspark", "ray", "delta", "deltalake")
 ROOT = Path(dedup.__file__).parent
+PIPELINES = Path(pipelines.__file__).parent
+MAX_LINES = 400
+
+
+def _imported(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name.split(".")[0] for alias in node.names}
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return {node.module.split(".")[0]}
+    return set()
 
 
 def module_level_imports(path: Path) -> set[str]:
+    """Top-level packages imported by statements at module level, including under if/try."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in tree.body:  # only statements at module level, including those under `if`
+    for node in tree.body:
         for child in ast.walk(node) if isinstance(node, ast.If | ast.Try) else [node]:
-            if isinstance(child, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in child.names}
-            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                names.add(child.module.split(".")[0])
+            names |= _imported(child)
     return names
 
 
-def test_no_module_of_dedup_imports_an_engine_or_pipelines_at_module_level() -> None:
+def all_imports(path: Path) -> set[str]:
+    """Top-level packages imported anywhere in the module: in functions, classes, branches,
+    and by name through ``importlib.import_module`` or ``__import__``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        names |= _imported(node)
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = ast.unparse(node.func)
+            if called in ("importlib.import_module", "import_module", "__import__"):
+                names.add(str(node.args[0].value).split(".")[0])
+    return names
+
+
+def test_no_module_of_dedup_imports_pipelines_anywhere() -> None:
+    offenders = sorted(
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*.py")
+        if "pipelines" in all_imports(path)
+    )
+    assert offenders == []
+
+
+def test_no_module_of_dedup_imports_an_engine_at_module_level() -> None:
     offenders = {
-        str(path.relative_to(ROOT)): sorted(module_level_imports(path) & {*ENGINES, "pipelines"})
+        str(path.relative_to(ROOT)): sorted(module_level_imports(path) & set(ENGINES))
         for path in ROOT.rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
@@ -38,19 +72,40 @@ def test_no_module_of_dedup_imports_an_engine_or_pipelines_at_module_level() -> 
 
 def test_importing_every_dedup_module_loads_no_engine() -> None:
     modules = [m.name for m in pkgutil.walk_packages([str(ROOT)], prefix="dedup.")]
-    assert "dedup.cli" in modules and "dedup.staging" in modules
+    assert "dedup.settings" in modules and "dedup.intake.photo_to_face" in modules
     probe = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {ENGINES!r})))\n"
+        "print(json.dumps(sorted(m for m in sys.modules\n"
+        f"    if m.split('.')[0] in {(*ENGINES, 'pipelines')!r})))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
 
 
-def test_the_check_itself_catches_an_engine_import(tmp_path: Path) -> None:
+def modules_over(limit: int) -> dict[str, int]:
+    found = {}
+    for root in (ROOT, PIPELINES):
+        for path in root.rglob("*.py"):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            if lines > limit:
+                found[f"{root.name}/{path.relative_to(root)}"] = lines
+    return found
+
+
+def test_no_module_of_dedup_or_pipelines_is_over_400_lines() -> None:
+    assert modules_over(MAX_LINES) == {}
+
+
+def test_the_checks_themselves_catch_what_they_hold(tmp_path: Path) -> None:
     sample = tmp_path / "bad.py"
     sample.write_text("import os\nif True:\n    from pyspark.sql import SparkSession\n")
     assert "pyspark" in module_level_imports(sample)
-    sample.write_text("def f():\n    import ray\n")
+    sample.write_text("def f():\n    import ray\n    from pipelines.match import run_match\n")
     assert "ray" not in module_level_imports(sample)
+    assert {"ray", "pipelines"} <= all_imports(sample)
+    sample.write_text(
+        "import importlib\nclass A:\n    m = importlib.import_module('pipelines.x')\n"
+    )
+    assert "pipelines" in all_imports(sample)
+    assert modules_over(1)  # every tree has a module over one line

@@ -13,8 +13,8 @@ import pytest
 from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.contracts.schemas import RAW_MANIFEST
 from dedup.errors import ManifestError
-from dedup.manifest import CaptureWindow, repeated_ids, resolve_photo, validate_row
-from dedup.manifest_reader import read_manifest
+from dedup.intake.manifest_reader import read_manifest
+from dedup.intake.manifest_rules import CaptureWindow, repeated_ids, resolve_photo, validate_row
 from dedup.settings import ManifestSettings
 
 # The batch was first run on 2026-11-21 at noon: captures up to a day later are accepted.

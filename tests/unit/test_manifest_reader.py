@@ -15,7 +15,7 @@ import pytest
 
 from dedup.contracts.schemas import MANIFEST_REQUIRED, RAW_MANIFEST
 from dedup.errors import ManifestError
-from dedup.manifest_reader import read_manifest
+from dedup.intake.manifest_reader import read_manifest
 
 HEADER = ",".join(MANIFEST_REQUIRED).encode()
 
@@ -102,7 +102,7 @@ def test_csv_records_keep_their_line_numbers_across_quoted_newlines_and_blank_li
 
 
 def test_a_quote_that_runs_on_past_the_record_limit_is_closed_by_force(tmp_path: Path) -> None:
-    from dedup.manifest_reader import MAX_RECORD_LINES
+    from dedup.intake.manifest_reader import MAX_RECORD_LINES
 
     following = [good_line(f"F{i}") for i in range(MAX_RECORD_LINES + 5)]
     data = b"\n".join([HEADER, b'E1,"photos/a.jpg,true,2026-11-20T10:00:00Z,C1', *following])

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dedup.contracts.reasons import RejectReason, RowRejected
-from dedup.manifest import resolve_photo
-from dedup.photo_files import read_local_file, read_photo, within_deadline
+from dedup.intake.manifest_rules import resolve_photo
+from dedup.intake.photo_files import read_local_file, read_photo, within_deadline
 from dedup.settings import ImagingSettings, ManifestSettings
 from tests.hostile import fails_if_blocked
 
@@ -124,7 +124,7 @@ def test_a_file_that_grows_past_the_limit_after_the_look_is_refused(
         path.write_bytes(b"x" * 5000)
         return result
 
-    monkeypatch.setattr("dedup.photo_files.os.lstat", lstat_then_grow)
+    monkeypatch.setattr("dedup.intake.photo_files.os.lstat", lstat_then_grow)
     error = rejected(str(path), ImagingSettings(max_file_bytes=1000))
     assert error.reason is RejectReason.IMAGE_TOO_LARGE
 
@@ -142,7 +142,7 @@ def test_a_file_swapped_for_another_between_look_and_open_is_refused(
         os.replace(tmp_path / "other.jpg", path)
         return result
 
-    monkeypatch.setattr("dedup.photo_files.os.lstat", lstat_then_swap)
+    monkeypatch.setattr("dedup.intake.photo_files.os.lstat", lstat_then_swap)
     assert "changed while it was opened" in rejected(str(path)).detail
 
 
@@ -160,7 +160,7 @@ def test_a_read_that_stalls_is_rejected_after_the_timeout(
         release.wait(30)
         return real_lstat(target)
 
-    monkeypatch.setattr("dedup.photo_files.os.lstat", stalled_lstat)
+    monkeypatch.setattr("dedup.intake.photo_files.os.lstat", stalled_lstat)
     started = time.monotonic()
     error = rejected(str(path), ImagingSettings(read_timeout_s=0.5))
     waited = time.monotonic() - started

@@ -109,7 +109,7 @@ def test_an_earliest_capture_without_offset_is_utc() -> None:
 
 
 def test_only_a_leading_scheme_makes_a_uri() -> None:
-    from dedup.files import is_uri
+    from dedup.contracts.locations import is_uri
 
     assert is_uri("s3://bucket/lake") and is_uri("file:///data/lake")
     assert not is_uri("/data/x://y") and not is_uri("lake") and not is_uri("://x")

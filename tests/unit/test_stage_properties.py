@@ -22,10 +22,10 @@ from PIL import Image
 
 from dedup.contracts.schemas import MANIFEST_COLUMNS, RAW_MANIFEST
 from dedup.errors import ManifestError
-from dedup.manifest import ENROLLMENT_ID, CaptureWindow
-from dedup.manifest_reader import read_manifest
+from dedup.intake.manifest_reader import read_manifest
+from dedup.intake.manifest_rules import ENROLLMENT_ID, CaptureWindow
+from dedup.intake.partition_steps import VALIDATED, photo_verdict, validate_row_verdict
 from dedup.settings import ManifestSettings, Settings, load_settings
-from dedup.stage_batches import VALIDATED, photo_verdict, validate_row_verdict
 from tests.hostile import (
     DOCUMENTED,
     PHOTO_KINDS,
@@ -188,13 +188,13 @@ def test_a_fault_on_one_row_is_that_row_s_internal_error(
     def broken(*args: object) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setattr("dedup.stage_batches.read_photo", broken)
+    monkeypatch.setattr("dedup.intake.partition_steps.read_photo", broken)
     (tmp_path / "a.jpg").write_bytes(b"x")
     verdict = photo_verdict({"row_index": 3, "photo_path": "a.jpg"}, tmp_path, stage_settings)
     assert verdict["reason_code"] == "internal_error"
     assert verdict["detail"].startswith("KeyError at test_stage_properties.py:")
     assert verdict["detail"].endswith(": 'a bug'")
-    monkeypatch.setattr("dedup.stage_batches.validate_row", broken)
+    monkeypatch.setattr("dedup.intake.partition_steps.validate_row", broken)
     row = {"row_index": 4, "enrollment_id": "E1", "row_error": None}
     checked = validate_row_verdict(row, WINDOW)
     assert (checked["reason_code"], checked["enrollment_id"]) == ("internal_error", "E1")

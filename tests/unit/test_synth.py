@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
+from dedup.contracts.vectors import read_templates
 from dedup.gallery.synth import TemplateSynth, write_synthetic_set
-from dedup.gallery.templates_io import read_templates
 
 
 @pytest.fixture(scope="module")

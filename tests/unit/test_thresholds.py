@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
+from dedup.contracts.vectors import read_templates
 from dedup.errors import DedupError
 from dedup.gallery.synth import write_synthetic_set
-from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import (
     ImpostorTail,
     expected_false_candidates,

@@ -10,10 +10,12 @@ from typing import Annotated, Any
 
 import typer
 
-from dedup.cli_output import console, fail
-from dedup.errors import ConfigError, DedupError
+from dedup.errors import ConfigError
 from dedup.settings import Settings
+from pipelines.cli.options import ConfigOption, LakeOption, settings_from
+from pipelines.cli.output import console, print_report
 
+review_app = typer.Typer()
 users_app = typer.Typer(help="Review-service accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The review service's audit log.", no_args_is_help=True)
 
@@ -44,12 +46,18 @@ def serve_review(settings: Settings, migrate: bool, announce: str | None = None)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
-def serve_command(
-    settings: Settings,
-    host: str | None,
-    port: int | None,
-    migrate: bool,
+@review_app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on.")] = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Bring the database schema up first.")
+    ] = True,
+    config: ConfigOption = None,
+    lake: LakeOption = None,
 ) -> None:
+    """Run the review service (adjudication queue, web UI, JSON API, /metrics)."""
+    settings = settings_from(config, lake)
     overrides: dict[str, Any] = {}
     if host:
         overrides["host"] = host
@@ -59,31 +67,24 @@ def serve_command(
         settings = settings.model_copy(
             update={"adjudication": settings.adjudication.model_copy(update=overrides)}
         )
-    try:
-        serve_review(settings, migrate)
-    except DedupError as error:
-        raise fail(error) from error
+    serve_review(settings, migrate)
 
 
-def enqueue_command(settings: Settings, batch_id: str, batch_dir: Path | None) -> None:
-    from pipelines.review_feed import enqueue_batch
+@review_app.command()
+def enqueue(
+    batch_id: Annotated[str, typer.Option("--batch-id", help="The matched batch to review.")],
+    batch_dir: Annotated[
+        Path | None,
+        typer.Option("--batch-dir", help="The batch folder, to show adjudicators the photos."),
+    ] = None,
+    config: ConfigOption = None,
+    lake: LakeOption = None,
+) -> None:
+    """Put a matched batch's candidates into the review queue (once; a re-run adds nothing)."""
+    from pipelines.lake.batch_run import BatchRun
+    from pipelines.review_feed import enqueue_report
 
-    try:
-        result = enqueue_batch(settings, batch_id, batch_dir)
-    except DedupError as error:
-        raise fail(error) from error
-    print_enqueue(result)
-
-
-def print_enqueue(result: Any) -> None:
-    if result.already_imported:
-        console.print(f"batch {result.batch_id} was already in the review queue: nothing added")
-        return
-    console.print(
-        f"review queue: {result.cases_created} cases from batch {result.batch_id} "
-        f"({result.cases_skipped} probes already had a case; "
-        f"{result.catch_trials_seeded} catch trials seeded)"
-    )
+    print_report(enqueue_report(BatchRun(batch_id, settings_from(config, lake)), batch_dir))
 
 
 def add_user(
@@ -130,15 +131,12 @@ def users_add(
     from dedup.adjudication.credentials import totp_uri
     from dedup.settings import load_settings
 
-    try:
-        settings = load_settings(config)
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\n")
-        else:
-            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-        secret = add_user(settings, username, roles, password, display_name)
-    except DedupError as error:
-        raise fail(error) from error
+    settings = load_settings(config)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    secret = add_user(settings, username, roles, password, display_name)
     console.print(f"created {username}; TOTP secret (shown once): {secret}")
     console.print(totp_uri(secret, username), soft_wrap=True)
 
@@ -153,20 +151,17 @@ def users_token(
     from dedup.adjudication import accounts, audit_log, database
     from dedup.settings import load_settings
 
-    try:
-        settings = load_settings(config)
-        engine = _engine(settings)
-        with database.sessions(engine)() as db, db.begin():
-            token = accounts.issue_api_token(db, username, label, datetime.now(UTC))
-            audit_log.record(
-                db,
-                audit_log.Actor("cli", "admin", "local"),
-                "token.issue",
-                f"user:{username}",
-                details={"label": label[:200]},
-            )
-    except DedupError as error:
-        raise fail(error) from error
+    settings = load_settings(config)
+    engine = _engine(settings)
+    with database.sessions(engine)() as db, db.begin():
+        token = accounts.issue_api_token(db, username, label, datetime.now(UTC))
+        audit_log.record(
+            db,
+            audit_log.Actor("cli", "admin", "local"),
+            "token.issue",
+            f"user:{username}",
+            details={"label": label[:200]},
+        )
     console.print(token, soft_wrap=True)
 
 
@@ -178,19 +173,16 @@ def users_deactivate(
     from dedup.adjudication import accounts, audit_log, database
     from dedup.settings import load_settings
 
-    try:
-        engine = _engine(load_settings(config))
-        with database.sessions(engine)() as db, db.begin():
-            ended = accounts.deactivate_user(db, username)
-            audit_log.record(
-                db,
-                audit_log.Actor("cli", "admin", "local"),
-                "user.deactivate",
-                f"user:{username}",
-                details={"sessions_ended": str(ended)},
-            )
-    except DedupError as error:
-        raise fail(error) from error
+    engine = _engine(load_settings(config))
+    with database.sessions(engine)() as db, db.begin():
+        ended = accounts.deactivate_user(db, username)
+        audit_log.record(
+            db,
+            audit_log.Actor("cli", "admin", "local"),
+            "user.deactivate",
+            f"user:{username}",
+            details={"sessions_ended": str(ended)},
+        )
     console.print(f"{username} deactivated; {ended} sessions ended")
 
 
@@ -214,21 +206,18 @@ def audit_verify(
     from dedup.adjudication import audit_log, database
     from dedup.settings import load_settings
 
-    try:
-        settings = load_settings(config)
-        engine = _engine(settings, migrate=False)
-        database.require_current(engine)
-        expected = None
-        if head:
-            seq, _, digest = head.partition(":")
-            if not seq.isdigit() or len(digest) != 64:
-                raise ConfigError("--head is SEQ:HASH, as printed by a previous verification")
-            expected = (int(seq), digest)
-        with database.sessions(engine)() as db:
-            check = audit_log.verify_log(db, expected)
-            stored = audit_log.stored_head(db)
-    except DedupError as error:
-        raise fail(error) from error
+    settings = load_settings(config)
+    engine = _engine(settings, migrate=False)
+    database.require_current(engine)
+    expected = None
+    if head:
+        seq, _, digest = head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise ConfigError("--head is SEQ:HASH, as printed by a previous verification")
+        expected = (int(seq), digest)
+    with database.sessions(engine)() as db:
+        check = audit_log.verify_log(db, expected)
+        stored = audit_log.stored_head(db)
     if not check.ok:
         console.print(f"[bold red]audit chain broken[/] at entry {check.first_bad_seq}: "
                       f"{check.problem}")  # fmt: skip

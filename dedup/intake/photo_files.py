@@ -24,8 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from dedup.contracts.locations import is_uri
 from dedup.contracts.reasons import RejectReason, RowRejected
-from dedup.files import is_uri
 from dedup.imaging.decode import check_file_size
 from dedup.settings import ImagingSettings
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
+from dedup.atomic_files import write_bytes_atomically
 from dedup.errors import DedupError
-from dedup.files import write_bytes_atomically
 from dedup.settings import MetricsSettings
 
 

@@ -27,28 +27,29 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from rich.console import RenderableType
 
-from dedup.contracts.schemas import CANDIDATES_TABLE, fixed_size_vectors
-from dedup.errors import DedupError, LakeError
-from dedup.faults import crash_point
-from dedup.files import write_atomically
+from dedup.atomic_files import write_atomically
+from dedup.contracts.schemas import CANDIDATES_TABLE
+from dedup.crash_points import crash_point
+from dedup.errors import DedupError
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.run import SearchReport, check_audit, search_gallery
 from dedup.gallery.search import CANDIDATES, Scores, batch_candidates
 from dedup.gallery.store import add_batch, build_gallery, open_gallery, resolve_version
-from dedup.metrics import publish, search_registry
+from dedup.observability.job_metrics import publish, search_registry
 from dedup.settings import Settings
-from pipelines.deltars import insert_new, open_table, plain_strings
-from pipelines.ray.embed import pending_faces
+from pipelines.job_report import JobReport
+from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.readers import batch_templates
 
 JOB = "dedup_match"
 
 
-@dataclass(frozen=True)
-class MatchReport:
-    batch_id: str
+@dataclass(frozen=True, kw_only=True)
+class MatchReport(JobReport):
     model_id: str
     probes: int
     candidates: int
@@ -59,36 +60,24 @@ class MatchReport:
     # None when there was no gallery yet, or the rows of an earlier run were reused.
     search: SearchReport | None
     reused: bool
-    seconds: float
     # Where the search's metrics went (or why they did not).
     metrics: list[str]
 
-
-def work_folder(lake: str, batch_id: str) -> Path:
-    return Path(lake) / "_work" / "match" / batch_id
-
-
-def batch_templates(settings: Settings, batch_id: str) -> tuple[list[str], Scores]:
-    """(enrollment ids, unit templates) of the batch for the configured model, by id."""
-    todo, embedded = pending_faces(settings, batch_id)
-    if todo.num_rows:
-        raise LakeError(
-            f"batch {batch_id!r} has {todo.num_rows} staged faces without a "
-            f"{settings.model!r} template: run `dedup embed` for it first"
+    def summary(self) -> list[RenderableType]:
+        if self.search is not None:
+            lines: list[RenderableType] = list(self.search.lines())
+        elif self.reused:
+            lines = ["the candidates of an earlier run of this batch were reused"]
+        else:
+            lines = ["no gallery yet: the batch was searched within itself only"]
+        lines += [f"metrics: {where}" for where in self.metrics]
+        lines.append(
+            f"batch {self.batch_id}: {self.probes} templates, {self.candidates} candidate "
+            f"rows for {self.with_candidates} enrollments (to adjudication), {self.unique} "
+            f"unique added to the gallery (version {self.gallery_version}, "
+            f"{self.gallery_size} templates) in {self.seconds:.1f} s"
         )
-    table = open_table(settings.lake, "templates")
-    if table is None or not embedded:
-        return [], np.zeros((0, settings.model_spec.dimension), np.float32)
-    rows = plain_strings(
-        table.to_pyarrow_dataset().to_table(
-            columns=["enrollment_id", "vector"],
-            filter=(pc.field("batch_id") == batch_id) & (pc.field("model_id") == settings.model),
-        )
-    ).sort_by("enrollment_id")
-    dimension = settings.model_spec.dimension
-    flat = fixed_size_vectors(rows["vector"], dimension).flatten()
-    vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dimension)
-    return rows["enrollment_id"].to_pylist(), vectors
+        return lines
 
 
 def search_candidates(
@@ -145,8 +134,7 @@ def lake_rows(candidates: pa.Table, batch_id: str, model_id: str, now: dt.dateti
 
 
 def run_match(
-    batch_id: str,
-    settings: Settings,
+    run: BatchRun,
     gallery_root: Path,
     *,
     ray: bool = True,
@@ -155,9 +143,12 @@ def run_match(
 ) -> MatchReport:
     """Match one embedded batch. Safe to run again for the same batch at any time."""
     started = time.perf_counter()
+    batch_id, settings = run.batch_id, run.settings
     gallery_root = Path(gallery_root)
-    ids, vectors = batch_templates(settings, batch_id)
-    results = work_folder(settings.lake, batch_id) / "candidates.parquet"
+    ids, vectors = batch_templates(
+        settings.lake, batch_id, settings.model, settings.model_spec.dimension
+    )
+    results = run.begin("match") / "candidates.parquet"
     report = None
     metrics_sent: list[str] = []
     reused = results.exists()
@@ -177,11 +168,10 @@ def run_match(
             metrics_sent = publish_search(settings, batch_id, report)
             check_audit(report)
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
-        results.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(results, lambda path: pq.write_table(rows, path))
     crash_point("match.after_results")
     if rows.num_rows:
-        insert_new(settings.lake, "candidates", rows)
+        DeltaRsTables(settings.lake).insert_new("candidates", rows)
     crash_point("match.after_candidates")
     flagged = set(rows["probe_id"].to_pylist())
     unique = [i for i, name in enumerate(ids) if name not in flagged]

@@ -1,7 +1,7 @@
 """The batch manifest's rows: validating each one, and where its photo may be read from.
 
 The manifest format is documented in ``docs/manifest.md``; reading it (every encoding and
-format problem a row can have) is ``dedup.manifest_reader``'s. Validation takes each row's
+format problem a row can have) is ``dedup.intake.manifest_reader``'s. Validation takes each row's
 text and decides, field by field, whether it can be staged or which reason rejects it.
 """
 
@@ -15,13 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dedup.contracts.locations import is_uri
 from dedup.contracts.reasons import RejectReason, RowRejected
-from dedup.errors import ManifestError
-from dedup.files import is_uri
 from dedup.settings import ManifestSettings
 
 ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-BATCH_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TEXT = 256
 # PATH_MAX on Linux: no longer path can be opened.
 MAX_PHOTO_PATH = 4096
@@ -32,15 +30,6 @@ _ECHO = 80
 # C0 and C1 control characters (NUL, newline, escape, ...): no name, id or path holds one, and
 # PostgreSQL cannot store NUL at all.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def check_batch_id(batch_id: str) -> str:
-    """A batch id names folders and keys rows, so it is held to a safe alphabet."""
-    if not BATCH_ID.fullmatch(batch_id) or batch_id in (".", ".."):
-        raise ManifestError(
-            f"batch id {batch_id!r} must be 1 to 64 of A-Z a-z 0-9 _ . - (it names folders)"
-        )
-    return batch_id
 
 
 @dataclass(frozen=True)
@@ -138,7 +127,7 @@ def resolve_photo(photo_path: str, batch_dir: Path, settings: ManifestSettings) 
 
     Relative paths are joined to the batch folder (the manifest's folder) and must stay inside
     it after ``..`` and symlinks are resolved. Absolute paths and URIs are refused unless the
-    settings allow them. Nothing is opened here: ``dedup.photo_files`` reads the file.
+    settings allow them. Nothing is opened here: ``dedup.intake.photo_files`` reads the file.
     """
     if is_uri(photo_path):
         if not settings.allow_uris:

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from dedup.contracts.reasons import RejectReason, RowRejected
 from dedup.contracts.schemas import ENROLLMENTS, FACES, MANIFEST_DISPLAY, RAW_MANIFEST, REJECTS
-from dedup.manifest import (
+from dedup.intake.manifest_rules import (
     ENROLLMENT_ID,
     MAX_TEXT,
     CaptureWindow,
@@ -29,9 +29,9 @@ from dedup.manifest import (
     resolve_photo,
     validate_row,
 )
-from dedup.photo_files import read_photo
+from dedup.intake.photo_files import read_photo
+from dedup.intake.photo_to_face import stage_photo
 from dedup.settings import Settings
-from dedup.staging import stage_photo
 
 
 def _nullable(schema: pa.Schema, names: Iterable[str]) -> list[pa.Field]:

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from dedup.cli_output import console, fail
 from dedup.errors import DedupError
+from pipelines.cli.output import console
 
 gallery_app = typer.Typer(
     help="The gallery: build, add, search, erase, verify (FAISS IVF-PQ shards).",
@@ -61,23 +61,20 @@ def build(
     batch_id: Annotated[str, typer.Option("--batch-id")] = "initial",
 ) -> None:
     """Train the shared quantizer and publish version 1 of a new gallery."""
+    from dedup.contracts.vectors import read_templates
     from dedup.gallery.store import build_gallery
-    from dedup.gallery.templates_io import read_templates
 
-    try:
-        ids, vectors = read_templates(templates)
-        with console.status(f"training and filling the shards with {len(ids)} templates"):
-            manifest = build_gallery(
-                out,
-                ids,
-                vectors,
-                model_id=model_id,
-                batch_id=batch_id,
-                shards=shards,
-                factory=factory,
-            )
-    except DedupError as error:
-        raise fail(error) from error
+    ids, vectors = read_templates(templates)
+    with console.status(f"training and filling the shards with {len(ids)} templates"):
+        manifest = build_gallery(
+            out,
+            ids,
+            vectors,
+            model_id=model_id,
+            batch_id=batch_id,
+            shards=shards,
+            factory=factory,
+        )
     console.print(_describe(manifest))
 
 
@@ -91,14 +88,11 @@ def add(
     model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
 ) -> None:
     """Add a batch of unique enrollments, balanced across shards."""
+    from dedup.contracts.vectors import read_templates
     from dedup.gallery.store import add_batch
-    from dedup.gallery.templates_io import read_templates
 
-    try:
-        ids, vectors = read_templates(templates)
-        manifest = add_batch(gallery, batch_id or templates.stem, ids, vectors, model_id=model_id)
-    except DedupError as error:
-        raise fail(error) from error
+    ids, vectors = read_templates(templates)
+    manifest = add_batch(gallery, batch_id or templates.stem, ids, vectors, model_id=model_id)
     console.print(_describe(manifest))
 
 
@@ -122,22 +116,19 @@ def search(
     from dedup.settings import load_settings
 
     if threshold is not None and target_fpir is not None:
-        raise fail(DedupError("give --threshold or --target-fpir, not both"))
-    try:
-        settings = load_settings(config)
-        report = search_probes(
-            gallery,
-            probes,
-            out,
-            settings,
-            k=k,
-            threshold=threshold,
-            target_fpir=target_fpir,
-            engine=engine,
-            model_id=model_id,
-        )
-    except DedupError as error:
-        raise fail(error) from error
+        raise DedupError("give --threshold or --target-fpir, not both")
+    settings = load_settings(config)
+    report = search_probes(
+        gallery,
+        probes,
+        out,
+        settings,
+        k=k,
+        threshold=threshold,
+        target_fpir=target_fpir,
+        engine=engine,
+        model_id=model_id,
+    )
     for line in report.lines():
         console.print(line)
 
@@ -150,10 +141,7 @@ def erase_command(
     """Erase an enrollment: never returned again from now on; removed at the next compaction."""
     from dedup.gallery.store import erase
 
-    try:
-        manifest = erase(gallery, enrollment_id)
-    except DedupError as error:
-        raise fail(error) from error
+    manifest = erase(gallery, enrollment_id)
     console.print(f"{enrollment_id} erased; {_describe(manifest)}")
 
 
@@ -162,10 +150,7 @@ def compact_command(gallery: GalleryOption) -> None:
     """Remove erased templates physically from shards, vectors and older versions."""
     from dedup.gallery.store import compact
 
-    try:
-        console.print(_describe(compact(gallery)))
-    except DedupError as error:
-        raise fail(error) from error
+    console.print(_describe(compact(gallery)))
 
 
 @gallery_app.command("verify")
@@ -173,7 +158,4 @@ def verify(gallery: GalleryOption) -> None:
     """Check every file of the current version against the manifest's sha256."""
     from dedup.gallery.store import verify_gallery
 
-    try:
-        console.print(f"ok: {_describe(verify_gallery(gallery))}")
-    except DedupError as error:
-        raise fail(error) from error
+    console.print(f"ok: {_describe(verify_gallery(gallery))}")

@@ -13,7 +13,8 @@ night. So the readers split the file into rows first and judge each row's cells 
 
 A UTF-8 byte-order mark at the start of a CSV or JSON Lines file is accepted and dropped.
 Every value leaves here as valid Unicode text (or None), so Arrow, Spark, Delta and the
-review database can all store it; what validation makes of the text is ``dedup.manifest``'s.
+review database can all store it; what validation makes of the text is
+``dedup.intake.manifest_rules``'s.
 """
 
 from __future__ import annotations

@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_uri(location: str) -> bool:
-    """Whether ``location`` names a filesystem by scheme (``s3://``, ``file://``) rather than
-    a local path (which may itself hold ``://`` further on, as a folder name can)."""
-    return _URI.match(location) is not None
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,5 @@
+"""``python -m pipelines.cli``: the same command line as the ``dedup`` script."""
+
+from pipelines.cli import app
+
+app()

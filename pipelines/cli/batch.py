@@ -1,0 +1,202 @@
+"""``dedup stage | embed | match | nightly | demo | demo-batch``: the jobs of a night.
+
+Engines are imported inside the commands that need them, so ``dedup --help`` and the pure
+commands start without a JVM or a Ray runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dedup.errors import DedupError, ManifestError
+from pipelines.cli.options import BatchOption, ConfigOption, LakeOption, settings_from
+from pipelines.cli.output import console, print_report
+from pipelines.job_report import JobReport
+from pipelines.lake.batch_run import BatchRun
+
+batch_app = typer.Typer()
+
+DEMO_BATCH_ID = "demo-0001"
+GalleryOption = Annotated[
+    Path | None, typer.Option("--gallery", help="Gallery root (overrides the settings).")
+]
+RayOption = Annotated[
+    bool, typer.Option("--ray/--no-ray", help="IVF-PQ on one Ray actor per shard.")
+]
+
+
+def _manifest_file(manifest: Path) -> Path:
+    if not manifest.is_file():  # checked before a JVM is started for nothing
+        raise ManifestError(f"manifest {manifest} does not exist or is not a file")
+    return manifest
+
+
+@batch_app.command()
+def stage(
+    batch_id: BatchOption,
+    manifest: Annotated[Path, typer.Option("--manifest", help="CSV, Parquet or JSON Lines.")],
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Stage a batch: validate rows, decode photos, find one face, write Delta tables."""
+    from pipelines.nightly import stage_batch
+
+    run = BatchRun(batch_id, settings_from(config, lake))
+    print_report(stage_batch(run, _manifest_file(manifest)))
+
+
+@batch_app.command()
+def embed(batch_id: BatchOption, lake: LakeOption = None, config: ConfigOption = None) -> None:
+    """Compute the batch's face templates on Ray with ONNX Runtime into the templates table."""
+    from pipelines.ray.embed import run_embed
+
+    run = BatchRun(batch_id, settings_from(config, lake))
+    with console.status(f"embedding {batch_id} with {run.settings.model} on Ray"):
+        report = run_embed(run)
+    print_report(report)
+
+
+@batch_app.command()
+def match(
+    batch_id: BatchOption,
+    gallery: GalleryOption = None,
+    threshold: Annotated[float | None, typer.Option("--threshold")] = None,
+    target_fpir: Annotated[
+        float | None, typer.Option("--target-fpir", help="Calibrate the threshold to this FPIR.")
+    ] = None,
+    ray: RayOption = True,
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Search the batch's templates against the gallery and each other into the candidates
+    table; add the enrollments with no candidate to the gallery."""
+    from pipelines.match import run_match
+
+    if threshold is not None and target_fpir is not None:
+        raise DedupError("give --threshold or --target-fpir, not both")
+    run = BatchRun(batch_id, settings_from(config, lake))
+    with console.status(f"matching {batch_id}"):
+        report = run_match(
+            run,
+            gallery or Path(run.settings.gallery),
+            ray=ray,
+            threshold=threshold,
+            target_fpir=target_fpir,
+        )
+    print_report(report)
+
+
+class ConsoleWatcher:
+    """Shows a night on the console: a spinner while a step runs, its summary when done.
+
+    With an answer sheet (row -> expected reason, as the demo batch has), the staged batch's
+    verdicts are checked against it and every row that differs is printed.
+    """
+
+    def __init__(self, lake: str, expected: dict[int, str | None] | None = None) -> None:
+        self.lake = lake
+        self.expected = expected
+
+    @contextlib.contextmanager
+    def running(self, step: str, batch_id: str) -> Iterator[None]:
+        with console.status(f"{step}: {batch_id}"):
+            yield
+
+    def done(self, report: JobReport) -> None:
+        from pipelines.spark.stage import StageReport
+
+        if self.expected is not None and isinstance(report, StageReport):
+            check_answer_sheet(self.lake, report.batch_id, self.expected)
+        print_report(report)
+
+
+def check_answer_sheet(lake: str, batch_id: str, expected: dict[int, str | None]) -> None:
+    """Print every row whose verdict differs from the answer sheet, then the tally."""
+    from pipelines.lake.readers import batch_verdicts
+
+    got = batch_verdicts(lake, batch_id)
+    wrong = {row: (want, got.get(row)) for row, want in expected.items() if got.get(row) != want}
+    for row, (want, actual) in sorted(wrong.items()):
+        console.print(f"[red]row {row}: expected {want or 'staged'}, got {actual or 'staged'}")
+    matched = len(expected) - len(wrong)
+    console.print(f"{matched} of {len(expected)} rows got the verdict the answer sheet gives")
+
+
+@batch_app.command()
+def nightly(
+    batch_id: BatchOption,
+    manifest: Annotated[Path, typer.Option("--manifest", help="CSV, Parquet or JSON Lines.")],
+    gallery: GalleryOption = None,
+    ray: RayOption = True,
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run a whole night on one batch: stage, embed, match, enqueue (each step re-runnable)."""
+    from pipelines.nightly import Night, run_night
+
+    run = BatchRun(batch_id, settings_from(config, lake))
+    night = Night(_manifest_file(manifest), gallery or Path(run.settings.gallery), ray=ray)
+    run_night(run, night, ConsoleWatcher(run.lake))
+
+
+@batch_app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Where the demo batch and lake are written.")
+    ] = Path("demo-run"),
+    config: ConfigOption = None,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="End by starting the review service.")
+    ] = True,
+) -> None:
+    """Run a whole night on the demo batch (stage, embed, match, enqueue), then serve the
+    review queue with demo accounts."""
+    from dedup.demo.batch import build_demo_batch, read_demo_batch
+    from dedup.demo.portraits import fetch_portraits
+    from dedup.demo.review import demo_accounts
+    from pipelines.cli.review import serve_review
+    from pipelines.nightly import Night, run_night
+
+    workdir = workdir.resolve()
+    run = BatchRun(DEMO_BATCH_ID, settings_from(config, str(workdir / "lake")))
+    folder = workdir / "batches" / DEMO_BATCH_ID
+    if (folder / "expected.json").is_file():
+        batch = read_demo_batch(folder)  # a re-run stages the same batch: nothing changes
+    else:
+        console.print("fetching the public test portraits (face_recognition 1.3.0 sdist)...")
+        batch = build_demo_batch(folder, fetch_portraits())
+    console.print(f"demo batch: {len(batch.expected)} rows at {batch.manifest}")
+    gallery = workdir / "gallery"
+    watcher = ConsoleWatcher(run.lake, expected=batch.expected_reasons())
+    run_night(run, Night(batch.manifest, gallery, ray=False), watcher)
+    accounts = demo_accounts(run.settings, workdir)
+    console.print(
+        f"lake: {run.lake} (Delta tables enrollments, faces, rejects, templates, "
+        f"candidates); gallery: {gallery}; review queue: "
+        f"{run.settings.adjudication_database_url()}"
+    )
+    console.print(accounts, soft_wrap=True)
+    if serve:
+        serve_review(run.settings, migrate=True, announce="press Ctrl-C to stop")
+
+
+@batch_app.command("demo-batch")
+def demo_batch(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the batch into.")],
+    recaptures: Annotated[int, typer.Option(help="Augmented re-captures per portrait.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the augmentations.")] = 0,
+    hostile: Annotated[bool, typer.Option(help="Add the hostile rows.")] = True,
+) -> None:
+    """Write a demo batch (portraits, re-captures, hostile files) and its manifest."""
+    from dedup.demo.batch import build_demo_batch
+    from dedup.demo.portraits import fetch_portraits
+
+    batch = build_demo_batch(
+        out, fetch_portraits(), recaptures=recaptures, seed=seed, hostile=hostile
+    )
+    console.print(f"{len(batch.expected)} rows: {batch.manifest}")

@@ -1,0 +1,112 @@
+"""What the jobs read from the lake, each question answered once (delta-rs, no Spark).
+
+The embed job and the match job both need to know how far a batch's embedding has come; the
+review feed and the demo need a batch's rows. Each of those reads lives here, so a job never
+borrows another job's private reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedup.contracts.schemas import FACES, STATUS_STAGED
+from dedup.contracts.vectors import Matrix, matrix_of
+from dedup.errors import LakeError
+from pipelines.lake.delta_rs import DeltaRsTables
+
+CHIP_COLUMNS = ["enrollment_id", "batch_id", "chip_png"]
+CHIPS = pa.schema([(name, FACES.field(name).type) for name in CHIP_COLUMNS])
+
+
+def _ids(table: pa.Table) -> pa.Array:
+    return pc.cast(table["enrollment_id"], pa.string()).combine_chunks()
+
+
+def embedding_backlog(lake: str, batch_id: str, model_id: str) -> tuple[pa.Table, int]:
+    """(chips of the batch still lacking a template of the model, how many already have one);
+    a batch whose staging has not finished is refused (``enrollments`` is written last)."""
+    tables = DeltaRsTables(lake)
+    in_batch = pc.field("batch_id") == batch_id
+    staged = tables.read(
+        "enrollments", ["enrollment_id"], in_batch & (pc.field("status") == STATUS_STAGED)
+    )
+    faces = tables.open("faces")
+    if staged is None or (faces is None and staged.num_rows):
+        raise LakeError(f"batch {batch_id!r} has not been staged: run `dedup stage` first")
+    if staged.num_rows == 0:
+        if not tables.count("enrollments", in_batch):
+            raise LakeError(
+                f"batch {batch_id!r} has no enrollments rows: it was never staged, or its "
+                "staging stopped part-way; run `dedup stage` for it again"
+            )
+        return CHIPS.empty_table(), 0
+    chips = tables.read("faces", CHIP_COLUMNS, in_batch)
+    assert chips is not None  # faces exists: checked above
+    chips = chips.filter(pc.is_in(chips["enrollment_id"], _ids(staged)))
+    done = tables.read(
+        "templates", ["enrollment_id"], in_batch & (pc.field("model_id") == model_id)
+    )
+    if done is None:
+        return chips, 0
+    todo = chips.filter(pc.invert(pc.is_in(chips["enrollment_id"], _ids(done))))
+    return todo, chips.num_rows - todo.num_rows
+
+
+def batch_templates(
+    lake: str, batch_id: str, model_id: str, dimension: int
+) -> tuple[list[str], Matrix]:
+    """(enrollment ids, unit templates) of the batch for the model, by id; a batch whose
+    embedding has not finished is refused."""
+    todo, embedded = embedding_backlog(lake, batch_id, model_id)
+    if todo.num_rows:
+        raise LakeError(
+            f"batch {batch_id!r} has {todo.num_rows} staged faces without a "
+            f"{model_id!r} template: run `dedup embed` for it first"
+        )
+    rows = DeltaRsTables(lake).read(
+        "templates",
+        ["enrollment_id", "vector"],
+        (pc.field("batch_id") == batch_id) & (pc.field("model_id") == model_id),
+    )
+    if rows is None or not embedded:
+        return [], np.zeros((0, dimension), np.float32)
+    rows = rows.sort_by("enrollment_id")
+    return rows["enrollment_id"].to_pylist(), matrix_of(rows["vector"], dimension)
+
+
+def batch_verdicts(lake: str, batch_id: str) -> dict[int, str | None]:
+    """Each manifest row of a staged batch: its reason code, or None if it was staged."""
+    rows = DeltaRsTables(lake).read(
+        "enrollments", ["row_index", "reason_code"], pc.field("batch_id") == batch_id
+    )
+    return {} if rows is None else {r["row_index"]: r["reason_code"] for r in rows.to_pylist()}
+
+
+def batch_candidates(lake: str, batch_id: str, model_id: str) -> list[dict[str, Any]]:
+    """The batch's candidate rows for the model."""
+    rows = DeltaRsTables(lake).read(
+        "candidates",
+        ["probe_id", "candidate_id", "score", "rank", "source"],
+        (pc.field("batch_id") == batch_id) & (pc.field("model_id") == model_id),
+    )
+    if rows is None:
+        raise LakeError("the lake has no candidates table: run `dedup match` first")
+    return rows.to_pylist()  # type: ignore[no-any-return]
+
+
+def rows_of_enrollments(
+    lake: str, table: str, ids: Iterable[str], columns: list[str]
+) -> list[dict[str, Any]]:
+    """The columns of ``table``'s rows for the given enrollments (none where it is absent)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    rows = DeltaRsTables(lake).read(
+        table, columns, pc.field("enrollment_id").isin(pa.array(wanted, pa.string()))
+    )
+    return [] if rows is None else rows.to_pylist()
