@@ -72,7 +72,11 @@ def stage_batch(run: BatchRun, manifest: Path) -> StageReport:
     from pipelines.spark.session import spark_session
     from pipelines.spark.stage import run_stage
 
-    spark = spark_session(run.settings, app_name=f"dedup-stage-{run.batch_id}")
+    spark = spark_session(
+        run.settings,
+        app_name=f"dedup-stage-{run.batch_id}",
+        log_file=run.work("stage") / "spark.log",
+    )
     with spark_progress(spark, f"staging {run.batch_id}"):
         return run_stage(run, manifest, spark)
 

@@ -31,7 +31,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dedup.atomic_files import sha256_file, write_bytes_atomically
-from dedup.models.dlib_format import (
+from dedup.models.dlib_format import read_dlib_network
+from dedup.models.dlib_layers import (
     AddPrevLayer,
     AffineLayer,
     ConvLayer,
@@ -42,7 +43,6 @@ from dedup.models.dlib_format import (
     Shape,
     SkipLayer,
     TagLayer,
-    read_dlib_network,
     trace_shapes,
 )
 

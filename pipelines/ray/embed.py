@@ -5,7 +5,8 @@
    already have a template of this model: a re-run computes and changes nothing.
 2. Run an actor pool of ``Embedder``s over them with Ray Data: one GPU per actor when the
    cluster has GPUs, CPU actors otherwise. Actors are restarted and their batches retried when
-   a worker dies.
+   a worker dies (Ray Data's own policy; an exception raised by the model is not retried and
+   fails the job).
 3. Drop any duplicate a retry could produce, check every vector, and MERGE the rows into
    ``templates`` in one Delta commit, inserting only (enrollment_id, model_id) keys not present.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +34,7 @@ from pipelines.job_report import JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import embedding_backlog
-
-ACTOR_RETRIES = 3
+from pipelines.ray.cluster import connect
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,17 +86,13 @@ def _actor_count(settings: Settings, gpus: int, cpus: int) -> int:
     return gpus if gpus else max(1, cpus // settings.embed.cpus_per_actor)
 
 
-def embed_on_ray(chips: pa.Table, settings: Settings) -> tuple[pa.Table, int, str]:
+def embed_on_ray(
+    chips: pa.Table, settings: Settings, log_file: Path | None = None
+) -> tuple[pa.Table, int, str]:
     """Templates for every chip, computed by an actor pool; (rows, actors, device)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address=settings.embed.ray_address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    connect(settings.embed.ray_address, log_file)
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
     actors = _actor_count(settings, gpus, cpus)
@@ -117,8 +114,6 @@ def embed_on_ray(chips: pa.Table, settings: Settings) -> tuple[pa.Table, int, st
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=0 if gpus else settings.embed.cpus_per_actor,
         num_gpus=1 if gpus else 0,
-        max_restarts=ACTOR_RETRIES,
-        max_task_retries=ACTOR_RETRIES,
     )
     tables = ray.get(list(results.to_arrow_refs()))
     combined = pa.concat_tables(tables) if tables else TEMPLATES.empty_table()
@@ -164,12 +159,12 @@ def run_embed(run: BatchRun) -> EmbedReport:
     started = time.perf_counter()
     batch_id, settings = run.batch_id, run.settings
     chips, already = embedding_backlog(settings.lake, batch_id, settings.model)
-    run.begin("embed")
+    work = run.begin("embed")
     if settings.model == DLIB_MODEL_ID and settings.model_spec.onnx is None:
         ensure_dlib_export(settings.model_path())
     actors, device = 0, "none"
     if chips.num_rows:
-        embedded, actors, device = embed_on_ray(chips, settings)
+        embedded, actors, device = embed_on_ray(chips, settings, work / "ray.log")
         rows = template_rows(embedded, settings, dt.datetime.now(dt.UTC))
         if set(rows["enrollment_id"].to_pylist()) != set(chips["enrollment_id"].to_pylist()):
             raise LakeError("the embed job lost enrollments on the way; nothing written")

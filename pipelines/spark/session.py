@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from dedup.settings import Settings
 from pipelines.spark.jars import delta_jars
 
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 
-def spark_session(settings: Settings, app_name: str = "dedup") -> SparkSession:
-    """Get or create the session. Local by default (``local[*]``), a cluster by ``spark.master``."""
+
+def spark_session(
+    settings: Settings, app_name: str = "dedup", log_file: Path | None = None
+) -> SparkSession:
+    """Get or create the session. Local by default (``local[*]``), a cluster by ``spark.master``.
+
+    Spark's own logs go to ``log_file`` (nowhere without one); only its errors reach the
+    console. The logging of a JVM is fixed when it starts, so a second session of the same
+    process keeps the first one's file.
+    """
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    java_options = (
+        f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} "
+        f"-Ddedup.spark.log={log_file or os.devnull}"
+    )
     # Python workers must run the interpreter that has dedup installed.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -24,6 +40,7 @@ def spark_session(settings: Settings, app_name: str = "dedup") -> SparkSession:
         SparkSession.builder.master(spark.master)
         .appName(app_name)
         .config("spark.jars", jars)
+        .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config(
             "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"

@@ -24,14 +24,8 @@ from PIL import Image, ImageOps
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import MANIFEST_COLUMNS
 from dedup.demo import portraits as portraits_module
-from dedup.demo.batch import (
-    FACE_BOXES,
-    USABLE_PORTRAITS,
-    DemoBatch,
-    build_demo_batch,
-    head_and_shoulders,
-    read_demo_batch,
-)
+from dedup.demo.batch import DemoBatch, build_demo_batch, read_demo_batch
+from dedup.demo.photos import FACE_BOXES, USABLE_PORTRAITS, head_and_shoulders
 from dedup.demo.portraits import PORTRAIT_IDENTITIES, PORTRAIT_SHA256, fetch_portraits
 from dedup.errors import DependencyError
 

@@ -21,7 +21,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 from dedup.errors import DependencyError, ModelError
-from dedup.models.dlib_format import (
+from dedup.models.dlib_format import read_dlib_network
+from dedup.models.dlib_layers import (
     AddPrevLayer,
     AffineLayer,
     ConvLayer,
@@ -29,7 +30,6 @@ from dedup.models.dlib_format import (
     FcLayer,
     PoolLayer,
     ReluLayer,
-    read_dlib_network,
     trace_shapes,
 )
 from dedup.models.dlib_onnx import ModelCard, export_dlib
