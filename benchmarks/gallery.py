@@ -37,12 +37,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dedup.gallery.layout import index_bytes_per_template
+from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.run import gallery_tail
 from dedup.gallery.search import ExactSweepEngine, IvfPqEngine
-from dedup.gallery.store import Gallery, build_gallery, open_gallery
 from dedup.gallery.synth import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import expected_false_candidates, review_threshold_for
+from dedup.gallery.writer import build_gallery
 from dedup.settings import SearchSettings
 
 

@@ -61,8 +61,8 @@ def build(
     batch_id: Annotated[str, typer.Option("--batch-id")] = "initial",
 ) -> None:
     """Train the shared quantizer and publish version 1 of a new gallery."""
-    from dedup.gallery.store import build_gallery
     from dedup.gallery.templates_io import read_templates
+    from dedup.gallery.writer import build_gallery
 
     try:
         ids, vectors = read_templates(templates)
@@ -91,8 +91,8 @@ def add(
     model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
 ) -> None:
     """Add a batch of unique enrollments, balanced across shards."""
-    from dedup.gallery.store import add_batch
     from dedup.gallery.templates_io import read_templates
+    from dedup.gallery.writer import add_batch
 
     try:
         ids, vectors = read_templates(templates)
@@ -148,7 +148,7 @@ def erase_command(
     enrollment_id: Annotated[str, typer.Option("--enrollment-id")],
 ) -> None:
     """Erase an enrollment: never returned again from now on; removed at the next compaction."""
-    from dedup.gallery.store import erase
+    from dedup.gallery.erasure import erase
 
     try:
         manifest = erase(gallery, enrollment_id)
@@ -160,7 +160,7 @@ def erase_command(
 @gallery_app.command("compact")
 def compact_command(gallery: GalleryOption) -> None:
     """Remove erased templates physically from shards, vectors and older versions."""
-    from dedup.gallery.store import compact
+    from dedup.gallery.erasure import compact
 
     try:
         console.print(_describe(compact(gallery)))
@@ -171,7 +171,7 @@ def compact_command(gallery: GalleryOption) -> None:
 @gallery_app.command("verify")
 def verify(gallery: GalleryOption) -> None:
     """Check every file of the current version against the manifest's sha256."""
-    from dedup.gallery.store import verify_gallery
+    from dedup.gallery.reader import verify_gallery
 
     try:
         console.print(f"ok: {_describe(verify_gallery(gallery))}")

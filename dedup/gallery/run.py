@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from dedup.errors import GalleryError
 from dedup.files import write_atomically
 from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
+from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.search import (
     ExactSweepEngine,
     IvfPqEngine,
@@ -22,7 +23,6 @@ from dedup.gallery.search import (
     check_probes,
     gpu_count,
 )
-from dedup.gallery.store import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import (
     ImpostorTail,

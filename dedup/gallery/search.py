@@ -22,7 +22,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
-from dedup.gallery.store import Gallery
+from dedup.gallery.reader import Gallery
 
 Scores = NDArray[np.float32]
 Ids = NDArray[np.int64]

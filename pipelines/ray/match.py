@@ -38,8 +38,8 @@ import numpy as np
 
 from dedup.errors import GalleryError
 from dedup.gallery.layout import GalleryManifest
+from dedup.gallery.reader import Gallery, open_shard
 from dedup.gallery.search import Ids, Scores, drop_erased, exact_scores, top_k
-from dedup.gallery.store import Gallery, open_shard
 
 # Ray restarts a shard actor whose process died (OOM, lost node) and retries its search:
 # a search reads immutable files only, so running it again is safe.

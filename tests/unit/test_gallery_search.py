@@ -13,6 +13,8 @@ from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
 from dedup.gallery import search
+from dedup.gallery.erasure import compact, erase
+from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.search import (
     CANDIDATES,
     ExactSweepEngine,
@@ -20,9 +22,9 @@ from dedup.gallery.search import (
     in_batch,
     search_batch,
 )
-from dedup.gallery.store import Gallery, build_gallery, compact, erase, open_gallery
 from dedup.gallery.synth import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
+from dedup.gallery.writer import build_gallery
 
 THRESHOLD = 0.90
 

@@ -11,10 +11,11 @@ import pytest
 
 from dedup.gallery import training
 from dedup.gallery.layout import parse_factory
+from dedup.gallery.reader import open_gallery
 from dedup.gallery.search import IvfPqEngine
-from dedup.gallery.store import build_gallery, open_gallery
 from dedup.gallery.synth import TemplateSynth
 from dedup.gallery.training import split_lists, train_index, two_level_centroids
+from dedup.gallery.writer import build_gallery
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
