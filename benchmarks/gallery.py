@@ -1,7 +1,7 @@
 """Gallery search at scale: IVF-PQ (sharded, exact re-scoring) against exact search.
 
-On calibrated synthetic templates (``dedup.gallery.synth``: 128-d, planted duplicates), side by
-side in one run:
+On calibrated synthetic templates (``dedup.evaluation.synthetic``: 128-d, planted duplicates),
+side by side in one run:
 
 - the review threshold: calibrated to a target FPIR (1% by default) at the gallery's size on
   the impostor tail fitted from the gallery (``dedup.gallery.thresholds``);
@@ -36,11 +36,11 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
+from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.layout import index_bytes_per_template
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.run import gallery_tail
 from dedup.gallery.search import ExactSweepEngine, IvfPqEngine
-from dedup.gallery.synth import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import expected_false_candidates, review_threshold_for
 from dedup.gallery.writer import build_gallery

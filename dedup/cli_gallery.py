@@ -39,7 +39,7 @@ def synth(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Calibrated synthetic templates with planted duplicates and their ground truth."""
-    from dedup.gallery.synth import write_synthetic_set
+    from dedup.evaluation.synthetic import write_synthetic_set
 
     made = write_synthetic_set(out, n, dim, duplicates, probes, seed=seed)
     console.print(

@@ -19,11 +19,11 @@ import pytest
 from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
+from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.erasure import erase
 from dedup.gallery.layout import shard_file
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.search import IvfPqEngine, search_batch
-from dedup.gallery.synth import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
 from pipelines.ray.match import (

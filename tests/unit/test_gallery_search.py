@@ -12,6 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
+from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery import search
 from dedup.gallery.erasure import compact, erase
 from dedup.gallery.reader import Gallery, open_gallery
@@ -22,7 +23,6 @@ from dedup.gallery.search import (
     in_batch,
     search_batch,
 )
-from dedup.gallery.synth import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
 

@@ -12,7 +12,7 @@ import pytest
 from numpy.typing import NDArray
 
 from dedup.errors import DedupError
-from dedup.gallery.synth import write_synthetic_set
+from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.thresholds import (
     ImpostorTail,

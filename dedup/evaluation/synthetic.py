@@ -9,7 +9,8 @@ about ``(a^2 + b^2) / sqrt((a^2 + b^2 + c_1^2)(a^2 + b^2 + c_2^2))``.
 
 The defaults are fitted to dlib's model on the real test portraits and their re-captures
 (``dedup demo``, unit-normalised templates): same person 0.939 to 0.99 (median 0.971), different
-people 0.816 median, 0.843 at most. ``tests/unit/test_synth.py`` holds the generator to those.
+people 0.816 median, 0.843 at most. ``tests/unit/test_synthetic.py`` holds the generator to
+those.
 
 Output (``write_synthetic_set``): ``gallery.parquet`` and ``probes.parquet`` with
 ``enrollment_id`` and ``vector`` (fixed_size_list<float32>[dim]), and ``truth.parquet``

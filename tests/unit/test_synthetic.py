@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
-from dedup.gallery.synth import TemplateSynth, write_synthetic_set
+from dedup.evaluation.synthetic import TemplateSynth, write_synthetic_set
 from dedup.gallery.templates_io import read_templates
 
 
