@@ -4,7 +4,7 @@ On calibrated synthetic templates (``dedup.evaluation.synthetic``: 128-d, plante
 side by side in one run:
 
 - the review threshold: calibrated to a target FPIR (1% by default) at the gallery's size on
-  the impostor tail fitted from the gallery (``dedup.gallery.thresholds``);
+  the impostor tail fitted from the gallery (``dedup.matching.thresholds``);
 - exact search: ``faiss.IndexFlatIP`` over the same float32 vectors, all probes at once; its
   candidates at the review threshold are the truth the approximate search is measured against
   (candidate recall), and recall on the planted duplicates alone is shown beside it;
@@ -42,8 +42,8 @@ from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.run import gallery_tail
 from dedup.gallery.search import ExactSweepEngine, IvfPqEngine
 from dedup.gallery.templates_io import read_templates
-from dedup.gallery.thresholds import expected_false_candidates, review_threshold_for
 from dedup.gallery.writer import build_gallery
+from dedup.matching.thresholds import expected_false_candidates, review_threshold_for
 from dedup.settings import SearchSettings
 
 

@@ -24,7 +24,7 @@ from dedup.gallery.search import (
     gpu_count,
 )
 from dedup.gallery.templates_io import read_templates
-from dedup.gallery.thresholds import (
+from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,
     review_threshold_for,
@@ -34,7 +34,7 @@ from dedup.metrics import SearchFigures
 from dedup.settings import Settings
 
 # How much of the gallery the impostor tail is fitted on: enough pairs to trust p(t) down to
-# about 1e-3 / pairs (see dedup.gallery.thresholds), from enough distinct templates.
+# about 1e-3 / pairs (see dedup.matching.thresholds), from enough distinct templates.
 TAIL_ROWS = 200_000
 TAIL_PAIRS = 10_000_000
 

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from dedup.errors import DedupError
 from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.templates_io import read_templates
-from dedup.gallery.thresholds import (
+from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,
     fpir_at,
