@@ -36,6 +36,7 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
+from dedup.contracts.schemas import CandidateSource
 from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.layout import index_bytes_per_template
 from dedup.gallery.reader import Gallery, open_gallery
@@ -66,7 +67,9 @@ def planted_pairs(work: Path, probe_ids: list[str], gallery: Gallery) -> set[tup
     """(probe row, gallery id) of every planted gallery duplicate."""
     truth = pq.read_table(work / "synth" / "truth.parquet").to_pylist()
     row = {p: i for i, p in enumerate(probe_ids)}
-    pairs = [(t["probe_id"], t["match_id"]) for t in truth if t["source"] == "gallery"]
+    pairs = [
+        (t["probe_id"], t["match_id"]) for t in truth if t["source"] == CandidateSource.GALLERY
+    ]
     ids = gallery.gallery_ids([m for _, m in pairs])
     return {(row[p], int(g)) for (p, _), g in zip(pairs, ids, strict=True)}
 

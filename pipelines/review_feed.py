@@ -25,7 +25,7 @@ from PIL import Image
 from dedup.adjudication import audit_log, database, intake
 from dedup.adjudication.payloads import BatchImport, CandidateIn, ImageIn, ImportResult, SubjectIn
 from dedup.contracts.reasons import RowRejected
-from dedup.contracts.schemas import MANIFEST_DISPLAY, STATUS_STAGED
+from dedup.contracts.schemas import CANDIDATES, MANIFEST_DISPLAY, STATUS_STAGED
 from dedup.errors import LakeError
 from dedup.imaging.decode import decode_photo
 from dedup.manifest import resolve_photo
@@ -55,7 +55,7 @@ def review_payload(settings: Settings, batch_id: str, batch_dir: Path | None = N
         raise LakeError("the lake has no candidates table: run `dedup match` first")
     rows = plain_strings(
         table.to_pyarrow_dataset().to_table(
-            columns=["probe_id", "candidate_id", "score", "rank", "source"],
+            columns=CANDIDATES.names,
             filter=(pc.field("batch_id") == batch_id) & (pc.field("model_id") == settings.model),
         )
     ).to_pylist()

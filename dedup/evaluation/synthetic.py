@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from dedup.contracts.schemas import CandidateSource
 from dedup.files import write_atomically
 from dedup.gallery.templates_io import vector_table
 
@@ -144,16 +145,16 @@ def write_synthetic_set(
     position[order] = np.arange(probes)
     truth_probe: list[str] = []
     truth_match: list[str] = []
-    truth_source: list[str] = []
+    truth_source: list[CandidateSource] = []
     for k, gallery_index in enumerate(duplicated):
         truth_probe.append(probe_ids[position[k]])
         truth_match.append(f"G{gallery_index:010d}")
-        truth_source.append("gallery")
+        truth_source.append(CandidateSource.GALLERY)
     for k in range(batch_pairs):
         first, second = duplicates + k, duplicates + fresh + k
         truth_probe.append(probe_ids[position[second]])
         truth_match.append(probe_ids[position[first]])
-        truth_source.append("batch")
+        truth_source.append(CandidateSource.BATCH)
     probes_table = vector_table(probe_ids, vectors)
     write_atomically(out / "probes.parquet", lambda p: pq.write_table(probes_table, p))
     truth = pa.table({"probe_id": truth_probe, "match_id": truth_match, "source": truth_source})

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from dedup.contracts.schemas import CandidateSource
 from dedup.errors import GalleryError
 from dedup.files import write_atomically
 from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
@@ -235,7 +236,7 @@ def search_gallery(
         threshold_source=source,
         expected_false=expected,
         candidates=candidates.num_rows,
-        from_batch=sources.count("batch"),
+        from_batch=sources.count(CandidateSource.BATCH),
         seconds=time.perf_counter() - started,
         audit=audit,
     )

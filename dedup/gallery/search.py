@@ -8,7 +8,7 @@
 
 Both return, per probe, the ``k`` best live gallery ids with exact cosine scores; erased ids
 (tombstones) are never returned. ``search_batch`` adds the in-batch search and writes the
-``candidates`` rows: probe_id, candidate_id, score, rank, source (``gallery`` or ``batch``).
+``candidates`` rows (``dedup.contracts.schemas.CANDIDATES``).
 """
 
 from __future__ import annotations
@@ -21,21 +21,12 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from dedup.contracts.schemas import CANDIDATES, CandidateSource
 from dedup.errors import GalleryError
 from dedup.gallery.reader import Gallery
 
 Scores = NDArray[np.float32]
 Ids = NDArray[np.int64]
-
-CANDIDATES = pa.schema(
-    [
-        pa.field("probe_id", pa.string(), nullable=False),
-        pa.field("candidate_id", pa.string(), nullable=False),
-        pa.field("score", pa.float32(), nullable=False),
-        pa.field("rank", pa.int32(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-    ]
-)
 
 
 class SearchEngine(Protocol):
@@ -209,7 +200,7 @@ def candidate_rows(
     scores: Scores,
     names: NDArray[np.object_],
     threshold: float,
-    source: str,
+    source: CandidateSource,
 ) -> pa.Table:
     """Rows at or above the threshold; rank counts from 1 within the probe's list."""
     keep = np.isfinite(scores) & (scores >= threshold)
@@ -256,7 +247,7 @@ def assemble_candidates(
     if len(set(probe_ids)) != len(probe_ids) or len(probe_ids) != len(probes):
         raise GalleryError("probe ids must be unique, one per probe vector")
     names = gallery.enrollment_ids(ids)
-    from_gallery = candidate_rows(probe_ids, scores, names, threshold, "gallery")
+    from_gallery = candidate_rows(probe_ids, scores, names, threshold, CandidateSource.GALLERY)
     return pa.concat_tables([from_gallery, batch_candidates(probe_ids, probes, k, threshold)])
 
 
@@ -266,4 +257,4 @@ def batch_candidates(probe_ids: list[str], probes: Scores, k: int, threshold: fl
         return CANDIDATES.empty_table()
     batch_scores, batch_ids = in_batch(probes, k)
     batch_names = np.array([*probe_ids, None], dtype=object)[batch_ids]
-    return candidate_rows(probe_ids, batch_scores, batch_names, threshold, "batch")
+    return candidate_rows(probe_ids, batch_scores, batch_names, threshold, CandidateSource.BATCH)

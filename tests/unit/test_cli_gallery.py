@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from dedup.cli import app
-from dedup.gallery.search import CANDIDATES
+from dedup.contracts.schemas import CANDIDATES
 
 runner = CliRunner()
 

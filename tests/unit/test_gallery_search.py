@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
+from dedup.contracts.schemas import CANDIDATES
 from dedup.errors import GalleryError
 from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery import search
 from dedup.gallery.erasure import compact, erase
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.search import (
-    CANDIDATES,
     ExactSweepEngine,
     IvfPqEngine,
     in_batch,
