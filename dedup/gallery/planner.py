@@ -28,8 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
+from dedup.gallery.engines import ExactSweepEngine
 from dedup.gallery.reader import Gallery
-from dedup.gallery.search import ExactSweepEngine
 from dedup.settings import SearchSettings
 
 

@@ -14,17 +14,17 @@ from numpy.typing import NDArray
 from dedup.contracts.schemas import CandidateSource
 from dedup.errors import GalleryError
 from dedup.files import write_atomically
-from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
-from dedup.gallery.reader import Gallery, open_gallery
-from dedup.gallery.search import (
+from dedup.gallery.engines import (
     ExactSweepEngine,
     IvfPqEngine,
     SearchEngine,
-    assemble_candidates,
     check_probes,
     gpu_count,
 )
+from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
+from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
+from dedup.matching.candidates import assemble_candidates
 from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,

@@ -34,11 +34,12 @@ from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE, fixed_size_vec
 from dedup.errors import DedupError, LakeError
 from dedup.faults import crash_point
 from dedup.files import write_atomically
+from dedup.gallery.engines import Scores
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.reader import open_gallery, resolve_version
 from dedup.gallery.run import SearchReport, check_audit, search_gallery
-from dedup.gallery.search import Scores, batch_candidates
 from dedup.gallery.writer import add_batch, build_gallery
+from dedup.matching.candidates import batch_candidates
 from dedup.metrics import publish, search_registry
 from dedup.settings import Settings
 from pipelines.deltars import insert_new, open_table, plain_strings

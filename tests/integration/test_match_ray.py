@@ -20,12 +20,13 @@ from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
 from dedup.evaluation.synthetic import write_synthetic_set
+from dedup.gallery.engines import IvfPqEngine
 from dedup.gallery.erasure import erase
 from dedup.gallery.layout import shard_file
 from dedup.gallery.reader import Gallery, open_gallery
-from dedup.gallery.search import IvfPqEngine, search_batch
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
+from dedup.matching.candidates import search_batch
 from pipelines.ray.match import (
     RayShardSearch,
     ShardActor,

@@ -14,17 +14,13 @@ from numpy.typing import NDArray
 from dedup.contracts.schemas import CANDIDATES
 from dedup.errors import GalleryError
 from dedup.evaluation.synthetic import write_synthetic_set
-from dedup.gallery import search
+from dedup.gallery import engines
+from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
 from dedup.gallery.erasure import compact, erase
 from dedup.gallery.reader import Gallery, open_gallery
-from dedup.gallery.search import (
-    ExactSweepEngine,
-    IvfPqEngine,
-    in_batch,
-    search_batch,
-)
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
+from dedup.matching.candidates import in_batch, search_batch
 
 THRESHOLD = 0.90
 
@@ -173,7 +169,7 @@ def test_the_exact_sweep_hands_fp16_tiles_to_the_gpu_and_agrees_with_the_cpu(
     stand_in = StandInGpu()
     for name in ("get_num_gpus", "StandardGpuResources", "knn_gpu"):
         monkeypatch.setattr(faiss, name, getattr(stand_in, name), raising=False)
-    assert search.gpu_count() == 1
+    assert engines.gpu_count() == 1
     on_cpu = ExactSweepEngine(tile_rows=700, device="cpu").search(gallery, probes, 10)
     on_gpu = ExactSweepEngine(tile_rows=700).search(gallery, probes, 10)
     tiles = -(-int(gallery.manifest.next_id) // 700)

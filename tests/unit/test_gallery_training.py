@@ -11,9 +11,9 @@ import pytest
 
 from dedup.evaluation.synthetic import TemplateSynth
 from dedup.gallery import training
+from dedup.gallery.engines import IvfPqEngine
 from dedup.gallery.layout import parse_factory
 from dedup.gallery.reader import open_gallery
-from dedup.gallery.search import IvfPqEngine
 from dedup.gallery.training import split_lists, train_index, two_level_centroids
 from dedup.gallery.writer import build_gallery
 

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from dedup.evaluation.synthetic import write_synthetic_set
+from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
 from dedup.gallery.planner import audit_recall, choose_engine, predict_seconds
 from dedup.gallery.reader import open_gallery
-from dedup.gallery.search import ExactSweepEngine, IvfPqEngine
 from dedup.gallery.writer import build_gallery
 from dedup.settings import SearchSettings
 
