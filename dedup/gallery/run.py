@@ -21,10 +21,11 @@ from dedup.gallery.engines import (
     check_probes,
     gpu_count,
 )
-from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
 from dedup.matching.candidates import assemble_candidates
+from dedup.matching.cost_model import choose_engine
+from dedup.matching.recall_audit import RecallAudit, RecallBelowFloor, audit_recall
 from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,
