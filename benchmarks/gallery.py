@@ -41,9 +41,9 @@ from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
 from dedup.gallery.layout import index_bytes_per_template
 from dedup.gallery.reader import Gallery, open_gallery
-from dedup.gallery.run import gallery_tail
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
+from dedup.matching.batch_search import gallery_tail
 from dedup.matching.thresholds import expected_false_candidates, review_threshold_for
 from dedup.settings import SearchSettings
 

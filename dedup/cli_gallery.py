@@ -118,7 +118,7 @@ def search(
 ) -> None:
     """One-to-many against the gallery and in-batch; writes probe_id, candidate_id, score,
     rank, source. Prints the engine chosen and why, and the recall audit."""
-    from dedup.gallery.run import search_probes
+    from dedup.matching.batch_search import search_probes
     from dedup.settings import load_settings
 
     if threshold is not None and target_fpir is not None:

@@ -37,8 +37,8 @@ from dedup.files import write_atomically
 from dedup.gallery.engines import Scores
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.reader import open_gallery, resolve_version
-from dedup.gallery.run import SearchReport, check_audit, search_gallery
 from dedup.gallery.writer import add_batch, build_gallery
+from dedup.matching.batch_search import SearchReport, check_audit, search_gallery
 from dedup.matching.candidates import batch_candidates
 from dedup.metrics import publish, search_registry
 from dedup.settings import Settings

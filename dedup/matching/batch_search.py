@@ -1,4 +1,4 @@
-"""Searching a batch of probes end to end: engine choice, search, audit, candidates file."""
+"""A batch searched end to end: engine choice, search, recall audit, candidates, the report."""
 
 from __future__ import annotations
 
