@@ -43,7 +43,7 @@ from dedup.gallery.layout import index_bytes_per_template
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
-from dedup.matching.batch_search import gallery_tail
+from dedup.matching.threshold_policy import gallery_tail
 from dedup.matching.thresholds import expected_false_candidates, review_threshold_for
 from dedup.settings import SearchSettings
 

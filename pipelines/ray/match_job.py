@@ -5,7 +5,8 @@
 2. Search them 1:N against the published gallery and within the batch (``search_gallery``:
    the cost model picks the exact sweep or IVF-PQ, IVF-PQ runs on one Ray actor per shard
    unless ``ray=False``, and the recall audit checks it). The first batch of a registry has
-   no gallery yet and is searched within itself only.
+   no gallery yet and is searched within itself only. Either way the threshold comes from
+   ``dedup.matching.threshold_policy``, whose sentence the report carries.
 3. Write the candidate rows to ``_work/match/<batch>/candidates.parquet`` (atomically, once:
    a re-run reuses them, so it never searches a gallery that already holds this batch), then
    MERGE them into ``candidates``, inserting only keys the table lacks.
@@ -40,6 +41,7 @@ from dedup.gallery.reader import open_gallery, resolve_version
 from dedup.gallery.writer import add_batch, build_gallery
 from dedup.matching.batch_search import SearchReport, check_audit, search_gallery
 from dedup.matching.candidates import batch_candidates
+from dedup.matching.threshold_policy import review_threshold
 from dedup.metrics import publish, search_registry
 from dedup.settings import Settings
 from pipelines.deltars import insert_new, open_table, plain_strings
@@ -64,6 +66,9 @@ class MatchReport:
     seconds: float
     # Where the search's metrics went (or why they did not).
     metrics: list[str]
+    # The threshold policy's sentence (``dedup.matching.threshold_policy``): the threshold
+    # searched at and why; None when the rows of an earlier run were reused.
+    threshold: str | None = None
 
 
 def work_folder(lake: str, batch_id: str) -> Path:
@@ -102,13 +107,16 @@ def search_candidates(
     ray: bool,
     threshold: float | None,
     target_fpir: float | None,
-) -> tuple[pa.Table, SearchReport | None]:
-    """The batch's candidate rows (``CANDIDATES``), and the search's report when it had a
-    gallery to search."""
+) -> tuple[pa.Table, SearchReport | None, str]:
+    """The batch's candidate rows (``CANDIDATES``), the search's report when it had a
+    gallery to search, and the threshold policy's sentence for the operator."""
     if not (gallery_root / CURRENT_FILE).exists():
-        limit = settings.matching.review_threshold if threshold is None else threshold
+        review = review_threshold(
+            settings.matching, None, threshold=threshold, target_fpir=target_fpir
+        )
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-        return batch_candidates(ids, matrix, settings.search.k, limit), None
+        found = batch_candidates(ids, matrix, settings.search.k, review.value)
+        return found, None, review.sentence()
     with ExitStack() as stack:
         shards = None
         if ray:
@@ -121,7 +129,7 @@ def search_candidates(
                     address=settings.embed.ray_address,
                 )
             )
-        return search_gallery(
+        found, report = search_gallery(
             open_gallery(gallery_root),
             ids,
             vectors,
@@ -131,6 +139,7 @@ def search_candidates(
             model_id=settings.model,
             approximate=shards,
         )
+        return found, report, report.review.sentence()
 
 
 def lake_rows(candidates: pa.Table, batch_id: str, model_id: str, now: dt.datetime) -> pa.Table:
@@ -161,12 +170,13 @@ def run_match(
     ids, vectors = batch_templates(settings, batch_id)
     results = work_folder(settings.lake, batch_id) / "candidates.parquet"
     report = None
+    threshold_used = None
     metrics_sent: list[str] = []
     reused = results.exists()
     if reused:
         rows = pq.read_table(results)
     else:
-        found, report = search_candidates(
+        found, report, threshold_used = search_candidates(
             settings,
             gallery_root,
             ids,
@@ -201,6 +211,7 @@ def run_match(
         reused=reused,
         seconds=time.perf_counter() - started,
         metrics=metrics_sent,
+        threshold=threshold_used,
     )
 
 
