@@ -120,7 +120,7 @@ def search_candidates(
     with ExitStack() as stack:
         shards = None
         if ray:
-            from pipelines.ray.match import RayShardSearch
+            from pipelines.ray.shard_actors import RayShardSearch
 
             shards = stack.enter_context(
                 RayShardSearch(

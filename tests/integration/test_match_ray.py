@@ -27,7 +27,7 @@ from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.templates_io import read_templates
 from dedup.gallery.writer import build_gallery
 from dedup.matching.candidates import search_batch
-from pipelines.ray.match import (
+from pipelines.ray.shard_actors import (
     RayShardSearch,
     ShardActor,
     actor_resources,

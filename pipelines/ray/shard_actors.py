@@ -16,7 +16,7 @@ in-process engine's own ``top_k``. Both paths run the same functions on the same
 
 Example::
 
-    with RayShardSearch(nprobe=64, shortlist=100) as engine:
+    with RayShardSearch(nprobe=64, shortlist=100) as engine:  # dedup.matching.candidates:
         candidates = search_batch(gallery, probe_ids, probes, k=20, threshold=t, engine=engine)
 
 The gallery folder must be readable at the same path on every node (a shared file system or a
