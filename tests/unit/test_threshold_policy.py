@@ -7,13 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow.parquet as pq
 import pytest
+from numpy.typing import NDArray
 from typer.testing import CliRunner
 
 from dedup.cli import app
 from dedup.errors import ConfigError
+from dedup.evaluation.synthetic import TemplateSynth
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.templates_io import vector_table
 from dedup.gallery.writer import build_gallery
@@ -32,10 +33,10 @@ CONFIGURED = MatchingSettings().review_threshold
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
-def unit_vectors(n: int, seed: int) -> npt.NDArray[np.float32]:
-    vectors = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    unit: npt.NDArray[np.float32] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    return unit
+def templates(start: int, count: int) -> NDArray[np.float32]:
+    """Calibrated synthetic templates of persons ``start`` .. ``start + count - 1``."""
+    synth = TemplateSynth(DIM, seed=0)
+    return synth.captures(synth.identities(start, count), stream=start)
 
 
 def built(root: Path, n: int) -> Path:
@@ -43,7 +44,7 @@ def built(root: Path, n: int) -> Path:
     build_gallery(
         root,
         names,
-        unit_vectors(n, seed=n),
+        templates(0, n),
         model_id=MODEL,
         batch_id="initial",
         shards=2,
@@ -131,7 +132,7 @@ def test_contradictory_or_impossible_requests_are_refused(large: Gallery) -> Non
 
 
 def test_the_search_report_carries_the_sentence(small: Gallery) -> None:
-    probes = unit_vectors(20, seed=7)
+    probes = templates(10_000, 20)
     ids = [f"p{i:02d}" for i in range(len(probes))]
     settings = load_settings(overrides={"search": {"engine": "exact"}})
     _, report = search_gallery(small, ids, probes, settings, target_fpir=0.001)
@@ -143,7 +144,7 @@ def test_the_search_report_carries_the_sentence(small: Gallery) -> None:
 def test_the_match_job_without_a_gallery_reports_the_sentence(tmp_path: Path) -> None:
     from pipelines.ray.match_job import search_candidates
 
-    probes = unit_vectors(10, seed=8)
+    probes = templates(20_000, 10)
     ids = [f"p{i:02d}" for i in range(len(probes))]
     settings = load_settings(overrides={"lake": str(tmp_path / "lake")})
     _, report, sentence = search_candidates(
@@ -155,7 +156,7 @@ def test_the_match_job_without_a_gallery_reports_the_sentence(tmp_path: Path) ->
 
 def test_gallery_search_prints_the_sentence(small_root: Path, tmp_path: Path) -> None:
     probes = tmp_path / "probes.parquet"
-    pq.write_table(vector_table([f"p{i:02d}" for i in range(20)], unit_vectors(20, 9)), probes)
+    pq.write_table(vector_table([f"p{i:02d}" for i in range(20)], templates(30_000, 20)), probes)
     result = CliRunner().invoke(
         app,
         [
