@@ -282,7 +282,7 @@ def print_match_report(report: Any) -> None:
     elif report.reused:
         console.print("the candidates of an earlier run of this batch were reused")
     else:
-        console.print(report.threshold)
+        console.print(report.threshold_sentence)
         console.print("no gallery yet: the batch was searched within itself only")
     for where in report.metrics:
         console.print(f"metrics: {where}")

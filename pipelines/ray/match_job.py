@@ -68,7 +68,7 @@ class MatchReport:
     metrics: list[str]
     # The threshold policy's sentence (``dedup.matching.threshold_policy``): the threshold
     # searched at and why; None when the rows of an earlier run were reused.
-    threshold: str | None = None
+    threshold_sentence: str | None = None
 
 
 def work_folder(lake: str, batch_id: str) -> Path:
@@ -211,7 +211,7 @@ def run_match(
         reused=reused,
         seconds=time.perf_counter() - started,
         metrics=metrics_sent,
-        threshold=threshold_used,
+        threshold_sentence=threshold_used,
     )
 
 

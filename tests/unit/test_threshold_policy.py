@@ -175,3 +175,29 @@ def test_gallery_search_prints_the_sentence(small_root: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     printed = " ".join(result.output.split())
     assert "target FPIR 0.001 not applied: the gallery's 600 live templates are too few" in printed
+
+
+def test_dedup_match_prints_the_sentence_when_there_was_no_gallery() -> None:
+    from dedup.cli import print_match_report
+    from dedup.cli_output import console
+    from pipelines.ray.match_job import MatchReport
+
+    sentence = "review threshold 0.9000 (matching.review_threshold); target FPIR 0.001 not applied"
+    report = MatchReport(
+        batch_id="night-1",
+        model_id=MODEL,
+        probes=2,
+        candidates=0,
+        with_candidates=0,
+        unique=2,
+        gallery_version=1,
+        gallery_size=2,
+        search=None,
+        reused=False,
+        seconds=0.1,
+        metrics=[],
+        threshold_sentence=sentence,
+    )
+    with console.capture() as captured:
+        print_match_report(report)
+    assert sentence in " ".join(captured.get().split())
