@@ -1,10 +1,10 @@
 """Gallery search at scale: IVF-PQ (sharded, exact re-scoring) against exact search.
 
-On calibrated synthetic templates (``dedup.gallery.synth``: 128-d, planted duplicates), side by
-side in one run:
+On calibrated synthetic templates (``dedup.evaluation.synthetic``: 128-d, planted duplicates),
+side by side in one run:
 
 - the review threshold: calibrated to a target FPIR (1% by default) at the gallery's size on
-  the impostor tail fitted from the gallery (``dedup.gallery.thresholds``);
+  the impostor tail fitted from the gallery (``dedup.matching.thresholds``);
 - exact search: ``faiss.IndexFlatIP`` over the same float32 vectors, all probes at once; its
   candidates at the review threshold are the truth the approximate search is measured against
   (candidate recall), and recall on the planted duplicates alone is shown beside it;
@@ -36,13 +36,15 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
+from dedup.contracts.schemas import CandidateSource
 from dedup.contracts.vectors import read_templates
+from dedup.evaluation.synthetic import write_synthetic_set
+from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
 from dedup.gallery.layout import index_bytes_per_template
-from dedup.gallery.run import gallery_tail
-from dedup.gallery.search import ExactSweepEngine, IvfPqEngine
-from dedup.gallery.store import Gallery, build_gallery, open_gallery
-from dedup.gallery.synth import write_synthetic_set
-from dedup.gallery.thresholds import expected_false_candidates, review_threshold_for
+from dedup.gallery.reader import Gallery, open_gallery
+from dedup.gallery.writer import build_gallery
+from dedup.matching.threshold_policy import gallery_tail
+from dedup.matching.thresholds import expected_false_candidates, review_threshold_for
 from dedup.settings import SearchSettings
 
 
@@ -65,7 +67,9 @@ def planted_pairs(work: Path, probe_ids: list[str], gallery: Gallery) -> set[tup
     """(probe row, gallery id) of every planted gallery duplicate."""
     truth = pq.read_table(work / "synth" / "truth.parquet").to_pylist()
     row = {p: i for i, p in enumerate(probe_ids)}
-    pairs = [(t["probe_id"], t["match_id"]) for t in truth if t["source"] == "gallery"]
+    pairs = [
+        (t["probe_id"], t["match_id"]) for t in truth if t["source"] == CandidateSource.GALLERY
+    ]
     ids = gallery.gallery_ids([m for _, m in pairs])
     return {(row[p], int(g)) for (p, _), g in zip(pairs, ids, strict=True)}
 

@@ -5,7 +5,8 @@
 2. Search them 1:N against the published gallery and within the batch (``search_gallery``:
    the cost model picks the exact sweep or IVF-PQ, IVF-PQ runs on one Ray actor per shard
    unless ``ray=False``, and the recall audit checks it). The first batch of a registry has
-   no gallery yet and is searched within itself only.
+   no gallery yet and is searched within itself only. Either way the threshold comes from
+   ``dedup.matching.threshold_policy``, whose sentence the report carries.
 3. Write the candidate rows to ``_work/match/<batch>/candidates.parquet`` (atomically, once:
    a re-run reuses them, so it never searches a gallery that already holds this batch), then
    MERGE them into ``candidates``, inserting only keys the table lacks.
@@ -31,13 +32,16 @@ import pyarrow.parquet as pq
 from rich.console import RenderableType
 
 from dedup.atomic_files import write_atomically
-from dedup.contracts.schemas import CANDIDATES_TABLE
+from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
+from dedup.gallery.engines import Scores
 from dedup.gallery.layout import CURRENT_FILE
-from dedup.gallery.run import SearchReport, check_audit, search_gallery
-from dedup.gallery.search import CANDIDATES, Scores, batch_candidates
-from dedup.gallery.store import add_batch, build_gallery, open_gallery, resolve_version
+from dedup.gallery.reader import open_gallery, resolve_version
+from dedup.gallery.writer import add_batch, build_gallery
+from dedup.matching.batch_search import SearchReport, check_audit, search_gallery
+from dedup.matching.candidates import batch_candidates
+from dedup.matching.threshold_policy import review_threshold
 from dedup.observability.job_metrics import publish, search_registry
 from dedup.settings import Settings
 from pipelines.job_report import JobReport
@@ -62,6 +66,9 @@ class MatchReport(JobReport):
     reused: bool
     # Where the search's metrics went (or why they did not).
     metrics: list[str]
+    # The threshold policy's sentence (``dedup.matching.threshold_policy``): the threshold
+    # searched at and why; None when the rows of an earlier run were reused.
+    threshold_sentence: str | None = None
 
     def summary(self) -> list[RenderableType]:
         if self.search is not None:
@@ -69,7 +76,10 @@ class MatchReport(JobReport):
         elif self.reused:
             lines = ["the candidates of an earlier run of this batch were reused"]
         else:
-            lines = ["no gallery yet: the batch was searched within itself only"]
+            lines = [
+                *([self.threshold_sentence] if self.threshold_sentence else []),
+                "no gallery yet: the batch was searched within itself only",
+            ]
         lines += [f"metrics: {where}" for where in self.metrics]
         lines.append(
             f"batch {self.batch_id}: {self.probes} templates, {self.candidates} candidate "
@@ -89,17 +99,20 @@ def search_candidates(
     ray: bool,
     threshold: float | None,
     target_fpir: float | None,
-) -> tuple[pa.Table, SearchReport | None]:
-    """The batch's candidate rows (``CANDIDATES``), and the search's report when it had a
-    gallery to search."""
+) -> tuple[pa.Table, SearchReport | None, str]:
+    """The batch's candidate rows (``CANDIDATES``), the search's report when it had a
+    gallery to search, and the threshold policy's sentence for the operator."""
     if not (gallery_root / CURRENT_FILE).exists():
-        limit = settings.matching.review_threshold if threshold is None else threshold
+        review = review_threshold(
+            settings.matching, None, threshold=threshold, target_fpir=target_fpir
+        )
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-        return batch_candidates(ids, matrix, settings.search.k, limit), None
+        found = batch_candidates(ids, matrix, settings.search.k, review.value)
+        return found, None, review.sentence()
     with ExitStack() as stack:
         shards = None
         if ray:
-            from pipelines.ray.match import RayShardSearch
+            from pipelines.ray.shard_actors import RayShardSearch
 
             shards = stack.enter_context(
                 RayShardSearch(
@@ -108,7 +121,7 @@ def search_candidates(
                     address=settings.embed.ray_address,
                 )
             )
-        return search_gallery(
+        found, report = search_gallery(
             open_gallery(gallery_root),
             ids,
             vectors,
@@ -118,6 +131,7 @@ def search_candidates(
             model_id=settings.model,
             approximate=shards,
         )
+        return found, report, report.review.sentence()
 
 
 def lake_rows(candidates: pa.Table, batch_id: str, model_id: str, now: dt.datetime) -> pa.Table:
@@ -150,12 +164,13 @@ def run_match(
     )
     results = run.begin("match") / "candidates.parquet"
     report = None
+    threshold_used = None
     metrics_sent: list[str] = []
     reused = results.exists()
     if reused:
         rows = pq.read_table(results)
     else:
-        found, report = search_candidates(
+        found, report, threshold_used = search_candidates(
             settings,
             gallery_root,
             ids,
@@ -189,6 +204,7 @@ def run_match(
         reused=reused,
         seconds=time.perf_counter() - started,
         metrics=metrics_sent,
+        threshold_sentence=threshold_used,
     )
 
 

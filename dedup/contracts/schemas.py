@@ -12,6 +12,8 @@ manifest maps every row to the same key.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pyarrow as pa
 
 UTC_TS = pa.timestamp("us", tz="UTC")
@@ -119,18 +121,33 @@ TEMPLATES = pa.schema(
     ]
 )
 
-# The match job's output: one row per (probe, candidate, source) above the review threshold,
-# the probe and candidate being enrollment ids; source is "gallery" (1:N) or "batch" (another
-# probe of the same batch). Rank counts from 1 within the probe's list of that source.
-CANDIDATES_TABLE = pa.schema(
+
+class CandidateSource(StrEnum):
+    """Where a candidate was found: the values of the ``source`` column of ``candidates``."""
+
+    GALLERY = "gallery"  # 1:N: an enrolled person of the gallery
+    BATCH = "batch"  # another probe of the same batch (two new enrollments of one person)
+
+
+# What a search gives for a batch of probes: one row per (probe, candidate, source) at or above
+# the review threshold, the probe and candidate being enrollment ids, source a
+# ``CandidateSource``. Rank counts from 1 within the probe's list of that source.
+CANDIDATES = pa.schema(
     [
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("model_id", pa.string(), nullable=False),
         pa.field("probe_id", pa.string(), nullable=False),
         pa.field("candidate_id", pa.string(), nullable=False),
         pa.field("score", pa.float32(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+# The match job's output table: the search's rows under the batch and model they came from.
+CANDIDATES_TABLE = pa.schema(
+    [
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        *CANDIDATES,
         pa.field("matched_at", UTC_TS, nullable=False),
     ]
 )

@@ -26,6 +26,7 @@ from dedup.adjudication.access import Role
 from dedup.adjudication.credentials import new_totp_secret
 from dedup.adjudication.tables import User
 from dedup.atomic_files import write_bytes_atomically
+from dedup.contracts.schemas import CandidateSource
 from dedup.settings import Settings
 
 DEMO_USERS = (
@@ -115,6 +116,6 @@ def synthetic_review_batch(
         for c in range(candidates_per_probe):
             candidate = f"G{prefix}{p:05d}-{c}"
             rows.append({"probe_id": probe, "candidate_id": candidate, "score": 0.97 - 0.01 * c,
-                         "rank": c + 1, "source": "gallery"})  # fmt: skip
+                         "rank": c + 1, "source": CandidateSource.GALLERY})  # fmt: skip
             subjects.append({"enrollment_id": candidate, "images": image()})
     return {"model_id": "dlib-resnet-v1", "candidates": rows, "subjects": subjects}

@@ -1,2 +1,3 @@
 """The gallery: every enrolled template, in sharded FAISS IVF-PQ indexes with full vectors
-beside them for exact re-scoring; one-to-many and in-batch search; thresholds at scale."""
+beside them for exact re-scoring. Storage (layout, training, reader, writer, erasure, publish)
+and the search engines only; what a search's scores mean is ``dedup.matching``."""

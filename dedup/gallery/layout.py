@@ -17,7 +17,9 @@ A gallery root holds immutable version folders and one pointer to the published 
       versions/.tmp-*/         a version being written (or left by a crash): readers ignore it
 
 The manifest names every file with its sha256, so a reader can prove it reads what the writer
-wrote. The storage mechanics (publishing, hard links) live in ``dedup.gallery.store``.
+wrote. The storage mechanics live beside this module: ``reader`` (open, verify), ``writer``
+(build, add), ``erasure`` (erase, compact, prune) and ``publish`` (drafts, hard links, the
+atomic publish).
 """
 
 from __future__ import annotations

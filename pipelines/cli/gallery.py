@@ -39,7 +39,7 @@ def synth(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Calibrated synthetic templates with planted duplicates and their ground truth."""
-    from dedup.gallery.synth import write_synthetic_set
+    from dedup.evaluation.synthetic import write_synthetic_set
 
     made = write_synthetic_set(out, n, dim, duplicates, probes, seed=seed)
     console.print(
@@ -62,7 +62,7 @@ def build(
 ) -> None:
     """Train the shared quantizer and publish version 1 of a new gallery."""
     from dedup.contracts.vectors import read_templates
-    from dedup.gallery.store import build_gallery
+    from dedup.gallery.writer import build_gallery
 
     ids, vectors = read_templates(templates)
     with console.status(f"training and filling the shards with {len(ids)} templates"):
@@ -89,7 +89,7 @@ def add(
 ) -> None:
     """Add a batch of unique enrollments, balanced across shards."""
     from dedup.contracts.vectors import read_templates
-    from dedup.gallery.store import add_batch
+    from dedup.gallery.writer import add_batch
 
     ids, vectors = read_templates(templates)
     manifest = add_batch(gallery, batch_id or templates.stem, ids, vectors, model_id=model_id)
@@ -112,7 +112,7 @@ def search(
 ) -> None:
     """One-to-many against the gallery and in-batch; writes probe_id, candidate_id, score,
     rank, source. Prints the engine chosen and why, and the recall audit."""
-    from dedup.gallery.run import search_probes
+    from dedup.matching.batch_search import search_probes
     from dedup.settings import load_settings
 
     if threshold is not None and target_fpir is not None:
@@ -139,7 +139,7 @@ def erase_command(
     enrollment_id: Annotated[str, typer.Option("--enrollment-id")],
 ) -> None:
     """Erase an enrollment: never returned again from now on; removed at the next compaction."""
-    from dedup.gallery.store import erase
+    from dedup.gallery.erasure import erase
 
     manifest = erase(gallery, enrollment_id)
     console.print(f"{enrollment_id} erased; {_describe(manifest)}")
@@ -148,7 +148,7 @@ def erase_command(
 @gallery_app.command("compact")
 def compact_command(gallery: GalleryOption) -> None:
     """Remove erased templates physically from shards, vectors and older versions."""
-    from dedup.gallery.store import compact
+    from dedup.gallery.erasure import compact
 
     console.print(_describe(compact(gallery)))
 
@@ -156,6 +156,6 @@ def compact_command(gallery: GalleryOption) -> None:
 @gallery_app.command("verify")
 def verify(gallery: GalleryOption) -> None:
     """Check every file of the current version against the manifest's sha256."""
-    from dedup.gallery.store import verify_gallery
+    from dedup.gallery.reader import verify_gallery
 
     console.print(f"ok: {_describe(verify_gallery(gallery))}")

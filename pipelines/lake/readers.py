@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedup.contracts.schemas import FACES, STATUS_STAGED
+from dedup.contracts.schemas import CANDIDATES, FACES, STATUS_STAGED
 from dedup.contracts.vectors import Matrix, matrix_of
 from dedup.errors import LakeError
 from pipelines.lake.delta_rs import DeltaRsTables
@@ -91,7 +91,7 @@ def batch_candidates(lake: str, batch_id: str, model_id: str) -> list[dict[str, 
     """The batch's candidate rows for the model."""
     rows = DeltaRsTables(lake).read(
         "candidates",
-        ["probe_id", "candidate_id", "score", "rank", "source"],
+        CANDIDATES.names,
         (pc.field("batch_id") == batch_id) & (pc.field("model_id") == model_id),
     )
     if rows is None:

@@ -19,15 +19,10 @@ import pytest
 
 from dedup.crash_points import CRASH_AT_ENV, CRASH_MODE_ENV
 from dedup.errors import GalleryError, InjectedCrash
+from dedup.gallery.erasure import compact, erase
 from dedup.gallery.layout import CURRENT_FILE, TMP_PREFIX, VERSIONS_DIR
-from dedup.gallery.store import (
-    add_batch,
-    build_gallery,
-    compact,
-    erase,
-    open_gallery,
-    verify_gallery,
-)
+from dedup.gallery.reader import open_gallery, verify_gallery
+from dedup.gallery.writer import add_batch, build_gallery
 
 N, DIM, MODEL = 2000, 32, "synthetic-v1"
 AFTER_FILES = "gallery.publish.after_files"
@@ -131,7 +126,7 @@ def test_process_killed_while_publishing_keeps_the_previous_version(root: Path) 
     script = textwrap.dedent(
         f"""
         import numpy as np
-        from dedup.gallery.store import add_batch
+        from dedup.gallery.writer import add_batch
         add_batch({str(root)!r}, "night-2", {new_names(5)!r},
                   np.load({str(root.parent / "new.npy")!r}), model_id={MODEL!r})
         """

@@ -19,7 +19,7 @@ import pytest
 from dedup.crash_points import CRASH_AT_ENV
 from dedup.demo.batch import DemoBatch, ExpectedRow, build_demo_batch
 from dedup.errors import InjectedCrash, LakeError
-from dedup.gallery.store import open_gallery
+from dedup.gallery.reader import open_gallery
 from dedup.models.dlib_onnx import ensure_dlib_export
 from dedup.settings import Settings
 from pipelines.lake.batch_run import BatchRun

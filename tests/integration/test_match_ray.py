@@ -20,11 +20,14 @@ from numpy.typing import NDArray
 
 from dedup.contracts.vectors import read_templates
 from dedup.errors import GalleryError
+from dedup.evaluation.synthetic import write_synthetic_set
+from dedup.gallery.engines import IvfPqEngine
+from dedup.gallery.erasure import erase
 from dedup.gallery.layout import shard_file
-from dedup.gallery.search import IvfPqEngine, search_batch
-from dedup.gallery.store import Gallery, build_gallery, erase, open_gallery
-from dedup.gallery.synth import write_synthetic_set
-from pipelines.ray.match import (
+from dedup.gallery.reader import Gallery, open_gallery
+from dedup.gallery.writer import build_gallery
+from dedup.matching.candidates import search_batch
+from pipelines.ray.shard_actors import (
     RayShardSearch,
     ShardActor,
     actor_resources,

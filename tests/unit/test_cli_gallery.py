@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from dedup.gallery.search import CANDIDATES
+from dedup.contracts.schemas import CANDIDATES
 from pipelines.cli import app
 
 runner = CliRunner()

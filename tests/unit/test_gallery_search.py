@@ -11,18 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 from numpy.typing import NDArray
 
+from dedup.contracts.schemas import CANDIDATES
 from dedup.contracts.vectors import read_templates
 from dedup.errors import GalleryError
-from dedup.gallery import search
-from dedup.gallery.search import (
-    CANDIDATES,
-    ExactSweepEngine,
-    IvfPqEngine,
-    in_batch,
-    search_batch,
-)
-from dedup.gallery.store import Gallery, build_gallery, compact, erase, open_gallery
-from dedup.gallery.synth import write_synthetic_set
+from dedup.evaluation.synthetic import write_synthetic_set
+from dedup.gallery import engines
+from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
+from dedup.gallery.erasure import compact, erase
+from dedup.gallery.reader import Gallery, open_gallery
+from dedup.gallery.writer import build_gallery
+from dedup.matching.candidates import in_batch, search_batch
 
 THRESHOLD = 0.90
 
@@ -171,7 +169,7 @@ def test_the_exact_sweep_hands_fp16_tiles_to_the_gpu_and_agrees_with_the_cpu(
     stand_in = StandInGpu()
     for name in ("get_num_gpus", "StandardGpuResources", "knn_gpu"):
         monkeypatch.setattr(faiss, name, getattr(stand_in, name), raising=False)
-    assert search.gpu_count() == 1
+    assert engines.gpu_count() == 1
     on_cpu = ExactSweepEngine(tile_rows=700, device="cpu").search(gallery, probes, 10)
     on_gpu = ExactSweepEngine(tile_rows=700).search(gallery, probes, 10)
     tiles = -(-int(gallery.manifest.next_id) // 700)

@@ -15,6 +15,7 @@ import pytest
 
 from dedup.atomic_files import sha256_file
 from dedup.errors import GalleryError
+from dedup.gallery.erasure import compact, erase, prune_versions
 from dedup.gallery.layout import (
     CURRENT_FILE,
     MANIFEST_FILE,
@@ -24,17 +25,8 @@ from dedup.gallery.layout import (
     index_bytes_per_template,
     parse_factory,
 )
-from dedup.gallery.store import (
-    Gallery,
-    add_batch,
-    build_gallery,
-    compact,
-    erase,
-    open_gallery,
-    open_shard,
-    prune_versions,
-    verify_gallery,
-)
+from dedup.gallery.reader import Gallery, open_gallery, open_shard, verify_gallery
+from dedup.gallery.writer import add_batch, build_gallery
 
 N, DIM, SHARDS, FACTORY, NLIST = 4000, 32, 4, "IVF16,PQ8", 16
 MODEL = "synthetic-v1"

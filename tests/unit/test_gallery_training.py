@@ -9,12 +9,13 @@ import faiss
 import numpy as np
 import pytest
 
+from dedup.evaluation.synthetic import TemplateSynth
 from dedup.gallery import training
+from dedup.gallery.engines import IvfPqEngine
 from dedup.gallery.layout import parse_factory
-from dedup.gallery.search import IvfPqEngine
-from dedup.gallery.store import build_gallery, open_gallery
-from dedup.gallery.synth import TemplateSynth
+from dedup.gallery.reader import open_gallery
 from dedup.gallery.training import split_lists, train_index, two_level_centroids
+from dedup.gallery.writer import build_gallery
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 

@@ -13,8 +13,8 @@ from numpy.typing import NDArray
 
 from dedup.contracts.vectors import read_templates
 from dedup.errors import DedupError
-from dedup.gallery.synth import write_synthetic_set
-from dedup.gallery.thresholds import (
+from dedup.evaluation.synthetic import write_synthetic_set
+from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,
     fpir_at,

@@ -1,4 +1,4 @@
-"""Searching a batch of probes end to end: engine choice, search, audit, candidates file."""
+"""A batch searched end to end: engine choice, search, recall audit, candidates, the report."""
 
 from __future__ import annotations
 
@@ -12,47 +12,23 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from dedup.atomic_files import write_atomically
+from dedup.contracts.schemas import CandidateSource
 from dedup.contracts.vectors import read_templates
-from dedup.errors import GalleryError
-from dedup.gallery.planner import RecallAudit, RecallBelowFloor, audit_recall, choose_engine
-from dedup.gallery.search import (
+from dedup.gallery.engines import (
     ExactSweepEngine,
     IvfPqEngine,
     SearchEngine,
-    assemble_candidates,
     check_probes,
     gpu_count,
 )
-from dedup.gallery.store import Gallery, open_gallery
-from dedup.gallery.thresholds import (
-    ImpostorTail,
-    expected_false_candidates,
-    review_threshold_for,
-    sample_impostor_scores,
-)
+from dedup.gallery.reader import Gallery, open_gallery
+from dedup.matching.candidates import assemble_candidates
+from dedup.matching.cost_model import choose_engine
+from dedup.matching.recall_audit import RecallAudit, RecallBelowFloor, audit_recall
+from dedup.matching.threshold_policy import ReviewThreshold, review_threshold
+from dedup.matching.thresholds import expected_false_candidates
 from dedup.observability.job_metrics import SearchFigures
 from dedup.settings import Settings
-
-# How much of the gallery the impostor tail is fitted on: enough pairs to trust p(t) down to
-# about 1e-3 / pairs (see dedup.gallery.thresholds), from enough distinct templates.
-TAIL_ROWS = 200_000
-TAIL_PAIRS = 10_000_000
-
-
-def gallery_tail(gallery: Gallery, seed: int = 0) -> ImpostorTail | None:
-    """The impostor score tail of the gallery, from random pairs of its live templates.
-
-    Gallery entries are distinct people (that is what deduplication keeps them), so random
-    pairs of them are non-mated. None when the gallery is too small to fit a tail.
-    """
-    live = gallery.ids_table()["gallery_id"].to_numpy()
-    if len(live) < 2_000:
-        return None
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(live, size=min(TAIL_ROWS, len(live)), replace=False))
-    vectors = np.asarray(gallery.vectors[rows], dtype=np.float32)
-    pairs = min(TAIL_PAIRS, 50 * len(rows))
-    return ImpostorTail.fit(sample_impostor_scores(vectors, pairs=pairs, seed=seed))
 
 
 @dataclass(frozen=True)
@@ -61,13 +37,17 @@ class SearchReport:
     gallery_size: int
     engine: str
     reason: str
-    threshold: float
-    threshold_source: str
+    review: ReviewThreshold
     expected_false: float | None
     candidates: int
     from_batch: int
     seconds: float
     audit: RecallAudit | None
+
+    @property
+    def threshold(self) -> float:
+        """The review threshold the batch was searched at (``review`` says why)."""
+        return self.review.value
 
     def figures(self) -> SearchFigures:
         audit = self.audit
@@ -89,7 +69,7 @@ class SearchReport:
         out = [
             f"{self.probes} probes against {self.gallery_size} templates: engine {self.engine} "
             f"({self.reason})",
-            f"review threshold {self.threshold:.4f} ({self.threshold_source})",
+            self.review.sentence(),
             f"{self.candidates} candidates at score >= {self.threshold:.4f} "
             f"({self.from_batch} within the batch) in {self.seconds:.2f} s",
         ]
@@ -173,26 +153,22 @@ def search_gallery(
 ) -> tuple[pa.Table, SearchReport]:
     """The ``candidates`` of a batch of probes, against the gallery and within the batch.
 
-    The cost model picks the engine; ``approximate`` replaces the in-process IVF-PQ engine
-    (the Ray shard actors, for example). The caller checks the audit (``check_audit``) before
-    it keeps any candidate, after publishing the figures if it publishes them.
+    The threshold comes from the one threshold policy (``review_threshold``), whose sentence
+    the report's lines carry. The cost model picks the engine; ``approximate`` replaces the
+    in-process IVF-PQ engine (the Ray shard actors, for example). The caller checks the audit
+    (``check_audit``) before it keeps any candidate, after publishing the figures if it
+    publishes them.
     """
     started = time.perf_counter()
     k = k or settings.search.k
-    tail = gallery_tail(gallery)
-    if target_fpir is not None:
-        if tail is None:
-            raise GalleryError("the gallery is too small to calibrate a threshold to an FPIR")
-        threshold = review_threshold_for(target_fpir, gallery.size, tail)
-        source = f"FPIR {target_fpir:g} at N = {gallery.size}"
-    elif threshold is None:
-        threshold, source = settings.matching.review_threshold, "matching.review_threshold"
-    else:
-        source = "given"
+    review = review_threshold(
+        settings.matching, gallery, threshold=threshold, target_fpir=target_fpir
+    )
+    tail = review.tail
     expected = (
         None
         if tail is None
-        else expected_false_candidates(threshold, len(probes), gallery.size, tail)
+        else expected_false_candidates(review.value, len(probes), gallery.size, tail)
     )
     search_settings = settings.search.model_copy(
         update={"engine": engine or settings.search.engine}
@@ -218,12 +194,12 @@ def search_gallery(
             matrix,
             scores,
             ids,
-            threshold=threshold,
+            threshold=review.value,
             fraction=settings.search.audit_fraction,
             floor=settings.search.recall_floor,
         )
     candidates = assemble_candidates(
-        gallery, probe_ids, matrix, scores, ids, k=k, threshold=threshold
+        gallery, probe_ids, matrix, scores, ids, k=k, threshold=review.value
     )
     sources = candidates["source"].to_pylist()
     return candidates, SearchReport(
@@ -231,11 +207,10 @@ def search_gallery(
         gallery_size=gallery.size,
         engine=chosen.name if choice.engine != "exact" else choice.engine,
         reason=choice.reason,
-        threshold=threshold,
-        threshold_source=source,
+        review=review,
         expected_false=expected,
         candidates=candidates.num_rows,
-        from_batch=sources.count("batch"),
+        from_batch=sources.count(CandidateSource.BATCH),
         seconds=time.perf_counter() - started,
         audit=audit,
     )

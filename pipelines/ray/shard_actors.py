@@ -1,6 +1,6 @@
 """1:N search with every gallery shard held by its own Ray actor: the match job's engine.
 
-``RayShardSearch`` is a ``SearchEngine`` (see ``dedup.gallery.search``) that gives the same
+``RayShardSearch`` is a ``SearchEngine`` (see ``dedup.gallery.engines``) that gives the same
 answer as the in-process ``IvfPqEngine``, with the work spread the way the brief wants it at
 scale: one ``ShardActor`` per shard loads only its own shard file (after proving its sha256
 against the version's manifest) and memory-maps ``vectors.npy``. A search puts the probes in
@@ -16,7 +16,7 @@ in-process engine's own ``top_k``. Both paths run the same functions on the same
 
 Example::
 
-    with RayShardSearch(nprobe=64, shortlist=100) as engine:
+    with RayShardSearch(nprobe=64, shortlist=100) as engine:  # dedup.matching.candidates:
         candidates = search_batch(gallery, probe_ids, probes, k=20, threshold=t, engine=engine)
 
 The gallery folder must be readable at the same path on every node (a shared file system or a
@@ -37,9 +37,9 @@ import faiss
 import numpy as np
 
 from dedup.errors import GalleryError
+from dedup.gallery.engines import Ids, Scores, drop_erased, exact_scores, top_k
 from dedup.gallery.layout import GalleryManifest
-from dedup.gallery.search import Ids, Scores, drop_erased, exact_scores, top_k
-from dedup.gallery.store import Gallery, open_shard
+from dedup.gallery.reader import Gallery, open_shard
 
 # Ray restarts a shard actor whose process died (OOM, lost node) and retries its search:
 # a search reads immutable files only, so running it again is safe.

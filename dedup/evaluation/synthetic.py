@@ -9,7 +9,8 @@ about ``(a^2 + b^2) / sqrt((a^2 + b^2 + c_1^2)(a^2 + b^2 + c_2^2))``.
 
 The defaults are fitted to dlib's model on the real test portraits and their re-captures
 (``dedup demo``, unit-normalised templates): same person 0.939 to 0.99 (median 0.971), different
-people 0.816 median, 0.843 at most. ``tests/unit/test_synth.py`` holds the generator to those.
+people 0.816 median, 0.843 at most. ``tests/unit/test_synthetic.py`` holds the generator to
+those.
 
 Output (``write_synthetic_set``): ``gallery.parquet`` and ``probes.parquet`` with
 ``enrollment_id`` and ``vector`` (fixed_size_list<float32>[dim]), and ``truth.parquet``
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from dedup.atomic_files import write_atomically
+from dedup.contracts.schemas import CandidateSource
 from dedup.contracts.vectors import vector_table
 
 Vectors = NDArray[np.float32]
@@ -143,16 +145,16 @@ def write_synthetic_set(
     position[order] = np.arange(probes)
     truth_probe: list[str] = []
     truth_match: list[str] = []
-    truth_source: list[str] = []
+    truth_source: list[CandidateSource] = []
     for k, gallery_index in enumerate(duplicated):
         truth_probe.append(probe_ids[position[k]])
         truth_match.append(f"G{gallery_index:010d}")
-        truth_source.append("gallery")
+        truth_source.append(CandidateSource.GALLERY)
     for k in range(batch_pairs):
         first, second = duplicates + k, duplicates + fresh + k
         truth_probe.append(probe_ids[position[second]])
         truth_match.append(probe_ids[position[first]])
-        truth_source.append("batch")
+        truth_source.append(CandidateSource.BATCH)
     probes_table = vector_table(probe_ids, vectors)
     write_atomically(out / "probes.parquet", lambda p: pq.write_table(probes_table, p))
     truth = pa.table({"probe_id": truth_probe, "match_id": truth_match, "source": truth_source})

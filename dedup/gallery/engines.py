@@ -1,4 +1,4 @@
-"""One-to-many and in-batch search over a published gallery, in two engines behind one interface.
+"""The gallery's two search engines behind one interface, over a published version.
 
 - ``IvfPqEngine``: every probe fans out to every shard (IVF-PQ, ``nprobe`` lists), the
   compressed-domain top lists are merged, and the survivors are re-scored exactly against the
@@ -7,8 +7,8 @@
   so the whole batch reads the gallery once.
 
 Both return, per probe, the ``k`` best live gallery ids with exact cosine scores; erased ids
-(tombstones) are never returned. ``search_batch`` adds the in-batch search and writes the
-``candidates`` rows: probe_id, candidate_id, score, rank, source (``gallery`` or ``batch``).
+(tombstones) are never returned. What the scores mean (thresholds, candidate rows, the
+in-batch search, which engine a batch gets) is matching's business: ``dedup.matching``.
 """
 
 from __future__ import annotations
@@ -18,24 +18,13 @@ from typing import Any, Protocol
 
 import faiss
 import numpy as np
-import pyarrow as pa
 from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
-from dedup.gallery.store import Gallery
+from dedup.gallery.reader import Gallery
 
 Scores = NDArray[np.float32]
 Ids = NDArray[np.int64]
-
-CANDIDATES = pa.schema(
-    [
-        pa.field("probe_id", pa.string(), nullable=False),
-        pa.field("candidate_id", pa.string(), nullable=False),
-        pa.field("score", pa.float32(), nullable=False),
-        pa.field("rank", pa.int32(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-    ]
-)
 
 
 class SearchEngine(Protocol):
@@ -180,17 +169,9 @@ class ExactSweepEngine:
         return best_scores, best_ids
 
 
-def in_batch(probes: Scores, k: int) -> tuple[Scores, Ids]:
-    """Each probe against the other probes of its batch (exact), itself excluded."""
-    want = min(len(probes), k + 1)
-    scores, ids = faiss.knn(probes, probes, want, metric=faiss.METRIC_INNER_PRODUCT)
-    ids = ids.astype(np.int64)
-    own = ids == np.arange(len(probes))[:, None]
-    scores = np.where(own, -np.inf, scores).astype(np.float32)
-    return top_k(scores, np.where(own, -1, ids), min(k, max(len(probes) - 1, 1)))
-
-
 def check_probes(gallery: Gallery, probes: NDArray[np.floating], model_id: str | None) -> Scores:
+    """The probes as the contiguous float32 matrix an engine takes, refused unless they are
+    finite templates of the gallery's model and dimension (a gallery never mixes models)."""
     if model_id is not None and model_id != gallery.model_id:
         raise GalleryError(
             f"probes are {model_id!r} templates but the gallery holds {gallery.model_id!r}: "
@@ -202,68 +183,3 @@ def check_probes(gallery: Gallery, probes: NDArray[np.floating], model_id: str |
     if not np.all(np.isfinite(matrix)):
         raise GalleryError("probes hold non-finite values")
     return matrix
-
-
-def candidate_rows(
-    probe_ids: list[str],
-    scores: Scores,
-    names: NDArray[np.object_],
-    threshold: float,
-    source: str,
-) -> pa.Table:
-    """Rows at or above the threshold; rank counts from 1 within the probe's list."""
-    keep = np.isfinite(scores) & (scores >= threshold)
-    rows, cols = np.nonzero(keep)
-    return pa.table(
-        {
-            "probe_id": pa.array([probe_ids[r] for r in rows], pa.string()),
-            "candidate_id": pa.array(names[rows, cols].tolist(), pa.string()),
-            "score": pa.array(scores[rows, cols], pa.float32()),
-            "rank": pa.array(cols + 1, pa.int32()),
-            "source": pa.array([source] * len(rows), pa.string()),
-        },
-        schema=CANDIDATES,
-    )
-
-
-def search_batch(
-    gallery: Gallery,
-    probe_ids: list[str],
-    probes: NDArray[np.floating],
-    *,
-    k: int,
-    threshold: float,
-    engine: SearchEngine,
-    model_id: str | None = None,
-) -> pa.Table:
-    """The ``candidates`` of a batch: against the gallery, and against each other."""
-    matrix = check_probes(gallery, probes, model_id)
-    scores, ids = engine.search(gallery, matrix, k)
-    return assemble_candidates(gallery, probe_ids, matrix, scores, ids, k=k, threshold=threshold)
-
-
-def assemble_candidates(
-    gallery: Gallery,
-    probe_ids: list[str],
-    probes: Scores,
-    scores: Scores,
-    ids: Ids,
-    *,
-    k: int,
-    threshold: float,
-) -> pa.Table:
-    """Candidate rows from a gallery search's result, plus the in-batch search."""
-    if len(set(probe_ids)) != len(probe_ids) or len(probe_ids) != len(probes):
-        raise GalleryError("probe ids must be unique, one per probe vector")
-    names = gallery.enrollment_ids(ids)
-    from_gallery = candidate_rows(probe_ids, scores, names, threshold, "gallery")
-    return pa.concat_tables([from_gallery, batch_candidates(probe_ids, probes, k, threshold)])
-
-
-def batch_candidates(probe_ids: list[str], probes: Scores, k: int, threshold: float) -> pa.Table:
-    """Candidate rows of the probes against each other (source ``batch``)."""
-    if len(probes) < 2:
-        return CANDIDATES.empty_table()
-    batch_scores, batch_ids = in_batch(probes, k)
-    batch_names = np.array([*probe_ids, None], dtype=object)[batch_ids]
-    return candidate_rows(probe_ids, batch_scores, batch_names, threshold, "batch")

@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from dedup.contracts.vectors import read_templates
-from dedup.gallery.synth import TemplateSynth, write_synthetic_set
+from dedup.evaluation.synthetic import TemplateSynth, write_synthetic_set
 
 
 @pytest.fixture(scope="module")

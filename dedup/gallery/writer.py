@@ -1,0 +1,301 @@
+"""Writing gallery versions: build the first one, add a batch under its ledger entry.
+
+Both train or extend the shared IVF-PQ and publish through a ``Draft``
+(``dedup.gallery.publish``): a crash leaves the previous version published. The ledger records
+every batch added, so adding one again changes nothing (a re-run of the nightly match is safe).
+
+Example::
+
+    build_gallery(root, enrollment_ids, templates, model_id="dlib-resnet-v1", batch_id="n-1")
+    add_batch(root, "n-2", more_ids, more_templates, model_id="dlib-resnet-v1")
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedup.errors import GalleryError
+from dedup.gallery.layout import (
+    COMPACTED_FILE,
+    COMPACTED_SCHEMA,
+    CURRENT_FILE,
+    IDS_FILE,
+    IDS_SCHEMA,
+    LEDGER_FILE,
+    LEDGER_SCHEMA,
+    TOMBSTONES_FILE,
+    TOMBSTONES_SCHEMA,
+    TRAIN_POINTS_PER_CENTROID,
+    TRAINED_FILE,
+    VECTOR_DTYPES,
+    VECTORS_FILE,
+    GalleryManifest,
+    PqSpec,
+    default_factory,
+    default_shards,
+    default_train_size,
+    parse_factory,
+)
+from dedup.gallery.publish import Draft, next_version, writer_lock
+from dedup.gallery.reader import (
+    Ids,
+    current_version,
+    live_rows,
+    read_shard,
+    read_table,
+    verified_vectors,
+    verify_file,
+)
+from dedup.gallery.training import jittered, train_index
+
+UNIT_TOLERANCE = 1e-3
+COPY_ROWS = 1 << 20  # rows of vectors.npy copied at a time, so a copy never holds the gallery
+
+Vectors = npt.NDArray[np.float32]
+
+
+def build_gallery(
+    root: Path,
+    enrollment_ids: Sequence[str],
+    vectors: np.ndarray[Any, Any],
+    *,
+    model_id: str,
+    batch_id: str,
+    shards: int | None = None,
+    factory: str | None = None,
+    vector_dtype: str = "float16",
+    train_size: int | None = None,
+    seed: int = 0,
+) -> GalleryManifest:
+    """Train the shared IVF-PQ on a seeded sample, split ids 0..N-1 over shards, publish v1.
+
+    ``factory`` defaults to ``default_factory(N, d)``; ``train_size`` to 64 points per
+    centroid of the larger k-means (coarse lists or PQ codebook), at most N.
+    """
+    root = Path(root)
+    names = _checked_enrollment_ids(enrollment_ids)
+    data = _checked_vectors(vectors, len(names))
+    n, dimension = data.shape
+    if n == 0:
+        raise GalleryError("cannot build a gallery from no templates: the index trains on them")
+    shards = shards or default_shards(n)
+    if shards < 1 or vector_dtype not in VECTOR_DTYPES:
+        raise GalleryError(f"need shards >= 1 and vector_dtype in {VECTOR_DTYPES}")
+    recipe = factory or default_factory(n, dimension, shards)
+    spec = parse_factory(recipe, dimension)
+    sample = min(n, train_size or default_train_size(n, spec))
+    needed = max(spec.nlist, (1 << spec.nbits))
+    if sample < needed and factory is not None:
+        raise GalleryError(
+            f"{recipe} needs at least {max(spec.nlist, (1 << spec.nbits))} training templates, "
+            f"got {sample}: choose a smaller factory"
+        )
+    with writer_lock(root):
+        if (root / CURRENT_FILE).exists():
+            raise GalleryError(f"a gallery already exists at {root}; add batches to it instead")
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+        training = np.ascontiguousarray(data[rows])
+        if len(training) < needed:  # only the default recipe gets here: a tiny gallery
+            training = jittered(training, TRAIN_POINTS_PER_CENTROID * needed, seed)
+        trained = train_index(recipe, spec, training, seed)
+        ids = np.arange(n, dtype=np.int64)
+        assignment = _fill_smallest_first([0] * shards, n)
+        draft = Draft(root, previous=None, current_version=0)
+        draft.write(TRAINED_FILE, lambda path: faiss.write_index(trained, str(path)))
+        entries = []
+        for shard in range(shards):
+            chosen = assignment == shard
+            index = faiss.clone_index(trained)
+            index.add_with_ids(data[chosen], ids[chosen])
+            entries.append(draft.write_shard(shard, index))
+        draft.write(VECTORS_FILE, lambda path: write_vectors(path, [data], vector_dtype))
+        table = _ids_rows(ids, names, assignment, batch_id)
+        draft.write_table(IDS_FILE, table)
+        draft.write_table(TOMBSTONES_FILE, TOMBSTONES_SCHEMA.empty_table())
+        draft.write_table(COMPACTED_FILE, COMPACTED_SCHEMA.empty_table())
+        draft.write_table(LEDGER_FILE, _ledger_rows(batch_id, 0, n))
+        manifest = GalleryManifest(
+            version=1,
+            model_id=model_id,
+            dimension=dimension,
+            factory=recipe,
+            nlist=spec.nlist,
+            pq=PqSpec(spec.m, spec.nbits),
+            vector_dtype=vector_dtype,
+            size=n,
+            next_id=n,
+            shards=tuple(entries),
+            files=draft.files,
+            created_at=datetime.now(UTC),
+        )
+        return draft.publish(manifest)
+
+
+def add_batch(
+    root: Path,
+    batch_id: str,
+    enrollment_ids: Sequence[str],
+    vectors: np.ndarray[Any, Any],
+    *,
+    model_id: str,
+) -> GalleryManifest:
+    """Add one batch under new ids; a batch already in the ledger changes nothing at all.
+
+    New templates fill the smallest shards first; only the shards that receive some are
+    rewritten, the others are hard-linked from the previous version.
+    """
+    root = Path(root)
+    names = _checked_enrollment_ids(enrollment_ids)
+    data = _checked_vectors(vectors, len(names))
+    with writer_lock(root):
+        folder, manifest = current_version(root)
+        if model_id != manifest.model_id:
+            raise GalleryError(
+                f"batch {batch_id!r} holds {model_id!r} templates but the gallery holds "
+                f"{manifest.model_id!r} ones: a gallery never mixes models"
+            )
+        ledger = read_table(folder, manifest, LEDGER_FILE, LEDGER_SCHEMA, verify=True)
+        if batch_id in ledger["batch_id"].to_pylist():
+            return manifest
+        if data.shape[1] != manifest.dimension:
+            raise GalleryError(
+                f"templates are {data.shape[1]}-d, the gallery {manifest.dimension}-d"
+            )
+        ids = read_table(folder, manifest, IDS_FILE, IDS_SCHEMA, verify=True)
+        pending = read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True)
+        live = live_rows(ids, pending["gallery_id"].to_numpy())
+        clash = live.filter(pc.is_in(live["enrollment_id"], value_set=pa.array(names, pa.string())))
+        if clash.num_rows:
+            raise GalleryError(
+                f"{clash.num_rows} enrollments of batch {batch_id!r} are already in the gallery "
+                f"(e.g. {clash['enrollment_id'][0].as_py()!r})"
+            )
+        new_ids = np.arange(manifest.next_id, manifest.next_id + len(names), dtype=np.int64)
+        assignment = _fill_smallest_first([s.count for s in manifest.shards], len(names))
+        draft = Draft(root, previous=folder, current_version=manifest.version)
+        draft.link(TRAINED_FILE, manifest.files[TRAINED_FILE])
+        entries = []
+        for entry in manifest.shards:
+            chosen = assignment == entry.id
+            if not chosen.any():
+                entries.append(draft.link_shard(entry))
+                continue
+            verify_file(folder, entry.file, entry.sha256)
+            index = read_shard(folder, manifest, entry, mmap=False)
+            index.add_with_ids(data[chosen], new_ids[chosen])
+            entries.append(draft.write_shard(entry.id, index))
+        old = verified_vectors(folder, manifest)
+        draft.write(VECTORS_FILE, lambda path: write_vectors(path, [old, data], old.dtype))
+        draft.write_table(
+            IDS_FILE, pa.concat_tables([ids, _ids_rows(new_ids, names, assignment, batch_id)])
+        )
+        draft.link(TOMBSTONES_FILE, manifest.files[TOMBSTONES_FILE])
+        draft.link(COMPACTED_FILE, manifest.files[COMPACTED_FILE])
+        added = _ledger_rows(batch_id, manifest.next_id, len(names))
+        draft.write_table(LEDGER_FILE, pa.concat_tables([ledger, added]))
+        return draft.publish(
+            next_version(manifest, draft, entries, manifest.size + len(names), new_ids.size)
+        )
+
+
+def _checked_enrollment_ids(enrollment_ids: Sequence[str]) -> list[str]:
+    names = list(enrollment_ids)
+    if not all(isinstance(name, str) and name for name in names):
+        raise GalleryError("enrollment ids must be non-empty strings")
+    if len(set(names)) != len(names):
+        twice = next(name for name, n in Counter(names).items() if n > 1)
+        raise GalleryError(f"enrollment id {twice!r} appears more than once in the batch")
+    return names
+
+
+def _checked_vectors(vectors: np.ndarray[Any, Any], count: int) -> Vectors:
+    """Only ``count`` finite, L2-normalised rows: inner product is cosine only for those."""
+    array = np.asarray(vectors)
+    if array.ndim != 2 or array.shape[0] != count or array.shape[1] < 1:
+        raise GalleryError(
+            f"expected {count} template vectors, got an array of shape {array.shape}"
+        )
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise GalleryError("template vectors hold NaN or infinite values")
+    norms = np.linalg.norm(data, axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
+    if bad.size:
+        raise GalleryError(
+            f"{bad.size} template vectors are not unit-length (row {bad[0]} has norm "
+            f"{norms[bad[0]]:.4f}); templates must be L2-normalised"
+        )
+    return data
+
+
+def _fill_smallest_first(counts: Sequence[int], new: int) -> npt.NDArray[np.int32]:
+    """The shard of each of ``new`` templates: water-fill the emptiest shards first.
+
+    >>> _fill_smallest_first([3, 1, 1], 3).tolist()
+    [1, 1, 2]
+    """
+    before = np.asarray(counts, dtype=np.int64)
+    after = before.copy()
+    remaining = new
+    while remaining:
+        low = after.min()
+        at_low = np.flatnonzero(after == low)
+        higher = after[after > low]
+        room = (int(higher.min()) - low) * at_low.size if higher.size else remaining
+        if room >= remaining:
+            share, extra = divmod(remaining, at_low.size)
+            after[at_low] += share
+            after[at_low[:extra]] += 1
+            remaining = 0
+        else:
+            after[at_low] = higher.min()
+            remaining -= room
+    return np.repeat(np.arange(len(before), dtype=np.int32), after - before)
+
+
+def write_vectors(
+    path: Path, parts: Sequence[np.ndarray[Any, Any]], dtype: Any, *, zero: Ids | None = None
+) -> None:
+    """Concatenate ``parts`` into one .npy, a slice at a time, zeroing the ``zero`` rows."""
+    rows = sum(len(part) for part in parts)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, parts[0].shape[1]))
+    start = 0
+    for part in parts:
+        for at in range(0, len(part), COPY_ROWS):
+            chunk = part[at : at + COPY_ROWS]
+            out[start + at : start + at + len(chunk)] = chunk
+        start += len(part)
+    if zero is not None and len(zero):
+        out[np.sort(zero)] = 0
+    out.flush()
+    del out
+
+
+def _ids_rows(
+    ids: Ids, names: Sequence[str], shards: npt.NDArray[np.int32], batch_id: str
+) -> pa.Table:
+    return pa.table(
+        {
+            "gallery_id": ids,
+            "enrollment_id": pa.array(names, pa.string()),
+            "shard": shards,
+            "batch_id": pa.array([batch_id] * len(names), pa.string()),
+        },
+        schema=IDS_SCHEMA,
+    )
+
+
+def _ledger_rows(batch_id: str, first_id: int, count: int) -> pa.Table:
+    return pa.table(
+        {"batch_id": [batch_id], "first_id": [first_id], "count": [count]}, schema=LEDGER_SCHEMA
+    )
