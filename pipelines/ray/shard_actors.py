@@ -40,6 +40,7 @@ from dedup.errors import GalleryError
 from dedup.gallery.engines import Ids, Scores, drop_erased, exact_scores, top_k
 from dedup.gallery.layout import GalleryManifest
 from dedup.gallery.reader import Gallery, open_shard
+from pipelines.ray.cluster import connect
 
 # Ray restarts a shard actor whose process died (OOM, lost node) and retries its search:
 # a search reads immutable files only, so running it again is safe.
@@ -249,13 +250,7 @@ class RayShardSearch:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        if not ray.is_initialized():
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+        connect(self.address)
         cluster: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         num_cpus, num_gpus = actor_resources(len(manifest.shards), cluster, self.cpus_per_actor)
         actor_class = shard_actor_class(num_cpus, num_gpus)
