@@ -50,14 +50,14 @@ import numpy as np
 from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from dedup.adjudication import accounts, audit_log, database, intake
+from dedup.adjudication import accounts, audit_store, database, intake
 from dedup.adjudication.access import Role
 from dedup.adjudication.cases import CaseState
 from dedup.adjudication.credentials import totp_now
 from dedup.adjudication.payloads import BatchImport
 from dedup.adjudication.service import create_app
 from dedup.adjudication.tables import CaseRow
-from dedup.adjudication.web import SESSION_COOKIE
+from dedup.adjudication.web.guards import SESSION_COOKIE
 from dedup.demo.review import synthetic_review_batch
 from dedup.settings import AdjudicationSettings
 
@@ -201,9 +201,9 @@ def fill(engine: Engine, payload: BatchImport, adjudicators: int) -> dict[str, s
         )
         # As the import route does. It also starts the audit chain before the logins race:
         # on PostgreSQL, concurrent first appends to an empty chain collide on its head row.
-        audit_log.record(
+        audit_store.record(
             db,
-            audit_log.Actor("bench", Role.OPERATOR.value, HOST),
+            audit_store.Actor("bench", Role.OPERATOR.value, HOST),
             "batch.import",
             "batch:bench",
             details=intake.import_details(imported),
@@ -224,7 +224,7 @@ def check(engine: Engine) -> Check:
     with database.sessions(engine)() as db:
         query = select(CaseRow.state, func.count()).group_by(CaseRow.state)
         states: dict[str, int] = {state: count for state, count in db.execute(query)}
-        chain = audit_log.verify_log(db)
+        chain = audit_store.verify_log(db)
     return Check(
         states.get(CaseState.DECIDED_NOT_DUPLICATE.value, 0),
         sum(n for s, n in states.items() if s != CaseState.DECIDED_NOT_DUPLICATE.value),

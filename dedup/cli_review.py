@@ -89,7 +89,7 @@ def print_enqueue(result: Any) -> None:
 def add_user(
     settings: Settings, username: str, roles: str, password: str, display_name: str | None
 ) -> str:
-    from dedup.adjudication import accounts, audit_log, database
+    from dedup.adjudication import accounts, audit_store, database
     from dedup.adjudication.access import parse_roles
 
     try:
@@ -102,9 +102,9 @@ def add_user(
             secret = accounts.create_user(
                 db, username, password, wanted, datetime.now(UTC), display_name
             )
-            audit_log.record(
+            audit_store.record(
                 db,
-                audit_log.Actor("cli", "admin", "local"),
+                audit_store.Actor("cli", "admin", "local"),
                 "user.create",
                 f"user:{username}",
                 details={"roles": ",".join(sorted(r.value for r in wanted))},
@@ -150,7 +150,7 @@ def users_token(
     config: Annotated[Path | None, typer.Option("--config")] = None,
 ) -> None:
     """Issue a bearer API token for a service account (printed once)."""
-    from dedup.adjudication import accounts, audit_log, database
+    from dedup.adjudication import accounts, audit_store, database
     from dedup.settings import load_settings
 
     try:
@@ -158,9 +158,9 @@ def users_token(
         engine = _engine(settings)
         with database.sessions(engine)() as db, db.begin():
             token = accounts.issue_api_token(db, username, label, datetime.now(UTC))
-            audit_log.record(
+            audit_store.record(
                 db,
-                audit_log.Actor("cli", "admin", "local"),
+                audit_store.Actor("cli", "admin", "local"),
                 "token.issue",
                 f"user:{username}",
                 details={"label": label[:200]},
@@ -175,16 +175,16 @@ def users_deactivate(
     username: str, config: Annotated[Path | None, typer.Option("--config")] = None
 ) -> None:
     """Turn an account off (someone leaves): no more logins; its sessions and tokens end."""
-    from dedup.adjudication import accounts, audit_log, database
+    from dedup.adjudication import accounts, audit_store, database
     from dedup.settings import load_settings
 
     try:
         engine = _engine(load_settings(config))
         with database.sessions(engine)() as db, db.begin():
             ended = accounts.deactivate_user(db, username)
-            audit_log.record(
+            audit_store.record(
                 db,
-                audit_log.Actor("cli", "admin", "local"),
+                audit_store.Actor("cli", "admin", "local"),
                 "user.deactivate",
                 f"user:{username}",
                 details={"sessions_ended": str(ended)},
@@ -211,7 +211,7 @@ def audit_verify(
     config: Annotated[Path | None, typer.Option("--config")] = None,
 ) -> None:
     """Check every entry of the audit chain; exit 1 naming the first entry that fails."""
-    from dedup.adjudication import audit_log, database
+    from dedup.adjudication import audit_store, database
     from dedup.settings import load_settings
 
     try:
@@ -225,8 +225,8 @@ def audit_verify(
                 raise ConfigError("--head is SEQ:HASH, as printed by a previous verification")
             expected = (int(seq), digest)
         with database.sessions(engine)() as db:
-            check = audit_log.verify_log(db, expected)
-            stored = audit_log.stored_head(db)
+            check = audit_store.verify_log(db, expected)
+            stored = audit_store.stored_head(db)
     except DedupError as error:
         raise fail(error) from error
     if not check.ok:

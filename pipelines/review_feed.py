@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
-from dedup.adjudication import audit_log, database, intake
+from dedup.adjudication import audit_store, database, intake
 from dedup.adjudication.payloads import BatchImport, CandidateIn, ImageIn, ImportResult, SubjectIn
 from dedup.contracts.reasons import RowRejected
 from dedup.contracts.schemas import MANIFEST_DISPLAY, STATUS_STAGED
@@ -160,9 +160,9 @@ def enqueue_batch(settings: Settings, batch_id: str, batch_dir: Path | None = No
             result = intake.import_batch(
                 db, batch_id, payload, PIPELINE_ACTOR, now, settings.adjudication.max_image_bytes
             )
-            audit_log.record(
+            audit_store.record(
                 db,
-                audit_log.Actor(PIPELINE_ACTOR, "operator", "local"),
+                audit_store.Actor(PIPELINE_ACTOR, "operator", "local"),
                 "batch.import",
                 f"batch:{batch_id}",
                 details=intake.import_details(result),

@@ -17,11 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 
-from dedup.adjudication import api, database, pages
+from dedup.adjudication import database
 from dedup.adjudication.accounts import LocalIdentityProvider
-from dedup.adjudication.observability import service_registry
 from dedup.adjudication.queue import CaseNotFound
-from dedup.adjudication.web import (
+from dedup.adjudication.queue_metrics import service_registry
+from dedup.adjudication.web import api, pages
+from dedup.adjudication.web.guards import (
     BadCsrf,
     ClientThrottle,
     Forbidden,
@@ -33,7 +34,7 @@ from dedup.adjudication.web import (
 from dedup.errors import AdjudicationError
 from dedup.settings import AdjudicationSettings
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "web" / "static"
 
 
 def create_app(

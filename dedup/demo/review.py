@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from dedup.adjudication import accounts, audit_log, database
+from dedup.adjudication import accounts, audit_store, database
 from dedup.adjudication.access import Role
 from dedup.adjudication.credentials import new_totp_secret
 from dedup.adjudication.tables import User
@@ -57,9 +57,9 @@ def demo_accounts(settings: Settings, workdir: Path) -> str:
                     totp_secret=new_totp_secret(),
                 )  # fmt: skip
                 known[name] = {"role": role.value, "password": password, "totp_secret": secret}
-                audit_log.record(
+                audit_store.record(
                     db,
-                    audit_log.Actor("demo", "admin", "local"),
+                    audit_store.Actor("demo", "admin", "local"),
                     "user.create",
                     f"user:{name}",
                     details={"roles": role.value},

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dedup.adjudication.audit import GENESIS, AuditEntry, append, verify
+from dedup.adjudication.audit_chain import GENESIS, AuditEntry, append, verify
 from dedup.errors import AdjudicationError
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

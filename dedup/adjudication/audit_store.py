@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dedup.adjudication.audit import AuditEntry, ChainCheck, append, verify
+from dedup.adjudication.audit_chain import AuditEntry, ChainCheck, append, verify
 from dedup.adjudication.tables import AuditHead, AuditRow
 
 HEAD_ID = 1

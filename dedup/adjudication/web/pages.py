@@ -14,14 +14,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from dedup.adjudication import accounts, audit_log, intake, queue, review, views
+from dedup.adjudication import accounts, audit_store, intake, operations, queue, views
 from dedup.adjudication.access import Permission, Role, allowed
 from dedup.adjudication.accounts import Principal
-from dedup.adjudication.api import set_session_cookie
 from dedup.adjudication.cases import CaseState, Judgement
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
-from dedup.adjudication.web import principal_of, require, service
+from dedup.adjudication.web.api import set_session_cookie
+from dedup.adjudication.web.guards import principal_of, require, service
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -53,7 +53,7 @@ def see_other(url: str) -> RedirectResponse:
 @router.get("/")
 def home(request: Request) -> Response:
     principal = principal_of(request)
-    return see_other("/login" if principal is None else review.home_for(principal))
+    return see_other("/login" if principal is None else operations.home_for(principal))
 
 
 @router.get("/login")
@@ -68,7 +68,7 @@ def login_form(
     password: Text,
     totp: Annotated[str, Form(max_length=16)],
 ) -> Response:
-    outcome = review.login(request, username, password, totp)
+    outcome = operations.login(request, username, password, totp)
     if outcome.principal is None or outcome.session_token is None:
         message = (
             "Too many attempts from this address; wait a minute."
@@ -76,7 +76,7 @@ def login_form(
             else "Login refused: check the user name, password and code."
         )
         return render(request, "login.html", None, status_code=401, error=message)
-    response = see_other(review.home_for(outcome.principal))
+    response = see_other(operations.home_for(outcome.principal))
     set_session_cookie(request, response, outcome.session_token)
     return response
 
@@ -85,7 +85,7 @@ def login_form(
 def logout(
     request: Request, principal: Annotated[Principal, Depends(require(*Permission))]
 ) -> Response:
-    review.logout(request, principal)
+    operations.logout(request, principal)
     response = see_other("/login")
     response.delete_cookie("dedup_session", path="/")
     return response
@@ -109,7 +109,7 @@ def queue_page(
 def claim_case(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
 ) -> Response:
-    got = review.claim(request, principal)
+    got = operations.claim(request, principal)
     if got is None:
         return render(request, "queue.html", principal, waiting=0, empty=True)
     return see_other(f"/cases/{got.case_id}")
@@ -121,7 +121,7 @@ def case_page(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
 ) -> Response:
-    view = review.view_case(request, principal, case_id)
+    view = operations.view_case(request, principal, case_id)
     holding = queue.holds(view.row, principal.username, service(request).now())
     return render(
         request,
@@ -129,7 +129,7 @@ def case_page(
         principal,
         view=view,
         holding=holding,
-        scores=review.scores_visible(request, principal, view),
+        scores=operations.scores_visible(request, principal, view),
         supervising=not holding and view.row.state == CaseState.ESCALATED,
         labels=_labels(len(view.candidates)),
     )
@@ -147,7 +147,7 @@ def case_image(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
 ) -> Response:
-    found = review.view_image(request, principal, case_id, enrollment_id, kind)
+    found = operations.view_image(request, principal, case_id, enrollment_id, kind)
     if found is None:
         return Response(status_code=404)
     return Response(found.data, media_type=found.media_type)
@@ -158,7 +158,7 @@ def _form_judgement(principal: Principal, choice: str, reason: str | None) -> Ju
     outcome, duplicate_of = _choice(choice)
     if not outcome:
         return None
-    return review.judgement_from(principal, outcome, duplicate_of, reason)
+    return operations.judgement_from(principal, outcome, duplicate_of, reason)
 
 
 def _choice(choice: str) -> tuple[str, str | None]:
@@ -181,7 +181,7 @@ def blind_form(
 ) -> Response:
     judgement = _form_judgement(principal, choice, reason)
     if judgement is not None:
-        review.record_blind(request, principal, case_id, lease_token, judgement)
+        operations.record_blind(request, principal, case_id, lease_token, judgement)
     return see_other(f"/cases/{case_id}")
 
 
@@ -197,7 +197,7 @@ def decide_form(
     judgement = _form_judgement(principal, choice, reason)
     if judgement is None:
         return see_other(f"/cases/{case_id}")
-    state = review.judge(request, principal, case_id, lease_token, judgement)
+    state = operations.judge(request, principal, case_id, lease_token, judgement)
     return render(request, "decided.html", principal, case_id=case_id, state=state.value)
 
 
@@ -212,8 +212,8 @@ def supervise_form(
     outcome, duplicate_of = _choice(choice)
     if outcome not in ("duplicate", "not_duplicate"):
         return see_other(f"/cases/{case_id}")
-    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
-    review.supervise(request, principal, case_id, judgement)
+    judgement = operations.judgement_from(principal, outcome, duplicate_of, reason)
+    operations.supervise(request, principal, case_id, judgement)
     return see_other("/supervisor")
 
 
@@ -255,7 +255,7 @@ def catch_rate_form(
     rate: Annotated[float, Form(ge=0, le=0.5)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    review.set_catch_rate(request, principal, rate)
+    operations.set_catch_rate(request, principal, rate)
     return see_other("/supervisor/catch-trials")
 
 
@@ -265,7 +265,7 @@ def catch_pair_form(
     case_id: Annotated[str, Form(max_length=32)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    review.add_catch_pair(request, principal, case_id)
+    operations.add_catch_pair(request, principal, case_id)
     return see_other("/supervisor/catch-trials")
 
 
@@ -290,7 +290,7 @@ def audit_page(
     target: str = "",
 ) -> Response:
     with service(request).sessions() as db:
-        found = audit_log.search(
+        found = audit_store.search(
             db, actor=actor[:128] or None, action=action[:64] or None, target=target[:300] or None
         )
     return render(
@@ -306,7 +306,7 @@ def audit_page(
 def verify_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 ) -> Response:
-    check, head = review.verify_audit(request, principal)
+    check, head = operations.verify_audit(request, principal)
     return render(request, "verify.html", principal, check=check, head=head)
 
 
@@ -331,7 +331,7 @@ def create_user_form(
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))],
 ) -> Response:
     try:
-        secret = review.create_user(request, principal, username, password, roles)
+        secret = operations.create_user(request, principal, username, password, roles)
     except ValueError as exc:
         return render(request, "message.html", principal, status_code=422, message=str(exc))
     with service(request).sessions() as db:

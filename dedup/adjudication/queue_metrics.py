@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from dedup.adjudication import queue
 from dedup.adjudication.tables import JudgementRow
-from dedup.adjudication.web import ServiceState
+from dedup.adjudication.web.guards import ServiceState
 
 CLAIM_SECONDS = Histogram(
     "dedup_review_claim_seconds",

@@ -9,10 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from dedup.adjudication import accounts, audit_log, intake, queue, review
+from dedup.adjudication import accounts, audit_store, intake, operations, queue
 from dedup.adjudication.access import Permission
 from dedup.adjudication.accounts import Principal
-from dedup.adjudication.observability import CLAIM_SECONDS
 from dedup.adjudication.payloads import (
     BatchImport,
     CandidateOut,
@@ -30,8 +29,9 @@ from dedup.adjudication.payloads import (
     UserIn,
     VerifyOut,
 )
+from dedup.adjudication.queue_metrics import CLAIM_SECONDS
 from dedup.adjudication.views import CaseView
-from dedup.adjudication.web import SESSION_COOKIE, require, service
+from dedup.adjudication.web.guards import SESSION_COOKIE, require, service
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -57,7 +57,7 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
 
 @router.post("/login", response_model=LoginOut, responses={401: {"description": "refused"}})
 def login(body: LoginIn, request: Request, response: Response) -> LoginOut | JSONResponse:
-    outcome = review.login(request, body.username, body.password, body.totp)
+    outcome = operations.login(request, body.username, body.password, body.totp)
     if outcome.throttled:
         return JSONResponse({"detail": "too many attempts; wait a minute"}, status_code=429)
     if outcome.principal is None or outcome.session_token is None:
@@ -86,7 +86,7 @@ def import_candidates(
     """Import a batch's candidates, whole or as part ``part`` of ``parts`` (a large batch
     does not fit one request). Each part holds whole probes (all of a probe's candidate
     rows) and the subjects they name. Sending a part again creates nothing."""
-    return review.import_candidates(request, principal, batch_id, body, part, parts)
+    return operations.import_candidates(request, principal, batch_id, body, part, parts)
 
 
 @router.get("/decisions", response_model=DecisionsOut, responses=ERRORS)
@@ -95,7 +95,7 @@ def export_decisions(
     principal: Annotated[Principal, Depends(require(Permission.EXPORT_DECISIONS))],
     batch_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> DecisionsOut:
-    found = review.export_decisions(request, principal, batch_id)
+    found = operations.export_decisions(request, principal, batch_id)
     rows = [
         DecisionOut(
             enrollment_id=d.enrollment_id,
@@ -127,7 +127,7 @@ def queue_state(
 
 
 def case_out(request: Request, principal: Principal, view: CaseView) -> CaseOut:
-    visible = review.scores_visible(request, principal, view)
+    visible = operations.scores_visible(request, principal, view)
     holding = view.row.lease_holder == principal.username
     return CaseOut(
         case_id=view.case_id,
@@ -157,11 +157,11 @@ def claim(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
 ) -> CaseOut | Response:
     started = time.perf_counter()
-    got = review.claim(request, principal)
+    got = operations.claim(request, principal)
     CLAIM_SECONDS.observe(time.perf_counter() - started)
     if got is None:
         return Response(status_code=204)
-    return case_out(request, principal, review.view_case(request, principal, got.case_id))
+    return case_out(request, principal, operations.view_case(request, principal, got.case_id))
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut, responses={**ERRORS, 404: {}})
@@ -170,7 +170,7 @@ def get_case(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
 ) -> CaseOut:
-    return case_out(request, principal, review.view_case(request, principal, case_id))
+    return case_out(request, principal, operations.view_case(request, principal, case_id))
 
 
 @router.post("/cases/{case_id}/blind", response_model=CaseOut, responses={**ERRORS, 409: {}})
@@ -181,9 +181,9 @@ def blind_judgement(
     principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
 ) -> CaseOut:
     """Record the judgement made before seeing scores; the answer carries the scores."""
-    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
-    review.record_blind(request, principal, case_id, body.lease_token, judgement)
-    return case_out(request, principal, review.view_case(request, principal, case_id))
+    judgement = operations.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
+    operations.record_blind(request, principal, case_id, body.lease_token, judgement)
+    return case_out(request, principal, operations.view_case(request, principal, case_id))
 
 
 @router.post("/cases/{case_id}/judgement", responses={**ERRORS, 409: {}})
@@ -193,8 +193,8 @@ def judge(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
 ) -> dict[str, str]:
-    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
-    state = review.judge(request, principal, case_id, body.lease_token, judgement)
+    judgement = operations.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
+    state = operations.judge(request, principal, case_id, body.lease_token, judgement)
     return {"case_id": case_id, "state": state.value}
 
 
@@ -205,8 +205,8 @@ def supervise(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
 ) -> dict[str, str]:
-    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
-    state = review.supervise(request, principal, case_id, judgement)
+    judgement = operations.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
+    state = operations.supervise(request, principal, case_id, judgement)
     return {"case_id": case_id, "state": state.value}
 
 
@@ -216,7 +216,7 @@ def erase(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.ERASE))],
 ) -> ErasureOut:
-    done = review.erase(request, principal, enrollment_id)
+    done = operations.erase(request, principal, enrollment_id)
     return ErasureOut(
         enrollment_id=enrollment_id,
         cases_removed=done.cases_removed,
@@ -229,7 +229,7 @@ def erase(
 def verify_audit(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 ) -> VerifyOut:
-    check, head = review.verify_audit(request, principal)
+    check, head = operations.verify_audit(request, principal)
     return VerifyOut(
         ok=check.ok,
         entries=check.entries,
@@ -250,7 +250,7 @@ def search_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, object]]:
     with service(request).sessions() as db:
-        found = audit_log.search(db, actor=actor, action=action, target=target, limit=limit)
+        found = audit_store.search(db, actor=actor, action=action, target=target, limit=limit)
     return [{**e.content(), "hash": e.hash} for e in found]
 
 
@@ -260,7 +260,7 @@ def set_catch_rate(
     rate: Annotated[float, Query(ge=0, le=0.5)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> dict[str, float]:
-    review.set_catch_rate(request, principal, rate)
+    operations.set_catch_rate(request, principal, rate)
     return {"rate": rate}
 
 
@@ -271,7 +271,7 @@ def add_catch_pair(
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> dict[str, object]:
     return {
-        "pair_id": review.add_catch_pair(request, principal, case_id),
+        "pair_id": operations.add_catch_pair(request, principal, case_id),
         "source_case_id": case_id,
     }
 
@@ -313,7 +313,7 @@ def create_user(
 ) -> dict[str, str]:
     """Create an account; the answer carries its TOTP secret, shown this once."""
     try:
-        secret = review.create_user(
+        secret = operations.create_user(
             request, principal, body.username, body.password, body.roles, body.display_name
         )
     except ValueError as exc:

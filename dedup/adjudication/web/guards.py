@@ -20,10 +20,10 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from dedup.adjudication import accounts, audit_log
+from dedup.adjudication import accounts, audit_store
 from dedup.adjudication.access import Permission, acting_role, allowed
 from dedup.adjudication.accounts import IdentityProvider, Principal
-from dedup.adjudication.audit_log import Actor
+from dedup.adjudication.audit_store import Actor
 from dedup.adjudication.credentials import same_secret
 from dedup.settings import AdjudicationSettings
 
@@ -124,7 +124,7 @@ def principal_of(request: Request) -> Principal | None:
 
 def actor(request: Request, principal: Principal | None, permission: Permission | None) -> Actor:
     if principal is None:
-        return Actor("anonymous", audit_log.ANONYMOUS_ROLE, client_of(request))
+        return Actor("anonymous", audit_store.ANONYMOUS_ROLE, client_of(request))
     role = (
         acting_role(principal.roles, permission)
         if permission
@@ -142,7 +142,7 @@ def refuse(
 ) -> Forbidden:
     """Audit a refused access and return the exception to raise."""
     details = {"method": request.method, "path": request.url.path[:200], "why": why[:200]}
-    audit_log.record_alone(
+    audit_store.record_alone(
         service(request).sessions,
         actor(request, principal, permission),
         "access.refused",
@@ -198,7 +198,7 @@ def audit(
     details: Mapping[str, str] | None = None,
 ) -> None:
     """Record an allowed action inside the route's transaction."""
-    audit_log.record(
+    audit_store.record(
         db,
         actor(request, principal, permission),
         action,

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from dedup.adjudication import accounts, audit_log, intake, queue, views
+from dedup.adjudication import accounts, audit_store, intake, queue, views
 from dedup.adjudication.access import Permission, Role, allowed, parse_roles
 from dedup.adjudication.accounts import LoginRefusal, Principal
-from dedup.adjudication.audit import ChainCheck
-from dedup.adjudication.audit_log import Actor
+from dedup.adjudication.audit_chain import ChainCheck
+from dedup.adjudication.audit_store import Actor
 from dedup.adjudication.cases import CaseState, Judgement, Outcome
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
 from dedup.adjudication.tables import SubjectImage
 from dedup.adjudication.views import CaseView
-from dedup.adjudication.web import audit, client_of, refuse, service
+from dedup.adjudication.web.guards import audit, client_of, refuse, service
 from dedup.errors import StaleLease
 
 
@@ -37,9 +37,9 @@ def login(request: Request, username: str, password: str, code: str) -> LoginOut
     state = service(request)
     client = client_of(request)
     if not state.throttle.allow(client):
-        audit_log.record_alone(
+        audit_store.record_alone(
             state.sessions,
-            Actor(username[:128], audit_log.ANONYMOUS_ROLE, client),
+            Actor(username[:128], audit_store.ANONYMOUS_ROLE, client),
             "login",
             f"user:{username[:120]}",
             outcome="refused",
@@ -53,9 +53,9 @@ def login(request: Request, username: str, password: str, code: str) -> LoginOut
         user = result.user
         if result.refusal is not None or user is None:
             why = (result.refusal or LoginRefusal.BAD_CREDENTIALS).value
-            audit_log.record(
+            audit_store.record(
                 db,
-                Actor(username[:128], audit_log.ANONYMOUS_ROLE, client),
+                Actor(username[:128], audit_store.ANONYMOUS_ROLE, client),
                 "login",
                 f"user:{username[:120]}",
                 outcome="refused",
@@ -66,7 +66,7 @@ def login(request: Request, username: str, password: str, code: str) -> LoginOut
         token, csrf = accounts.start_session(db, user, client, now)
         roles = accounts.user_roles(user)
         principal = Principal(user.username, user.display_name, roles, None, csrf)
-        audit_log.record(
+        audit_store.record(
             db,
             Actor(user.username, ",".join(sorted(roles)), client),
             "login",
@@ -307,8 +307,8 @@ def verify_audit(
     request: Request, principal: Principal
 ) -> tuple[ChainCheck, tuple[int, str] | None]:
     with service(request).sessions() as db:
-        check = audit_log.verify_log(db)
-        head = audit_log.stored_head(db)
+        check = audit_store.verify_log(db)
+        head = audit_store.stored_head(db)
     with service(request).sessions() as db, db.begin():
         audit(
             request,
