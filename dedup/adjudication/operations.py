@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from dedup.adjudication import accounts, audit_store, intake, queue, views
+from dedup.adjudication import accounts, audit_store, catch_trials, intake, queue, views
 from dedup.adjudication.access import Permission, Role, allowed, parse_roles
 from dedup.adjudication.accounts import LoginRefusal, Principal
 from dedup.adjudication.audit_chain import ChainCheck
@@ -324,7 +324,7 @@ def verify_audit(
 
 def set_catch_rate(request: Request, principal: Principal, rate: float) -> None:
     with service(request).sessions() as db, db.begin():
-        intake.set_catch_rate(db, rate)
+        catch_trials.set_catch_rate(db, rate)
         audit(
             request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.rate", "catch_trials",
             {"rate": repr(rate)},
@@ -335,7 +335,7 @@ def add_catch_pair(request: Request, principal: Principal, case_id: str) -> int:
     """Make a decided case a known pair; its id."""
     state = service(request)
     with state.sessions() as db, db.begin():
-        pair = intake.add_catch_pair(db, case_id, principal.username, state.now())
+        pair = catch_trials.add_catch_pair(db, case_id, principal.username, state.now())
         audit(
             request, db, principal, Permission.MANAGE_CATCH_TRIALS, "catch.add_pair",
             f"case:{case_id}",

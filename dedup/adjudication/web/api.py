@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from dedup.adjudication import accounts, audit_store, intake, operations, queue
+from dedup.adjudication import accounts, audit_store, catch_trials, operations, queue
 from dedup.adjudication.access import Permission
 from dedup.adjudication.accounts import Principal
 from dedup.adjudication.payloads import (
@@ -281,7 +281,7 @@ def adjudicator_accuracy(
     request: Request, _: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
 ) -> list[dict[str, object]]:
     with service(request).sessions() as db:
-        rows = intake.accuracy(db)
+        rows = catch_trials.accuracy(db)
     return [
         {
             "adjudicator": a.adjudicator,

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from dedup.adjudication import accounts, audit_store, intake, operations, queue, views
+from dedup.adjudication import accounts, audit_store, catch_trials, operations, queue, views
 from dedup.adjudication.access import Permission, Role, allowed
 from dedup.adjudication.accounts import Principal
 from dedup.adjudication.cases import CaseState, Judgement
@@ -244,7 +244,7 @@ def catch_page(
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
     with service(request).sessions() as db:
-        rate = intake.catch_rate(db)
+        rate = catch_trials.catch_rate(db)
         pairs = list(db.execute(select(CatchPair).order_by(CatchPair.id)).scalars())
     return render(request, "catch.html", principal, rate=rate, pairs=pairs)
 
@@ -274,7 +274,7 @@ def accuracy_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
 ) -> Response:
     with service(request).sessions() as db:
-        rows = intake.accuracy(db)
+        rows = catch_trials.accuracy(db)
     return render(request, "accuracy.html", principal, rows=rows)
 
 
