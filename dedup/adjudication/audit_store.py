@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dedup.adjudication.audit_chain import AuditEntry, ChainCheck, append, verify
+from dedup.adjudication.audit_chain import ENTRY_FIELDS, AuditEntry, ChainCheck, append, verify
 from dedup.adjudication.tables import AuditHead, AuditRow
 
 HEAD_ID = 1
@@ -63,21 +63,7 @@ def record(
         outcome=outcome,
         details=details,
     )
-    db.add(
-        AuditRow(
-            seq=entry.seq,
-            at=entry.at,
-            actor=entry.actor,
-            role=entry.role,
-            action=entry.action,
-            target=entry.target,
-            client=entry.client,
-            outcome=entry.outcome,
-            details=json.dumps(dict(entry.details), sort_keys=True),
-            prev_hash=entry.prev_hash,
-            hash=entry.hash,
-        )
-    )
+    db.add(to_row(entry))
     if head is None:  # a database migrated before the head row was seeded
         db.add(AuditHead(id=HEAD_ID, seq=entry.seq, hash=entry.hash))
     else:
@@ -101,20 +87,15 @@ def record_alone(
         return record(db, actor, action, target, outcome=outcome, details=details, at=at)
 
 
+def to_row(entry: AuditEntry) -> AuditRow:
+    """The table row of an entry: a column per field, the details as canonical JSON text."""
+    values = {name: getattr(entry, name) for name in ENTRY_FIELDS}
+    return AuditRow(**{**values, "details": json.dumps(dict(entry.details), sort_keys=True)})
+
+
 def to_entry(row: AuditRow) -> AuditEntry:
-    return AuditEntry(
-        seq=row.seq,
-        at=row.at,
-        actor=row.actor,
-        role=row.role,
-        action=row.action,
-        target=row.target,
-        client=row.client,
-        outcome=row.outcome,
-        details=json.loads(row.details),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+    values = {name: getattr(row, name) for name in ENTRY_FIELDS}
+    return AuditEntry(**{**values, "details": json.loads(row.details)})
 
 
 def entries(db: Session) -> Iterator[AuditEntry]:

@@ -251,7 +251,7 @@ def search_audit(
 ) -> list[dict[str, object]]:
     with service(request).sessions() as db:
         found = audit_store.search(db, actor=actor, action=action, target=target, limit=limit)
-    return [{**e.content(), "hash": e.hash} for e in found]
+    return [e.as_dict() for e in found]
 
 
 @router.put("/catch-trials/rate", responses=ERRORS)
