@@ -89,29 +89,17 @@ def print_enqueue(result: Any) -> None:
 def add_user(
     settings: Settings, username: str, roles: str, password: str, display_name: str | None
 ) -> str:
-    from dedup.adjudication import accounts, audit_store, database
-    from dedup.adjudication.access import parse_roles
+    from dedup.adjudication import operations
+    from dedup.adjudication.access import Actor, Role, parse_roles
+    from dedup.adjudication.context import opened
 
     try:
-        wanted = parse_roles(roles)
+        wanted = parse_roles(roles)  # refused before the database is touched
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    engine = _engine(settings)
-    try:
-        with database.sessions(engine)() as db, db.begin():
-            secret = accounts.create_user(
-                db, username, password, wanted, datetime.now(UTC), display_name
-            )
-            audit_store.record(
-                db,
-                audit_store.Actor("cli", "admin", "local"),
-                "user.create",
-                f"user:{username}",
-                details={"roles": ",".join(sorted(r.value for r in wanted))},
-            )
-        return secret
-    finally:
-        engine.dispose()
+    with opened(settings) as context:
+        cli = Actor.local("cli", Role.ADMIN)
+        return operations.create_user(context, cli, username, password, wanted, display_name)
 
 
 @users_app.command("add")
@@ -150,21 +138,15 @@ def users_token(
     config: Annotated[Path | None, typer.Option("--config")] = None,
 ) -> None:
     """Issue a bearer API token for a service account (printed once)."""
-    from dedup.adjudication import accounts, audit_store, database
+    from dedup.adjudication import operations
+    from dedup.adjudication.access import Actor, Role
+    from dedup.adjudication.context import opened
     from dedup.settings import load_settings
 
     try:
-        settings = load_settings(config)
-        engine = _engine(settings)
-        with database.sessions(engine)() as db, db.begin():
-            token = accounts.issue_api_token(db, username, label, datetime.now(UTC))
-            audit_store.record(
-                db,
-                audit_store.Actor("cli", "admin", "local"),
-                "token.issue",
-                f"user:{username}",
-                details={"label": label[:200]},
-            )
+        with opened(load_settings(config)) as context:
+            cli = Actor.local("cli", Role.ADMIN)
+            token = operations.issue_api_token(context, cli, username, label)
     except DedupError as error:
         raise fail(error) from error
     console.print(token, soft_wrap=True)
@@ -175,20 +157,14 @@ def users_deactivate(
     username: str, config: Annotated[Path | None, typer.Option("--config")] = None
 ) -> None:
     """Turn an account off (someone leaves): no more logins; its sessions and tokens end."""
-    from dedup.adjudication import accounts, audit_store, database
+    from dedup.adjudication import operations
+    from dedup.adjudication.access import Actor, Role
+    from dedup.adjudication.context import opened
     from dedup.settings import load_settings
 
     try:
-        engine = _engine(load_settings(config))
-        with database.sessions(engine)() as db, db.begin():
-            ended = accounts.deactivate_user(db, username)
-            audit_store.record(
-                db,
-                audit_store.Actor("cli", "admin", "local"),
-                "user.deactivate",
-                f"user:{username}",
-                details={"sessions_ended": str(ended)},
-            )
+        with opened(load_settings(config)) as context:
+            ended = operations.deactivate_user(context, Actor.local("cli", Role.ADMIN), username)
     except DedupError as error:
         raise fail(error) from error
     console.print(f"{username} deactivated; {ended} sessions ended")

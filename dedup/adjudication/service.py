@@ -18,14 +18,15 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 
 from dedup.adjudication import database
+from dedup.adjudication.access import Forbidden
 from dedup.adjudication.accounts import LocalIdentityProvider
+from dedup.adjudication.context import Context, utc_now
 from dedup.adjudication.queue import CaseNotFound
 from dedup.adjudication.queue_metrics import service_registry
 from dedup.adjudication.web import api, pages
 from dedup.adjudication.web.guards import (
     BadCsrf,
     ClientThrottle,
-    Forbidden,
     ServiceState,
     Unauthenticated,
     principal_of,
@@ -47,14 +48,8 @@ def create_app(
     identity = LocalIdentityProvider(
         settings.max_failed_logins, timedelta(minutes=settings.lockout_minutes)
     )
-    state = ServiceState(
-        settings,
-        database.sessions(engine),
-        identity,
-        ClientThrottle(settings.logins_per_client_per_minute),
-    )
-    if clock is not None:
-        state.clock = clock
+    context = Context(database.sessions(engine), settings, clock or utc_now)
+    state = ServiceState(context, identity, ClientThrottle(settings.logins_per_client_per_minute))
     app = FastAPI(
         title="dedup review service",
         version="1",
@@ -68,7 +63,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    registry = service_registry(state)
+    registry = service_registry(context)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

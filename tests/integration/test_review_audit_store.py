@@ -8,6 +8,7 @@ import json
 from sqlalchemy import Engine, insert, update
 
 from dedup.adjudication import audit_store, database
+from dedup.adjudication.access import Actor, Role
 from dedup.adjudication.tables import AuditHead, AuditRow
 from tests.review_support import WRITTEN_ENTRIES
 
@@ -25,7 +26,7 @@ def test_a_chain_written_before_verifies_reads_back_and_grows(review_engine: Eng
     assert [dict(e.details) for e in read] == [e["details"] for e in WRITTEN_ENTRIES]
     assert [e.as_dict()["at"] for e in read] == [e["at"].isoformat() for e in WRITTEN_ENTRIES]
 
-    actor = audit_store.Actor("sue", "supervisor", "::1")
+    actor = Actor("sue", frozenset({Role.SUPERVISOR}), "::1")
     with sessions() as db, db.begin():
         added = audit_store.record(db, actor, "case.view", "case:0123abcd")
     assert added.seq == 2 and added.prev_hash == WRITTEN_ENTRIES[1]["hash"]

@@ -33,7 +33,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dedup.adjudication import audit_store, database, intake, queue
-from dedup.adjudication.audit_store import Actor
+from dedup.adjudication.access import Actor, Role
 from dedup.adjudication.cases import CaseState, Judgement, Outcome
 from dedup.adjudication.payloads import BatchImport
 from dedup.adjudication.tables import AuditRow, CaseRow, JudgementRow
@@ -59,13 +59,14 @@ KILLED_CLAIMER = """
 import json, sys, time
 from datetime import UTC, datetime, timedelta
 from dedup.adjudication import audit_store, database, queue
+from dedup.adjudication.access import Actor, Role
 
 sessions = database.sessions(database.connect(sys.argv[1], pool_size=2))
 now = datetime.now(UTC)
 with sessions() as db, db.begin():
     got = queue.claim_next(db, "killed", now, timedelta(seconds=float(sys.argv[2])))
     assert got is not None and got.case.lease is not None
-    actor = audit_store.Actor("killed", "adjudicator", "process")
+    actor = Actor("killed", frozenset({Role.ADJUDICATOR}), "process")
     audit_store.record(db, actor, "case.claim", f"case:{got.case_id}", at=now)
 db = sessions()
 db.begin()
@@ -134,7 +135,7 @@ def work(
     sessions: sessionmaker[Session], claimer: Claimer, go: threading.Event, stop: threading.Event
 ) -> None:
     """Claim and judge until no case is left undecided (or the time is up, or one failed)."""
-    actor = Actor(claimer.name, "adjudicator", f"thread:{claimer.name}")
+    actor = Actor(claimer.name, frozenset({Role.ADJUDICATOR}), f"thread:{claimer.name}")
     deadline = time.monotonic() + RUN_SECONDS
     go.wait()
     try:
@@ -174,7 +175,7 @@ def work(
 
 def import_cases(sessions: sessionmaker[Session]) -> dict[str, str]:
     """The 2,000 cases, each with an audit entry per batch; probe of each case id."""
-    operator = Actor("operator", "operator", "test")
+    operator = Actor("operator", frozenset({Role.OPERATOR}), "test")
     for batch_id, prefix, per_probe, probes in BATCHES:
         payload = BatchImport.model_validate(
             batch_payload(probes, candidates_per_probe=per_probe, prefix=prefix, images=False)
