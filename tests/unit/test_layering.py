@@ -1,5 +1,5 @@
 """The domain core stays engine-free: `dedup` never imports pyspark or ray at module level,
-and never imports `pipelines`."""
+and never imports `pipelines`; the review service's operations speak no HTTP."""
 
 from __future__ import annotations
 
@@ -46,6 +46,32 @@ def test_importing_every_dedup_module_loads_no_engine() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
+
+
+def every_import(path: Path) -> set[str]:
+    """The top-level packages a module imports anywhere, inside functions too."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_web_layer_of_the_review_service_speaks_http(tmp_path: Path) -> None:
+    # The operations serve the API, the pages, the command line and the pipelines alike.
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from starlette.requests import Request\n")
+    assert "starlette" in every_import(sample)  # the check sees an import inside a function
+    service = ROOT / "adjudication"
+    speaking = {
+        str(path.relative_to(service))
+        for path in service.rglob("*.py")
+        if every_import(path) & {"fastapi", "starlette"}
+    }
+    assert "operations.py" not in speaking
+    assert {p for p in speaking if not p.startswith("web/")} == {"service.py"}
 
 
 def test_the_check_itself_catches_an_engine_import(tmp_path: Path) -> None:
