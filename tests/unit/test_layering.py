@@ -8,6 +8,7 @@ import json
 import pkgutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import dedup
@@ -16,16 +17,25 @@ ENGINES = ("pyspark", "ray", "delta")
 ROOT = Path(dedup.__file__).parent
 
 
+def imported(nodes: Iterable[ast.AST]) -> set[str]:
+    """The top-level packages named by the import statements among ``nodes``."""
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def module_level_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in tree.body:  # only statements at module level, including those under `if`
-        for child in ast.walk(node) if isinstance(node, ast.If | ast.Try) else [node]:
-            if isinstance(child, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in child.names}
-            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                names.add(child.module.split(".")[0])
-    return names
+    # Only statements at module level, including those under `if` and `try`.
+    return imported(
+        child
+        for node in tree.body
+        for child in (ast.walk(node) if isinstance(node, ast.If | ast.Try) else [node])
+    )
 
 
 def test_no_module_of_dedup_imports_an_engine_or_pipelines_at_module_level() -> None:
@@ -50,13 +60,7 @@ def test_importing_every_dedup_module_loads_no_engine() -> None:
 
 def every_import(path: Path) -> set[str]:
     """The top-level packages a module imports anywhere, inside functions too."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+    return imported(ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
 
 
 def test_only_the_web_layer_of_the_review_service_speaks_http(tmp_path: Path) -> None:
