@@ -8,7 +8,8 @@ at login is not timed). Each adjudicator then loops ``POST /api/v1/cases/claim``
 ``POST /api/v1/cases/{id}/judgement`` ("not_duplicate", so each case needs one review) until
 the queue answers 204 or the time bound passes; ``--think-seconds`` adds the time a person
 looks at the case between the two (not counted in the latencies). Accounts and cases are
-written straight into the database beforehand (``accounts.create_user``, ``intake.import_batch``).
+written beforehand (``accounts.create_user``, and ``operations.import_candidates`` as the
+import route does).
 
 Both backends get the same cases, accounts, settings and load in one run. The PostgreSQL
 server is a throwaway one (``scripts/postgres``, fsync off); SQLite runs in WAL mode on a
@@ -50,14 +51,15 @@ import numpy as np
 from fastapi import FastAPI
 from sqlalchemy import Engine, create_engine, func, select, text
 
-from dedup.adjudication import accounts, audit_log, database, intake
-from dedup.adjudication.access import Role
+from dedup.adjudication import accounts, audit_store, database, operations
+from dedup.adjudication.access import Actor, Role
 from dedup.adjudication.cases import CaseState
+from dedup.adjudication.context import Context
 from dedup.adjudication.credentials import totp_now
 from dedup.adjudication.payloads import BatchImport
 from dedup.adjudication.service import create_app
 from dedup.adjudication.tables import CaseRow
-from dedup.adjudication.web import SESSION_COOKIE
+from dedup.adjudication.web.guards import SESSION_COOKIE
 from dedup.demo.review import synthetic_review_batch
 from dedup.settings import AdjudicationSettings
 
@@ -187,27 +189,21 @@ def batch(cases: int, candidates: int) -> BatchImport:
 
 
 def fill(engine: Engine, payload: BatchImport, adjudicators: int) -> dict[str, str]:
-    """Accounts and cases, written directly; the adjudicators' TOTP secrets by username."""
+    """Accounts written directly, and the cases imported as the import route does; the
+    adjudicators' TOTP secrets by username."""
     now = datetime.now(UTC)
     secrets: dict[str, str] = {}
-    with database.sessions(engine)() as db, db.begin():
+    sessions = database.sessions(engine)
+    with sessions() as db, db.begin():
         for n in range(adjudicators):
             username = f"adj{n:03d}"
             secrets[username] = accounts.create_user(
                 db, username, PASSWORD, frozenset({Role.ADJUDICATOR}), now
             )
-        imported = intake.import_batch(
-            db, "bench", payload, "bench", now, settings().max_image_bytes
-        )
-        # As the import route does. It also starts the audit chain before the logins race:
-        # on PostgreSQL, concurrent first appends to an empty chain collide on its head row.
-        audit_log.record(
-            db,
-            audit_log.Actor("bench", Role.OPERATOR.value, HOST),
-            "batch.import",
-            "batch:bench",
-            details=intake.import_details(imported),
-        )
+    # The import's audit entry also starts the chain before the logins race: on PostgreSQL,
+    # concurrent first appends to an empty chain collide on its head row.
+    operator = Actor("bench", frozenset({Role.OPERATOR}), HOST)
+    operations.import_candidates(Context(sessions, settings()), operator, "bench", payload)
     return secrets
 
 
@@ -224,7 +220,7 @@ def check(engine: Engine) -> Check:
     with database.sessions(engine)() as db:
         query = select(CaseRow.state, func.count()).group_by(CaseRow.state)
         states: dict[str, int] = {state: count for state, count in db.execute(query)}
-        chain = audit_log.verify_log(db)
+        chain = audit_store.verify_log(db)
     return Check(
         states.get(CaseState.DECIDED_NOT_DUPLICATE.value, 0),
         sum(n for s, n in states.items() if s != CaseState.DECIDED_NOT_DUPLICATE.value),

@@ -4,8 +4,9 @@
 they name, its display fields and capture metadata (``enrollments``), quality figures and
 aligned chip (``faces``), and, where the batch folder is given, its photo (decoded safely,
 upright, downscaled to ``PHOTO_MAX_SIDE`` and re-encoded as JPEG, so no original file's
-metadata reaches the queue). ``enqueue_batch`` imports it into the review database in one
-transaction with its audit entry; importing the same batch twice creates nothing.
+metadata reaches the queue). ``enqueue_batch`` imports it into the review database through
+the service's own import operation (one transaction with its audit entry); importing the same
+batch twice creates nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 from PIL import Image
 from rich.console import RenderableType
 
-from dedup.adjudication import audit_log, database, intake
+from dedup.adjudication import operations
+from dedup.adjudication.access import Actor, Role
+from dedup.adjudication.context import opened
 from dedup.adjudication.payloads import BatchImport, CandidateIn, ImageIn, ImportResult, SubjectIn
 from dedup.contracts.reasons import RowRejected
 from dedup.contracts.schemas import MANIFEST_DISPLAY, STATUS_STAGED
@@ -135,24 +138,9 @@ def enqueue_batch(run: BatchRun, batch_dir: Path | None = None) -> ImportResult:
     """Import the batch's candidates into the review database (migrating it if needed)."""
     batch_id, settings = run.batch_id, run.settings
     payload = review_payload(settings, batch_id, batch_dir)
-    engine = database.connect(settings.adjudication_database_url())
-    try:
-        database.migrate(engine)
-        now = dt.datetime.now(dt.UTC)
-        with database.sessions(engine)() as db, db.begin():
-            result = intake.import_batch(
-                db, batch_id, payload, PIPELINE_ACTOR, now, settings.adjudication.max_image_bytes
-            )
-            audit_log.record(
-                db,
-                audit_log.Actor(PIPELINE_ACTOR, "operator", "local"),
-                "batch.import",
-                f"batch:{batch_id}",
-                details=intake.import_details(result),
-            )
-        return result
-    finally:
-        engine.dispose()
+    with opened(settings) as context:
+        pipeline = Actor.local(PIPELINE_ACTOR, Role.OPERATOR)
+        return operations.import_candidates(context, pipeline, batch_id, payload)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,6 +46,46 @@ ROLE_USER: dict[Role, str] = {
 }
 
 
+# Two entries as the service wrote them before an entry's fields had one declaration, with the
+# hashes computed then: a chain already in a database must verify under any later code.
+WRITTEN_ENTRIES: tuple[dict[str, Any], ...] = (
+    {
+        "seq": 0,
+        "at": datetime(2026, 11, 23, 9, 0, tzinfo=UTC),
+        "actor": "ann",
+        "role": "adjudicator",
+        "action": "case.judge",
+        "target": "case:0123abcd",
+        "client": "10.0.0.7",
+        "outcome": "ok",
+        "details": {
+            "outcome": "duplicate",
+            "duplicate_of": "E-2",
+            "state": "awaiting_second_review",
+        },
+        "prev_hash": "0" * 64,
+        "hash": "f261a68d8634e55799233703bb1f0a32a20ee10eb4fcd2912f09cad9bf921b1e",
+    },
+    {
+        "seq": 1,
+        "at": datetime(2026, 11, 23, 9, 0, 5, 123456, tzinfo=UTC),
+        "actor": "mallory",
+        "role": "anonymous",
+        "action": "access.refused",
+        "target": "route:/api/v1/decisions",
+        "client": "::1",
+        "outcome": "refused",
+        "details": {
+            "why": "needs permission export_decisions",
+            "method": "GET",
+            "path": "/api/v1/decisions",
+        },
+        "prev_hash": "f261a68d8634e55799233703bb1f0a32a20ee10eb4fcd2912f09cad9bf921b1e",
+        "hash": "3b128b28b5d20bc6134ac7ee6c3d46b8813b1c523e8d0fe4e5ee1e314325f465",
+    },
+)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

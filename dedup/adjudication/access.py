@@ -11,7 +11,8 @@ the case they hold; a supervisor sees escalated and decided cases; an admin mana
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -74,9 +75,42 @@ def allowed(roles: Iterable[Role], permission: Permission) -> bool:
     return any(permission in ROLE_PERMISSIONS[role] for role in roles)
 
 
-def acting_role(roles: Iterable[Role], permission: Permission) -> str:
-    """The role under which an action is recorded in the audit log (the first that grants it)."""
-    granting = sorted(r.value for r in roles if permission in ROLE_PERMISSIONS[r])
-    if granting:
-        return granting[0]
-    return ",".join(sorted(r.value for r in roles)) or "none"
+ANONYMOUS = "anonymous"  # the role recorded for a caller nobody has authenticated
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, with which roles, from where: the caller of every operation, and the first
+    fields of every audit entry it writes.
+
+    The service makes one per request from the logged-in principal; the command line, the
+    review feed and the demo make theirs with ``local``. An actor without roles is anonymous:
+    a caller not logged in, or a login attempt under the name it gave. ``asking`` says what
+    the caller asked for (the service: the request's method and path); a refusal records it.
+    """
+
+    username: str
+    roles: frozenset[Role]
+    client: str
+    asking: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def local(cls, username: str, role: Role) -> Actor:
+        """A program on the service's own host acting in one role (``dedup users``, say)."""
+        return cls(username, frozenset({role}), "local")
+
+    def role_for(self, permission: Permission | None) -> str:
+        """The role an action is recorded under: the first role granting ``permission``, or
+        all roles for an action that needs none (or that none of them grants)."""
+        if not self.roles:
+            return ANONYMOUS
+        granting = sorted(r.value for r in self.roles if permission in ROLE_PERMISSIONS[r])
+        return granting[0] if granting else ",".join(sorted(r.value for r in self.roles))
+
+
+class Forbidden(Exception):
+    """The caller lacks the permission or does not own the object (403, audited)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -1,11 +1,9 @@
-"""Filling the queue: importing a batch's candidates, and seeding catch trials into it.
+"""Filling the queue: importing a batch's candidates, with the catch trials seeded into it.
 
 Import is idempotent per batch (a second import of the same batch creates nothing) and per
 probe (an enrollment already in a case gets no second one). New cases take random positions
-after every existing case, and catch trials are shuffled in among them, so an adjudicator
-cannot tell a catch trial by where it sits in the queue. Catch trials replay a decided real
-case whose final decision is the known answer; their judgements measure each adjudicator's
-accuracy, and they are never exported as decisions.
+after every existing case, and catch trials (see ``catch_trials``) are shuffled in among them,
+so an adjudicator cannot tell a catch trial by where it sits in the queue.
 """
 
 from __future__ import annotations
@@ -13,30 +11,23 @@ from __future__ import annotations
 import json
 import random
 import secrets
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from dedup.adjudication.cases import CaseState
+from dedup.adjudication import catch_trials
 from dedup.adjudication.payloads import BatchImport, ImportResult
-from dedup.adjudication.queue import DECIDED, CaseNotFound, load_case
+from dedup.adjudication.queue import new_case, new_case_id
 from dedup.adjudication.tables import (
     Batch,
     CaseCandidate,
     CaseRow,
-    CatchPair,
-    JudgementRow,
-    ServiceSetting,
     Subject,
     SubjectImage,
 )
 from dedup.errors import AdjudicationError
-
-CATCH_RATE_KEY = "catch_rate"
 
 
 def import_batch(
@@ -90,12 +81,12 @@ def import_batch(
         )
     fresh = [p for p in sorted(by_probe) if p not in taken]
     rng = rng or random.Random(secrets.randbits(64))
-    catch = _catch_plan(db, len(fresh), rng)
+    catch = catch_trials.planned(db, len(fresh), rng)
     positions = _positions(db, len(fresh) + len(catch), rng)
     rows: list[CaseCandidate] = []
     for probe, pos in zip(fresh, positions[: len(fresh)], strict=True):
-        case_id = _new_case_id()
-        db.add(_new_case(case_id, probe, probe, batch_id, None, pos, now))
+        case_id = new_case_id()
+        db.add(new_case(case_id, probe, probe, batch_id, None, pos, now))
         best: dict[str, tuple[float, int, str]] = {}
         for candidate, score, rank, source in by_probe[probe]:
             if candidate not in best or score > best[candidate][0]:
@@ -107,7 +98,7 @@ def import_batch(
     db.flush()  # cases before the rows that refer to them
     db.add_all(rows)
     for pair, pos in zip(catch, positions[len(fresh) :], strict=True):
-        _add_catch_case(db, pair, batch_id, pos, now)
+        catch_trials.add_trial_case(db, pair, batch_id, pos, now)
     db.add(
         Batch(
             batch_id=batch_id,
@@ -210,146 +201,9 @@ def _add_subjects(
     db.flush()
 
 
-def _new_case_id() -> str:
-    return secrets.token_hex(8)
-
-
-def _new_case(
-    case_id: str,
-    key: str,
-    probe: str,
-    batch_id: str,
-    catch_pair: int | None,
-    pos: int,
-    now: datetime,
-) -> CaseRow:
-    return CaseRow(
-        case_id=case_id,
-        enqueue_key=key,
-        probe_id=probe,
-        batch_id=batch_id,
-        catch_pair_id=catch_pair,
-        state=CaseState.OPEN.value,
-        queue_pos=pos,
-        version=0,
-        created_at=now,
-    )
-
-
 def _positions(db: Session, count: int, rng: random.Random) -> list[int]:
     """``count`` fresh queue positions after every existing one, in random order."""
     start = (db.execute(select(func.max(CaseRow.queue_pos))).scalar() or 0) + 1
     slots = list(range(start, start + count))
     rng.shuffle(slots)
     return slots
-
-
-# ---------------------------------------------------------------- catch trials
-
-
-def catch_rate(db: Session) -> float:
-    row = db.get(ServiceSetting, CATCH_RATE_KEY)
-    return 0.0 if row is None else float(row.value)
-
-
-def set_catch_rate(db: Session, rate: float) -> None:
-    if not 0.0 <= rate <= 0.5:
-        raise AdjudicationError("the catch-trial rate is a fraction between 0 and 0.5")
-    row = db.get(ServiceSetting, CATCH_RATE_KEY)
-    if row is None:
-        db.add(ServiceSetting(key=CATCH_RATE_KEY, value=repr(rate)))
-    else:
-        row.value = repr(rate)
-
-
-def add_catch_pair(db: Session, source_case_id: str, by: str, now: datetime) -> CatchPair:
-    """Make a decided real case a known pair; its final decision is the truth."""
-    row = db.get(CaseRow, source_case_id)
-    if row is None:
-        raise CaseNotFound(f"no case {source_case_id}")
-    if row.catch_pair_id is not None:
-        raise AdjudicationError("a catch trial cannot be the source of another")
-    case = load_case(db, row)
-    if case.state not in DECIDED or case.final is None:
-        raise AdjudicationError(f"case {source_case_id} is {case.state}; only decided cases")
-    if db.execute(select(CatchPair).where(CatchPair.source_case_id == source_case_id)).first():
-        raise AdjudicationError(f"case {source_case_id} is already a catch pair")
-    pair = CatchPair(
-        source_case_id=source_case_id,
-        probe_id=row.probe_id,
-        truth_outcome=case.final.outcome.value,
-        truth_duplicate_of=case.final.duplicate_of,
-        created_by=by,
-        created_at=now,
-        active=True,
-    )
-    db.add(pair)
-    db.flush()
-    return pair
-
-
-def _catch_plan(db: Session, real: int, rng: random.Random) -> list[CatchPair]:
-    rate = catch_rate(db)
-    pairs = list(db.execute(select(CatchPair).where(CatchPair.active)).scalars())
-    if rate <= 0 or not pairs or real == 0:
-        return []
-    # Expected rate * real catch trials; the fractional part is drawn, so small batches get some.
-    wanted = rate * real
-    count = int(wanted) + (1 if rng.random() < wanted - int(wanted) else 0)
-    return [rng.choice(pairs) for _ in range(count)]
-
-
-def _add_catch_case(db: Session, pair: CatchPair, batch_id: str, pos: int, now: datetime) -> None:
-    case_id = _new_case_id()
-    db.add(_new_case(case_id, f"catch:{case_id}", pair.probe_id, batch_id, pair.id, pos, now))
-    db.flush()
-    for source in db.execute(
-        select(CaseCandidate).where(CaseCandidate.case_id == pair.source_case_id)
-    ).scalars():
-        db.add(
-            CaseCandidate(
-                case_id=case_id,
-                candidate_id=source.candidate_id,
-                score=source.score,
-                rank=source.rank,
-                source=source.source,
-            )
-        )
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    adjudicator: str
-    trials: int
-    correct: int
-    changed_after_scores: int  # judgements that differ from the blind one
-
-    @property
-    def rate(self) -> float | None:
-        return None if self.trials == 0 else self.correct / self.trials
-
-
-def accuracy(db: Session) -> list[Accuracy]:
-    """Each adjudicator's judgements on catch trials against the known truth."""
-    rows = db.execute(
-        select(JudgementRow, CatchPair)
-        .join(CaseRow, CaseRow.case_id == JudgementRow.case_id)
-        .join(CatchPair, CatchPair.id == CaseRow.catch_pair_id)
-        .where(JudgementRow.stage.in_(["first", "second"]))
-    ).all()
-    trials: Counter[str] = Counter()
-    correct: Counter[str] = Counter()
-    changed: Counter[str] = Counter()
-    for judgement, pair in rows:
-        trials[judgement.adjudicator] += 1
-        if (judgement.outcome, judgement.duplicate_of) == (
-            pair.truth_outcome,
-            pair.truth_duplicate_of,
-        ):
-            correct[judgement.adjudicator] += 1
-        if judgement.blind_outcome is not None and (
-            judgement.blind_outcome,
-            judgement.blind_duplicate_of,
-        ) != (judgement.outcome, judgement.duplicate_of):
-            changed[judgement.adjudicator] += 1
-    return [Accuracy(a, trials[a], correct[a], changed[a]) for a in sorted(trials)]

@@ -31,7 +31,6 @@ from dedup.adjudication.tables import (
 )
 from dedup.errors import AdjudicationError, StaleLease
 
-CATCH_RATE_KEY = "catch_rate"
 DECIDED = (
     CaseState.DECIDED_DUPLICATE,
     CaseState.DECIDED_NOT_DUPLICATE,
@@ -130,6 +129,38 @@ def _add_judgement(
             blind_duplicate_of=row.blind_duplicate_of,
             at=now,
         )
+    )
+
+
+# ---------------------------------------------------------------- opening cases
+
+
+def new_case_id() -> str:
+    """A random case id: it says nothing about the probe or the queue position."""
+    return secrets.token_hex(8)
+
+
+def new_case(
+    case_id: str,
+    key: str,
+    probe: str,
+    batch_id: str,
+    catch_pair: int | None,
+    pos: int,
+    now: datetime,
+) -> CaseRow:
+    """An open case at queue position ``pos``; ``key`` is unique (the probe id for a real
+    case, ``catch:<case_id>`` for a catch trial), so a probe gets one real case at most."""
+    return CaseRow(
+        case_id=case_id,
+        enqueue_key=key,
+        probe_id=probe,
+        batch_id=batch_id,
+        catch_pair_id=catch_pair,
+        state=CaseState.OPEN.value,
+        queue_pos=pos,
+        version=0,
+        created_at=now,
     )
 
 

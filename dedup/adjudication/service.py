@@ -17,14 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 
-from dedup.adjudication import api, database, pages
+from dedup.adjudication import database
+from dedup.adjudication.access import Forbidden
 from dedup.adjudication.accounts import LocalIdentityProvider
-from dedup.adjudication.observability import service_registry
+from dedup.adjudication.context import Context, utc_now
 from dedup.adjudication.queue import CaseNotFound
-from dedup.adjudication.web import (
+from dedup.adjudication.queue_metrics import service_registry
+from dedup.adjudication.web import api, pages
+from dedup.adjudication.web.guards import (
     BadCsrf,
     ClientThrottle,
-    Forbidden,
     ServiceState,
     Unauthenticated,
     principal_of,
@@ -33,7 +35,7 @@ from dedup.adjudication.web import (
 from dedup.errors import AdjudicationError
 from dedup.settings import AdjudicationSettings
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "web" / "static"
 
 
 def create_app(
@@ -46,14 +48,8 @@ def create_app(
     identity = LocalIdentityProvider(
         settings.max_failed_logins, timedelta(minutes=settings.lockout_minutes)
     )
-    state = ServiceState(
-        settings,
-        database.sessions(engine),
-        identity,
-        ClientThrottle(settings.logins_per_client_per_minute),
-    )
-    if clock is not None:
-        state.clock = clock
+    context = Context(database.sessions(engine), settings, clock or utc_now)
+    state = ServiceState(context, identity, ClientThrottle(settings.logins_per_client_per_minute))
     app = FastAPI(
         title="dedup review service",
         version="1",
@@ -67,7 +63,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    registry = service_registry(state)
+    registry = service_registry(context)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -215,6 +215,9 @@ class ServiceSetting(Base):
 
 
 class AuditRow(Base):
+    """An ``AuditEntry`` as stored: one column per field, in the entry's order (``audit_store``
+    converts by ``audit_chain.ENTRY_FIELDS``; a test holds the two together)."""
+
     __tablename__ = "audit_log"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column(UtcDateTime)

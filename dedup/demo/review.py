@@ -15,16 +15,14 @@ import io
 import json
 import os
 import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from dedup.adjudication import accounts, audit_log, database
-from dedup.adjudication.access import Role
-from dedup.adjudication.credentials import new_totp_secret
-from dedup.adjudication.tables import User
+from dedup.adjudication import operations
+from dedup.adjudication.access import Actor, Role
+from dedup.adjudication.context import opened
 from dedup.atomic_files import write_bytes_atomically
 from dedup.contracts.schemas import CandidateSource
 from dedup.settings import Settings
@@ -45,28 +43,15 @@ def demo_accounts(settings: Settings, workdir: Path) -> str:
     known: dict[str, dict[str, str]] = (
         json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     )
-    engine = database.connect(settings.adjudication_database_url())
-    try:
-        database.migrate(engine)
-        with database.sessions(engine)() as db, db.begin():
-            for name, role in DEMO_USERS:
-                if db.get(User, name) is not None:
-                    continue  # made before (or outside the demo): left as it is
-                password = secrets.token_urlsafe(12)
-                secret = accounts.create_user(
-                    db, name, password, frozenset({role}), datetime.now(UTC),
-                    totp_secret=new_totp_secret(),
-                )  # fmt: skip
-                known[name] = {"role": role.value, "password": password, "totp_secret": secret}
-                audit_log.record(
-                    db,
-                    audit_log.Actor("demo", "admin", "local"),
-                    "user.create",
-                    f"user:{name}",
-                    details={"roles": role.value},
-                )
-    finally:
-        engine.dispose()
+    demo = Actor.local("demo", Role.ADMIN)
+    with opened(settings) as context:
+        present = {user.username for user in operations.users(context)}
+        for name, role in DEMO_USERS:
+            if name in present:
+                continue  # made before (or outside the demo): left as it is
+            password = secrets.token_urlsafe(12)
+            secret = operations.create_user(context, demo, name, password, [role])
+            known[name] = {"role": role.value, "password": password, "totp_secret": secret}
     write_bytes_atomically(path, json.dumps(known, indent=2, sort_keys=True).encode("utf-8"))
     os.chmod(path, 0o600)
     lines = [

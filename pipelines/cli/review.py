@@ -90,29 +90,17 @@ def enqueue(
 def add_user(
     settings: Settings, username: str, roles: str, password: str, display_name: str | None
 ) -> str:
-    from dedup.adjudication import accounts, audit_log, database
-    from dedup.adjudication.access import parse_roles
+    from dedup.adjudication import operations
+    from dedup.adjudication.access import Actor, Role, parse_roles
+    from dedup.adjudication.context import opened
 
     try:
-        wanted = parse_roles(roles)
+        wanted = parse_roles(roles)  # refused before the database is touched
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    engine = _engine(settings)
-    try:
-        with database.sessions(engine)() as db, db.begin():
-            secret = accounts.create_user(
-                db, username, password, wanted, datetime.now(UTC), display_name
-            )
-            audit_log.record(
-                db,
-                audit_log.Actor("cli", "admin", "local"),
-                "user.create",
-                f"user:{username}",
-                details={"roles": ",".join(sorted(r.value for r in wanted))},
-            )
-        return secret
-    finally:
-        engine.dispose()
+    with opened(settings) as context:
+        cli = Actor.local("cli", Role.ADMIN)
+        return operations.create_user(context, cli, username, password, wanted, display_name)
 
 
 @users_app.command("add")
@@ -125,13 +113,12 @@ def users_add(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     display_name: Annotated[str | None, typer.Option("--name")] = None,
-    config: Annotated[Path | None, typer.Option("--config")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Create an account; prints its TOTP secret once, to enrol in an authenticator app."""
     from dedup.adjudication.credentials import totp_uri
-    from dedup.settings import load_settings
 
-    settings = load_settings(config)
+    settings = settings_from(config)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -145,44 +132,28 @@ def users_add(
 def users_token(
     username: str,
     label: Annotated[str, typer.Option("--label", help="What the token is for.")] = "pipeline",
-    config: Annotated[Path | None, typer.Option("--config")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Issue a bearer API token for a service account (printed once)."""
-    from dedup.adjudication import accounts, audit_log, database
-    from dedup.settings import load_settings
+    from dedup.adjudication import operations
+    from dedup.adjudication.access import Actor, Role
+    from dedup.adjudication.context import opened
 
-    settings = load_settings(config)
-    engine = _engine(settings)
-    with database.sessions(engine)() as db, db.begin():
-        token = accounts.issue_api_token(db, username, label, datetime.now(UTC))
-        audit_log.record(
-            db,
-            audit_log.Actor("cli", "admin", "local"),
-            "token.issue",
-            f"user:{username}",
-            details={"label": label[:200]},
-        )
+    with opened(settings_from(config)) as context:
+        cli = Actor.local("cli", Role.ADMIN)
+        token = operations.issue_api_token(context, cli, username, label)
     console.print(token, soft_wrap=True)
 
 
 @users_app.command("deactivate")
-def users_deactivate(
-    username: str, config: Annotated[Path | None, typer.Option("--config")] = None
-) -> None:
+def users_deactivate(username: str, config: ConfigOption = None) -> None:
     """Turn an account off (someone leaves): no more logins; its sessions and tokens end."""
-    from dedup.adjudication import accounts, audit_log, database
-    from dedup.settings import load_settings
+    from dedup.adjudication import operations
+    from dedup.adjudication.access import Actor, Role
+    from dedup.adjudication.context import opened
 
-    engine = _engine(load_settings(config))
-    with database.sessions(engine)() as db, db.begin():
-        ended = accounts.deactivate_user(db, username)
-        audit_log.record(
-            db,
-            audit_log.Actor("cli", "admin", "local"),
-            "user.deactivate",
-            f"user:{username}",
-            details={"sessions_ended": str(ended)},
-        )
+    with opened(settings_from(config)) as context:
+        ended = operations.deactivate_user(context, Actor.local("cli", Role.ADMIN), username)
     console.print(f"{username} deactivated; {ended} sessions ended")
 
 
@@ -200,13 +171,12 @@ def audit_verify(
         str | None,
         typer.Option("--head", help="SEQ:HASH recorded earlier, to prove the tail too."),
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Check every entry of the audit chain; exit 1 naming the first entry that fails."""
-    from dedup.adjudication import audit_log, database
-    from dedup.settings import load_settings
+    from dedup.adjudication import audit_store, database
 
-    settings = load_settings(config)
+    settings = settings_from(config)
     engine = _engine(settings, migrate=False)
     database.require_current(engine)
     expected = None
@@ -216,8 +186,8 @@ def audit_verify(
             raise ConfigError("--head is SEQ:HASH, as printed by a previous verification")
         expected = (int(seq), digest)
     with database.sessions(engine)() as db:
-        check = audit_log.verify_log(db, expected)
-        stored = audit_log.stored_head(db)
+        check = audit_store.verify_log(db, expected)
+        stored = audit_store.stored_head(db)
     if not check.ok:
         console.print(f"[bold red]audit chain broken[/] at entry {check.first_bad_seq}: "
                       f"{check.problem}")  # fmt: skip

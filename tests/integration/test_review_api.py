@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from dedup.adjudication import audit_log, database
-from dedup.adjudication.audit import AuditEntry
+from dedup.adjudication import audit_store, database
+from dedup.adjudication.audit_chain import AuditEntry
 from dedup.adjudication.tables import AuditRow, Subject
 from dedup.settings import AdjudicationSettings
 from tests.review_support import PASSWORD, ReviewWorld, batch_payload, png, review_world
@@ -25,7 +25,7 @@ def entries(
     world: ReviewWorld, actor: str | None = None, action: str | None = None
 ) -> list[AuditEntry]:
     with database.sessions(world.engine)() as db:
-        return list(reversed(audit_log.search(db, actor=actor, action=action, limit=1000)))
+        return list(reversed(audit_store.search(db, actor=actor, action=action, limit=1000)))
 
 
 def imported(world: ReviewWorld, probes: int = 1) -> None:

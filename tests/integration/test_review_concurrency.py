@@ -32,8 +32,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dedup.adjudication import audit_log, database, intake, queue
-from dedup.adjudication.audit_log import Actor
+from dedup.adjudication import audit_store, database, intake, queue
+from dedup.adjudication.access import Actor, Role
 from dedup.adjudication.cases import CaseState, Judgement, Outcome
 from dedup.adjudication.payloads import BatchImport
 from dedup.adjudication.tables import AuditRow, CaseRow, JudgementRow
@@ -58,15 +58,16 @@ DECIDED = {CaseState.DECIDED_DUPLICATE.value, CaseState.DECIDED_NOT_DUPLICATE.va
 KILLED_CLAIMER = """
 import json, sys, time
 from datetime import UTC, datetime, timedelta
-from dedup.adjudication import audit_log, database, queue
+from dedup.adjudication import audit_store, database, queue
+from dedup.adjudication.access import Actor, Role
 
 sessions = database.sessions(database.connect(sys.argv[1], pool_size=2))
 now = datetime.now(UTC)
 with sessions() as db, db.begin():
     got = queue.claim_next(db, "killed", now, timedelta(seconds=float(sys.argv[2])))
     assert got is not None and got.case.lease is not None
-    actor = audit_log.Actor("killed", "adjudicator", "process")
-    audit_log.record(db, actor, "case.claim", f"case:{got.case_id}", at=now)
+    actor = Actor("killed", frozenset({Role.ADJUDICATOR}), "process")
+    audit_store.record(db, actor, "case.claim", f"case:{got.case_id}", at=now)
 db = sessions()
 db.begin()
 queue.locked_case(db, got.case_id)
@@ -134,7 +135,7 @@ def work(
     sessions: sessionmaker[Session], claimer: Claimer, go: threading.Event, stop: threading.Event
 ) -> None:
     """Claim and judge until no case is left undecided (or the time is up, or one failed)."""
-    actor = Actor(claimer.name, "adjudicator", f"thread:{claimer.name}")
+    actor = Actor(claimer.name, frozenset({Role.ADJUDICATOR}), f"thread:{claimer.name}")
     deadline = time.monotonic() + RUN_SECONDS
     go.wait()
     try:
@@ -144,7 +145,7 @@ def work(
             with sessions() as db, db.begin():
                 got = queue.claim_next(db, claimer.name, now, LEASE)
                 if got is not None:
-                    audit_log.record(db, actor, "case.claim", f"case:{got.case_id}", at=now)
+                    audit_store.record(db, actor, "case.claim", f"case:{got.case_id}", at=now)
             if got is None:
                 # Nothing claimable for this claimer now; cases held by others (or awaiting a
                 # second review this claimer may not give) can still come back or open up.
@@ -163,7 +164,7 @@ def work(
             with sessions() as db, db.begin():
                 after = queue.judge_case(db, got.case_id, lease.token, judgement, datetime.now(UTC))
                 details = {"outcome": judgement.outcome.value, "state": after.state.value}
-                audit_log.record(db, actor, "case.judge", f"case:{got.case_id}", details=details)
+                audit_store.record(db, actor, "case.judge", f"case:{got.case_id}", details=details)
             held = Held(got.case_id, claimer.name, lease.token, stage, judgement, now,
                         began, start, end, time.monotonic())  # fmt: skip
             claimer.held.append(held)
@@ -174,7 +175,7 @@ def work(
 
 def import_cases(sessions: sessionmaker[Session]) -> dict[str, str]:
     """The 2,000 cases, each with an audit entry per batch; probe of each case id."""
-    operator = Actor("operator", "operator", "test")
+    operator = Actor("operator", frozenset({Role.OPERATOR}), "test")
     for batch_id, prefix, per_probe, probes in BATCHES:
         payload = BatchImport.model_validate(
             batch_payload(probes, candidates_per_probe=per_probe, prefix=prefix, images=False)
@@ -184,7 +185,7 @@ def import_cases(sessions: sessionmaker[Session]) -> dict[str, str]:
                 db, batch_id, payload, "operator", datetime.now(UTC), 1 << 20
             )
             assert result.cases_created == probes
-            audit_log.record(
+            audit_store.record(
                 db, operator, "batch.import", f"batch:{batch_id}",
                 details=intake.import_details(result),
             )  # fmt: skip
@@ -390,11 +391,11 @@ def test_twenty_claimers_decide_two_thousand_cases_exactly_once(
 
         # The audit chain holds, with consecutive sequence numbers despite the contention:
         # 2 imports, the killed claim, and a claim and a judgement for every case held.
-        check = audit_log.verify_log(db)
+        check = audit_store.verify_log(db)
         assert check.ok, check.problem
         expected = len(BATCHES) + 1 + 2 * len(held)
         assert check.entries == expected
-        head = audit_log.stored_head(db)
+        head = audit_store.stored_head(db)
         assert head is not None and head[0] == expected - 1
         seqs = list(db.execute(select(AuditRow.seq).order_by(AuditRow.seq)).scalars())
         assert seqs == list(range(expected))

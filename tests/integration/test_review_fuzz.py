@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup, ServerError
 
-from dedup.adjudication import review
+from dedup.adjudication import operations
 from dedup.adjudication.access import Role
 from dedup.adjudication.service import create_app
 from dedup.settings import AdjudicationSettings
@@ -177,7 +177,7 @@ def test_the_fuzzing_check_fails_on_a_server_error(
 
     answering.add_exception_handler(Boom, as_500)
     case = schema["/api/v1/decisions"]["GET"].Case(query={"batch_id": "B1"})
-    monkeypatch.setattr(review, "export_decisions", boom)
+    monkeypatch.setattr(operations, "export_decisions", boom)
     with pytest.raises(Boom):  # an exception escaping the app
         exchange(case, fuzzing, raising)
     with pytest.raises(FailureGroup) as failed:  # a 500 answer

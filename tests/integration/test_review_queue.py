@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from dedup.adjudication import database, intake, queue, views
+from dedup.adjudication import catch_trials, database, intake, queue, views
 from dedup.adjudication.cases import CaseState, Judgement, Outcome
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
@@ -186,8 +186,8 @@ def test_catch_trials_are_seeded_measured_and_never_exported(review_engine: Engi
     decided = run(review_engine, lambda db: [r.case_id for r in views.recently_decided(db)])
     with database.sessions(review_engine)() as db, db.begin():
         for case_id in decided:
-            intake.add_catch_pair(db, case_id, "sue", T0)
-    run(review_engine, lambda db: intake.set_catch_rate(db, 0.5))
+            catch_trials.add_catch_pair(db, case_id, "sue", T0)
+    run(review_engine, lambda db: catch_trials.set_catch_rate(db, 0.5))
     result = imported(review_engine, 10, batch="new", rng=random.Random(7))
     assert result.catch_trials_seeded == 5
     # Catch cases carry the batch's id, like its own cases, so the queue cannot tell them apart.
@@ -202,7 +202,7 @@ def test_catch_trials_are_seeded_measured_and_never_exported(review_engine: Engi
     # bob gets every catch trial right except the ones he calls duplicates.
     while (got := claim(review_engine, "bob")) is not None:
         judge(review_engine, got, Judgement("bob", Outcome.NOT_DUPLICATE))
-    [accuracy] = run(review_engine, intake.accuracy)
+    [accuracy] = run(review_engine, catch_trials.accuracy)
     assert (accuracy.adjudicator, accuracy.trials, accuracy.correct) == ("bob", 5, 5)
     exported = run(review_engine, lambda db: queue.decisions(db, "new"))
     assert len(exported) == 10
@@ -214,20 +214,20 @@ def test_catch_trials_are_seeded_measured_and_never_exported(review_engine: Engi
             )
         ).one()
         with pytest.raises(AdjudicationError, match="only decided cases"):
-            intake.add_catch_pair(db, pending, "sue", T0)
+            catch_trials.add_catch_pair(db, pending, "sue", T0)
 
 
 def test_a_wrong_catch_trial_judgement_lowers_accuracy(review_engine: Engine) -> None:
     imported(review_engine, 1, batch="old")
     decide_all(review_engine)
     [case_id] = run(review_engine, lambda db: [r.case_id for r in views.recently_decided(db)])
-    run(review_engine, lambda db: intake.add_catch_pair(db, case_id, "sue", T0))
-    run(review_engine, lambda db: intake.set_catch_rate(db, 0.5))
+    run(review_engine, lambda db: catch_trials.add_catch_pair(db, case_id, "sue", T0))
+    run(review_engine, lambda db: catch_trials.set_catch_rate(db, 0.5))
     imported(review_engine, 2, batch="new", rng=random.Random(1))
     while (got := claim(review_engine, "bob")) is not None:
         candidate = got.case.candidates[0]
         judge(review_engine, got, Judgement("bob", Outcome.DUPLICATE, candidate))
-    [accuracy] = run(review_engine, intake.accuracy)
+    [accuracy] = run(review_engine, catch_trials.accuracy)
     assert accuracy.trials == 1 and accuracy.correct == 0 and accuracy.rate == 0.0
 
 

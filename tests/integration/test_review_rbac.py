@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from starlette.routing import Mount, Route
 
-from dedup.adjudication import accounts, audit_log, database, queue
+from dedup.adjudication import accounts, audit_store, database, queue
 from dedup.adjudication.access import Role
-from dedup.adjudication.audit import AuditEntry
+from dedup.adjudication.audit_chain import AuditEntry
 from tests.review_support import (
     ROLE_USER,
     ReviewWorld,
@@ -220,7 +220,7 @@ def call_for(method: str, route: str, role: Role, matrix: Matrix) -> Call:
 
 def head_seq(world: ReviewWorld) -> int:
     with database.sessions(world.engine)() as db:
-        newest = audit_log.search(db, limit=1)
+        newest = audit_store.search(db, limit=1)
     return newest[0].seq if newest else 0
 
 
@@ -229,7 +229,7 @@ def audit_since(
 ) -> list[AuditEntry]:
     """Entries appended after sequence number ``after``, oldest first."""
     with database.sessions(world.engine)() as db:
-        found = audit_log.search(db, actor=actor, action=action, limit=1000)
+        found = audit_store.search(db, actor=actor, action=action, limit=1000)
     return sorted((e for e in found if e.seq > after), key=lambda e: e.seq)
 
 
@@ -531,7 +531,7 @@ def test_an_adjudicator_sees_only_the_case_they_hold(
     # Ann may not see bob's case: not the JSON, not the page, not its images (audited).
     assert_not_your_case(world, "ann", bobs)
     with database.sessions(world.engine)() as db:
-        refusal = audit_log.search(db, actor="ann", action="access.refused", limit=1)[0]
+        refusal = audit_store.search(db, actor="ann", action="access.refused", limit=1)[0]
     assert refusal.target == f"case:{bobs.case_id}"
     assert refusal.details["why"] == "not your case"
 

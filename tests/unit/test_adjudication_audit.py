@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from dedup.adjudication.audit import GENESIS, AuditEntry, append, verify
+from dedup.adjudication.audit_chain import ENTRY_FIELDS, GENESIS, AuditEntry, append, verify
+from dedup.adjudication.tables import AuditRow
 from dedup.errors import AdjudicationError
+from tests.review_support import WRITTEN_ENTRIES
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -90,3 +93,24 @@ def test_times_are_kept_in_utc_and_details_are_short_texts_only() -> None:
             None, at=T0, actor="a", role="r", action="x", target="t", client="c",
             details={"template": "0.1," * 100},
         )  # fmt: skip
+
+
+def test_entries_written_before_hash_as_they_did() -> None:
+    # The hash is the chain: a change to what it covers would break every stored chain.
+    earlier = [AuditEntry(**fields) for fields in WRITTEN_ENTRIES]
+    assert [e.computed_hash() for e in earlier] == [e.hash for e in earlier]
+    assert verify(earlier, head=(1, earlier[1].hash)).ok
+    given = {k: v for k, v in WRITTEN_ENTRIES[0].items() if k not in ("seq", "prev_hash", "hash")}
+    again = append(None, **given)
+    assert again == earlier[0]
+    assert json.dumps(again.content(), sort_keys=True, separators=(",", ":")) == (
+        '{"action":"case.judge","actor":"ann","at":"2026-11-23T09:00:00+00:00",'
+        '"client":"10.0.0.7","details":{"duplicate_of":"E-2","outcome":"duplicate",'
+        '"state":"awaiting_second_review"},"outcome":"ok","prev_hash":"' + GENESIS + '",'
+        '"role":"adjudicator","seq":0,"target":"case:0123abcd"}'
+    )
+
+
+def test_the_audit_table_has_a_column_per_entry_field_in_order() -> None:
+    assert tuple(AuditRow.__table__.columns.keys()) == ENTRY_FIELDS
+    assert ENTRY_FIELDS[-1] == "hash" and "hash" not in AuditEntry(**WRITTEN_ENTRIES[0]).content()

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from dedup.adjudication import audit_log, database
+from dedup.adjudication import audit_store, database
 from dedup.adjudication.credentials import totp_now
 from dedup.adjudication.service import create_app
 from dedup.settings import AdjudicationSettings
@@ -42,7 +42,7 @@ def test_an_account_made_on_the_command_line_can_log_in(tmp_path: Path) -> None:
     answer = client.post("/api/v1/login", json=login)
     assert answer.status_code == 200 and answer.json()["roles"] == ["adjudicator", "supervisor"]
     with database.sessions(engine)() as db:
-        [created] = audit_log.search(db, action="user.create")
+        [created] = audit_store.search(db, action="user.create")
     assert created.target == "user:zoe" and created.details == {"roles": "adjudicator,supervisor"}
 
     # Deactivated, the account's live session ends and it cannot log in again.

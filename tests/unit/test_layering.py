@@ -1,7 +1,8 @@
 """The layering of STYLE.md, held: the domain core ``dedup`` never imports ``pipelines``
 anywhere (not even inside a function), never imports an engine (pyspark, ray, delta-spark,
 deltalake) at module level, and loads none when every module of it is imported; and no module
-of ``dedup`` or ``pipelines`` grows past a few hundred lines."""
+of ``dedup`` or ``pipelines`` grows past a few hundred lines. The review service's operations
+speak no HTTP: only its web layer imports fastapi or starlette."""
 
 from __future__ import annotations
 
@@ -83,6 +84,18 @@ def test_importing_every_dedup_module_loads_no_engine() -> None:
     assert json.loads(done.stdout) == []
 
 
+def test_only_the_web_layer_of_the_review_service_speaks_http() -> None:
+    # The operations serve the API, the pages, the command line and the pipelines alike.
+    service = ROOT / "adjudication"
+    speaking = {
+        str(path.relative_to(service))
+        for path in service.rglob("*.py")
+        if all_imports(path) & {"fastapi", "starlette"}
+    }
+    assert "operations.py" not in speaking
+    assert {p for p in speaking if not p.startswith("web/")} == {"service.py"}
+
+
 def modules_over(limit: int) -> dict[str, int]:
     found = {}
     for root in (ROOT, PIPELINES):
@@ -104,6 +117,8 @@ def test_the_checks_themselves_catch_what_they_hold(tmp_path: Path) -> None:
     sample.write_text("def f():\n    import ray\n    from pipelines.match import run_match\n")
     assert "ray" not in module_level_imports(sample)
     assert {"ray", "pipelines"} <= all_imports(sample)
+    sample.write_text("def f():\n    from starlette.requests import Request\n")
+    assert "starlette" in all_imports(sample)
     sample.write_text(
         "import importlib\nclass A:\n    m = importlib.import_module('pipelines.x')\n"
     )

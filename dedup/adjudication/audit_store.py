@@ -5,37 +5,25 @@ transactions already hold the write lock), so concurrent requests get consecutiv
 numbers and each entry links to the one before. The entry is written in the same transaction
 as the change it records: a decision and its audit entry commit together or not at all.
 
-Refused accesses are recorded in a transaction of their own, because the refused request
-changes nothing else.
+Refused accesses are recorded in a transaction of their own (``context.refuse``), because the
+refused request changes nothing else.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from dedup.adjudication.audit import AuditEntry, ChainCheck, append, verify
+from dedup.adjudication.access import Actor, Permission
+from dedup.adjudication.audit_chain import ENTRY_FIELDS, AuditEntry, ChainCheck, append, verify
 from dedup.adjudication.tables import AuditHead, AuditRow
 
 HEAD_ID = 1
 READ_CHUNK = 5_000
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts, in which role, from where: the first three fields of every entry."""
-
-    username: str
-    role: str
-    client: str
-
-
-ANONYMOUS_ROLE = "anonymous"
 
 
 def record(
@@ -44,11 +32,13 @@ def record(
     action: str,
     target: str,
     *,
+    permission: Permission | None = None,
     outcome: str = "ok",
     details: Mapping[str, str] | None = None,
     at: datetime | None = None,
 ) -> AuditEntry:
-    """Append one entry inside the caller's transaction (the caller commits)."""
+    """Append one entry inside the caller's transaction (the caller commits); ``actor`` is
+    recorded in the role that grants ``permission`` (see ``Actor.role_for``)."""
     head = db.execute(
         select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
     ).scalar_one_or_none()
@@ -56,28 +46,14 @@ def record(
         None if head is None or head.seq < 0 else (head.seq, head.hash),
         at=at or datetime.now(UTC),
         actor=actor.username,
-        role=actor.role,
+        role=actor.role_for(permission),
         action=action,
         target=target,
         client=actor.client,
         outcome=outcome,
         details=details,
     )
-    db.add(
-        AuditRow(
-            seq=entry.seq,
-            at=entry.at,
-            actor=entry.actor,
-            role=entry.role,
-            action=entry.action,
-            target=entry.target,
-            client=entry.client,
-            outcome=entry.outcome,
-            details=json.dumps(dict(entry.details), sort_keys=True),
-            prev_hash=entry.prev_hash,
-            hash=entry.hash,
-        )
-    )
+    db.add(to_row(entry))
     if head is None:  # a database migrated before the head row was seeded
         db.add(AuditHead(id=HEAD_ID, seq=entry.seq, hash=entry.hash))
     else:
@@ -86,35 +62,15 @@ def record(
     return entry
 
 
-def record_alone(
-    sessions: sessionmaker[Session],
-    actor: Actor,
-    action: str,
-    target: str,
-    *,
-    outcome: str = "ok",
-    details: Mapping[str, str] | None = None,
-    at: datetime | None = None,
-) -> AuditEntry:
-    """Append one entry in a transaction of its own (refusals, failed logins)."""
-    with sessions() as db, db.begin():
-        return record(db, actor, action, target, outcome=outcome, details=details, at=at)
+def to_row(entry: AuditEntry) -> AuditRow:
+    """The table row of an entry: a column per field, the details as canonical JSON text."""
+    values = {name: getattr(entry, name) for name in ENTRY_FIELDS}
+    return AuditRow(**{**values, "details": json.dumps(dict(entry.details), sort_keys=True)})
 
 
 def to_entry(row: AuditRow) -> AuditEntry:
-    return AuditEntry(
-        seq=row.seq,
-        at=row.at,
-        actor=row.actor,
-        role=row.role,
-        action=row.action,
-        target=row.target,
-        client=row.client,
-        outcome=row.outcome,
-        details=json.loads(row.details),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+    values = {name: getattr(row, name) for name in ENTRY_FIELDS}
+    return AuditEntry(**{**values, "details": json.loads(row.details)})
 
 
 def entries(db: Session) -> Iterator[AuditEntry]:

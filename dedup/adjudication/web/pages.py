@@ -14,14 +14,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from dedup.adjudication import accounts, audit_log, intake, queue, review, views
+from dedup.adjudication import audit_store, catch_trials, operations, queue, views
 from dedup.adjudication.access import Permission, Role, allowed
 from dedup.adjudication.accounts import Principal
-from dedup.adjudication.api import set_session_cookie
 from dedup.adjudication.cases import CaseState, Judgement
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
-from dedup.adjudication.web import principal_of, require, service
+from dedup.adjudication.web.guards import (
+    SESSION_COOKIE,
+    acting,
+    context_of,
+    log_in,
+    principal_of,
+    require,
+    set_session_cookie,
+)
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -50,10 +57,24 @@ def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+def home_for(principal: Principal) -> str:
+    """Where a user lands after logging in: the page of their first working role."""
+    for role, page in (
+        (Role.ADJUDICATOR, "/queue"),
+        (Role.SUPERVISOR, "/supervisor"),
+        (Role.AUDITOR, "/audit"),
+        (Role.ADMIN, "/admin/users"),
+        (Role.OPERATOR, "/operator"),
+    ):
+        if role in principal.roles:
+            return page
+    return "/login"
+
+
 @router.get("/")
 def home(request: Request) -> Response:
     principal = principal_of(request)
-    return see_other("/login" if principal is None else review.home_for(principal))
+    return see_other("/login" if principal is None else home_for(principal))
 
 
 @router.get("/login")
@@ -68,7 +89,7 @@ def login_form(
     password: Text,
     totp: Annotated[str, Form(max_length=16)],
 ) -> Response:
-    outcome = review.login(request, username, password, totp)
+    outcome = log_in(request, username, password, totp)
     if outcome.principal is None or outcome.session_token is None:
         message = (
             "Too many attempts from this address; wait a minute."
@@ -76,7 +97,7 @@ def login_form(
             else "Login refused: check the user name, password and code."
         )
         return render(request, "login.html", None, status_code=401, error=message)
-    response = see_other(review.home_for(outcome.principal))
+    response = see_other(home_for(outcome.principal))
     set_session_cookie(request, response, outcome.session_token)
     return response
 
@@ -85,9 +106,9 @@ def login_form(
 def logout(
     request: Request, principal: Annotated[Principal, Depends(require(*Permission))]
 ) -> Response:
-    review.logout(request, principal)
+    operations.logout(*acting(request, principal), principal.session)
     response = see_other("/login")
-    response.delete_cookie("dedup_session", path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
 
@@ -98,9 +119,7 @@ def logout(
 def queue_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
 ) -> Response:
-    state = service(request)
-    with state.sessions() as db:
-        depth = queue.queue_depth(db, state.now())
+    depth = operations.queue_depth(context_of(request))
     waiting = depth.by_state[CaseState.OPEN] + depth.by_state[CaseState.AWAITING_SECOND_REVIEW]
     return render(request, "queue.html", principal, waiting=waiting)
 
@@ -109,7 +128,7 @@ def queue_page(
 def claim_case(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
 ) -> Response:
-    got = review.claim(request, principal)
+    got = operations.claim(*acting(request, principal))
     if got is None:
         return render(request, "queue.html", principal, waiting=0, empty=True)
     return see_other(f"/cases/{got.case_id}")
@@ -121,15 +140,16 @@ def case_page(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
 ) -> Response:
-    view = review.view_case(request, principal, case_id)
-    holding = queue.holds(view.row, principal.username, service(request).now())
+    context, actor = acting(request, principal)
+    view = operations.view_case(context, actor, case_id)
+    holding = queue.holds(view.row, actor.username, context.now())
     return render(
         request,
         "case.html",
         principal,
         view=view,
         holding=holding,
-        scores=review.scores_visible(request, principal, view),
+        scores=operations.scores_visible(context, actor, view),
         supervising=not holding and view.row.state == CaseState.ESCALATED,
         labels=_labels(len(view.candidates)),
     )
@@ -147,7 +167,7 @@ def case_image(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
 ) -> Response:
-    found = review.view_image(request, principal, case_id, enrollment_id, kind)
+    found = operations.view_image(*acting(request, principal), case_id, enrollment_id, kind)
     if found is None:
         return Response(status_code=404)
     return Response(found.data, media_type=found.media_type)
@@ -158,7 +178,7 @@ def _form_judgement(principal: Principal, choice: str, reason: str | None) -> Ju
     outcome, duplicate_of = _choice(choice)
     if not outcome:
         return None
-    return review.judgement_from(principal, outcome, duplicate_of, reason)
+    return operations.judgement_from(principal.username, outcome, duplicate_of, reason)
 
 
 def _choice(choice: str) -> tuple[str, str | None]:
@@ -181,7 +201,7 @@ def blind_form(
 ) -> Response:
     judgement = _form_judgement(principal, choice, reason)
     if judgement is not None:
-        review.record_blind(request, principal, case_id, lease_token, judgement)
+        operations.record_blind(*acting(request, principal), case_id, lease_token, judgement)
     return see_other(f"/cases/{case_id}")
 
 
@@ -197,7 +217,7 @@ def decide_form(
     judgement = _form_judgement(principal, choice, reason)
     if judgement is None:
         return see_other(f"/cases/{case_id}")
-    state = review.judge(request, principal, case_id, lease_token, judgement)
+    state = operations.judge(*acting(request, principal), case_id, lease_token, judgement)
     return render(request, "decided.html", principal, case_id=case_id, state=state.value)
 
 
@@ -212,8 +232,8 @@ def supervise_form(
     outcome, duplicate_of = _choice(choice)
     if outcome not in ("duplicate", "not_duplicate"):
         return see_other(f"/cases/{case_id}")
-    judgement = review.judgement_from(principal, outcome, duplicate_of, reason)
-    review.supervise(request, principal, case_id, judgement)
+    judgement = operations.judgement_from(principal.username, outcome, duplicate_of, reason)
+    operations.supervise(*acting(request, principal), case_id, judgement)
     return see_other("/supervisor")
 
 
@@ -224,7 +244,7 @@ def supervise_form(
 def supervisor_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))]
 ) -> Response:
-    with service(request).sessions() as db:
+    with context_of(request).sessions() as db:
         escalations = views.escalated(db)
         decided = views.recently_decided(db)
         sources = set(db.execute(select(CatchPair.source_case_id)).scalars())
@@ -243,8 +263,8 @@ def catch_page(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    with service(request).sessions() as db:
-        rate = intake.catch_rate(db)
+    with context_of(request).sessions() as db:
+        rate = catch_trials.catch_rate(db)
         pairs = list(db.execute(select(CatchPair).order_by(CatchPair.id)).scalars())
     return render(request, "catch.html", principal, rate=rate, pairs=pairs)
 
@@ -255,7 +275,7 @@ def catch_rate_form(
     rate: Annotated[float, Form(ge=0, le=0.5)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    review.set_catch_rate(request, principal, rate)
+    operations.set_catch_rate(*acting(request, principal), rate)
     return see_other("/supervisor/catch-trials")
 
 
@@ -265,7 +285,7 @@ def catch_pair_form(
     case_id: Annotated[str, Form(max_length=32)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> Response:
-    review.add_catch_pair(request, principal, case_id)
+    operations.add_catch_pair(*acting(request, principal), case_id)
     return see_other("/supervisor/catch-trials")
 
 
@@ -273,8 +293,7 @@ def catch_pair_form(
 def accuracy_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
 ) -> Response:
-    with service(request).sessions() as db:
-        rows = intake.accuracy(db)
+    rows = operations.accuracy(context_of(request))
     return render(request, "accuracy.html", principal, rows=rows)
 
 
@@ -289,8 +308,8 @@ def audit_page(
     action: str = "",
     target: str = "",
 ) -> Response:
-    with service(request).sessions() as db:
-        found = audit_log.search(
+    with context_of(request).sessions() as db:
+        found = audit_store.search(
             db, actor=actor[:128] or None, action=action[:64] or None, target=target[:300] or None
         )
     return render(
@@ -306,7 +325,7 @@ def audit_page(
 def verify_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 ) -> Response:
-    check, head = review.verify_audit(request, principal)
+    check, head = operations.verify_audit(*acting(request, principal))
     return render(request, "verify.html", principal, check=check, head=head)
 
 
@@ -317,8 +336,7 @@ def verify_page(
 def users_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
 ) -> Response:
-    with service(request).sessions() as db:
-        users = accounts.list_users(db)
+    users = operations.users(context_of(request))
     return render(request, "users.html", principal, users=users, all_roles=[r.value for r in Role])
 
 
@@ -331,11 +349,10 @@ def create_user_form(
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))],
 ) -> Response:
     try:
-        secret = review.create_user(request, principal, username, password, roles)
+        secret = operations.create_user(*acting(request, principal), username, password, roles)
     except ValueError as exc:
         return render(request, "message.html", principal, status_code=422, message=str(exc))
-    with service(request).sessions() as db:
-        users = accounts.list_users(db)
+    users = operations.users(context_of(request))
     return render(
         request,
         "users.html",
@@ -352,9 +369,7 @@ def create_user_form(
 def operator_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_QUEUE))]
 ) -> Response:
-    state = service(request)
-    with state.sessions() as db:
-        depth = queue.queue_depth(db, state.now())
+    depth = operations.queue_depth(context_of(request))
     return render(
         request,
         "operator.html",

@@ -11,8 +11,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from dedup.adjudication import queue
+from dedup.adjudication.context import Context
 from dedup.adjudication.tables import JudgementRow
-from dedup.adjudication.web import ServiceState
 
 CLAIM_SECONDS = Histogram(
     "dedup_review_claim_seconds",
@@ -23,12 +23,12 @@ CLAIM_SECONDS = Histogram(
 
 
 class QueueCollector(Collector):
-    def __init__(self, state: ServiceState) -> None:
-        self.state = state
+    def __init__(self, context: Context) -> None:
+        self.context = context
 
     def collect(self) -> Iterator[Metric]:
-        now = self.state.now()
-        with self.state.sessions() as db:
+        now = self.context.now()
+        with self.context.sessions() as db:
             depth = queue.queue_depth(db, now)
             judged = db.execute(
                 select(JudgementRow.stage, JudgementRow.outcome, func.count()).group_by(
@@ -55,8 +55,8 @@ class QueueCollector(Collector):
         yield decisions
 
 
-def service_registry(state: ServiceState) -> CollectorRegistry:
+def service_registry(context: Context) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(QueueCollector(state))
+    registry.register(QueueCollector(context))
     registry.register(CLAIM_SECONDS)
     return registry

@@ -9,10 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from dedup.adjudication import accounts, audit_log, intake, queue, review
-from dedup.adjudication.access import Permission
+from dedup.adjudication import audit_store, operations
+from dedup.adjudication.access import Actor, Permission
 from dedup.adjudication.accounts import Principal
-from dedup.adjudication.observability import CLAIM_SECONDS
+from dedup.adjudication.cases import Judgement
+from dedup.adjudication.context import Context
 from dedup.adjudication.payloads import (
     BatchImport,
     CandidateOut,
@@ -30,8 +31,9 @@ from dedup.adjudication.payloads import (
     UserIn,
     VerifyOut,
 )
+from dedup.adjudication.queue_metrics import CLAIM_SECONDS
 from dedup.adjudication.views import CaseView
-from dedup.adjudication.web import SESSION_COOKIE, require, service
+from dedup.adjudication.web.guards import acting, context_of, log_in, require, set_session_cookie
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -42,22 +44,9 @@ ERRORS: dict[int | str, dict[str, str]] = {
 CaseId = Annotated[str, Query(min_length=1, max_length=32, pattern=r"^[0-9a-f]+$")]
 
 
-def set_session_cookie(request: Request, response: Response, token: str) -> None:
-    settings = service(request).settings
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(settings.session_absolute_hours * 3600),
-        httponly=True,
-        secure=settings.secure_cookies,
-        samesite="strict",
-        path="/",
-    )
-
-
 @router.post("/login", response_model=LoginOut, responses={401: {"description": "refused"}})
 def login(body: LoginIn, request: Request, response: Response) -> LoginOut | JSONResponse:
-    outcome = review.login(request, body.username, body.password, body.totp)
+    outcome = log_in(request, body.username, body.password, body.totp)
     if outcome.throttled:
         return JSONResponse({"detail": "too many attempts; wait a minute"}, status_code=429)
     if outcome.principal is None or outcome.session_token is None:
@@ -86,7 +75,7 @@ def import_candidates(
     """Import a batch's candidates, whole or as part ``part`` of ``parts`` (a large batch
     does not fit one request). Each part holds whole probes (all of a probe's candidate
     rows) and the subjects they name. Sending a part again creates nothing."""
-    return review.import_candidates(request, principal, batch_id, body, part, parts)
+    return operations.import_candidates(*acting(request, principal), batch_id, body, part, parts)
 
 
 @router.get("/decisions", response_model=DecisionsOut, responses=ERRORS)
@@ -95,7 +84,7 @@ def export_decisions(
     principal: Annotated[Principal, Depends(require(Permission.EXPORT_DECISIONS))],
     batch_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> DecisionsOut:
-    found = review.export_decisions(request, principal, batch_id)
+    found = operations.export_decisions(*acting(request, principal), batch_id)
     rows = [
         DecisionOut(
             enrollment_id=d.enrollment_id,
@@ -118,17 +107,16 @@ def export_decisions(
 def queue_state(
     request: Request, _: Annotated[Principal, Depends(require(Permission.VIEW_QUEUE))]
 ) -> QueueOut:
-    state = service(request)
-    now = state.now()
-    with state.sessions() as db:
-        depth = queue.queue_depth(db, now)
+    context = context_of(request)
+    depth = operations.queue_depth(context)
+    now = context.now()
     age = None if depth.oldest_open is None else (now - depth.oldest_open).total_seconds()
     return QueueOut(depth=depth.by_state, oldest_open_age_seconds=age)
 
 
-def case_out(request: Request, principal: Principal, view: CaseView) -> CaseOut:
-    visible = review.scores_visible(request, principal, view)
-    holding = view.row.lease_holder == principal.username
+def case_out(context: Context, actor: Actor, view: CaseView) -> CaseOut:
+    visible = operations.scores_visible(context, actor, view)
+    holding = view.row.lease_holder == actor.username
     return CaseOut(
         case_id=view.case_id,
         probe_id=view.row.probe_id,
@@ -148,6 +136,10 @@ def case_out(request: Request, principal: Principal, view: CaseView) -> CaseOut:
     )
 
 
+def _judgement(actor: Actor, body: JudgementIn | SupervisionIn) -> Judgement:
+    return operations.judgement_from(actor.username, body.outcome, body.duplicate_of, body.reason)
+
+
 @router.post(
     "/cases/claim",
     response_model=CaseOut,
@@ -156,12 +148,13 @@ def case_out(request: Request, principal: Principal, view: CaseView) -> CaseOut:
 def claim(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.REVIEW))]
 ) -> CaseOut | Response:
+    context, actor = acting(request, principal)
     started = time.perf_counter()
-    got = review.claim(request, principal)
+    got = operations.claim(context, actor)
     CLAIM_SECONDS.observe(time.perf_counter() - started)
     if got is None:
         return Response(status_code=204)
-    return case_out(request, principal, review.view_case(request, principal, got.case_id))
+    return case_out(context, actor, operations.view_case(context, actor, got.case_id))
 
 
 @router.get("/cases/{case_id}", response_model=CaseOut, responses={**ERRORS, 404: {}})
@@ -170,7 +163,8 @@ def get_case(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
 ) -> CaseOut:
-    return case_out(request, principal, review.view_case(request, principal, case_id))
+    context, actor = acting(request, principal)
+    return case_out(context, actor, operations.view_case(context, actor, case_id))
 
 
 @router.post("/cases/{case_id}/blind", response_model=CaseOut, responses={**ERRORS, 409: {}})
@@ -181,9 +175,10 @@ def blind_judgement(
     principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
 ) -> CaseOut:
     """Record the judgement made before seeing scores; the answer carries the scores."""
-    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
-    review.record_blind(request, principal, case_id, body.lease_token, judgement)
-    return case_out(request, principal, review.view_case(request, principal, case_id))
+    context, actor = acting(request, principal)
+    judgement = _judgement(actor, body)
+    operations.record_blind(context, actor, case_id, body.lease_token, judgement)
+    return case_out(context, actor, operations.view_case(context, actor, case_id))
 
 
 @router.post("/cases/{case_id}/judgement", responses={**ERRORS, 409: {}})
@@ -193,8 +188,9 @@ def judge(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
 ) -> dict[str, str]:
-    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
-    state = review.judge(request, principal, case_id, body.lease_token, judgement)
+    context, actor = acting(request, principal)
+    judgement = _judgement(actor, body)
+    state = operations.judge(context, actor, case_id, body.lease_token, judgement)
     return {"case_id": case_id, "state": state.value}
 
 
@@ -205,8 +201,9 @@ def supervise(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
 ) -> dict[str, str]:
-    judgement = review.judgement_from(principal, body.outcome, body.duplicate_of, body.reason)
-    state = review.supervise(request, principal, case_id, judgement)
+    context, actor = acting(request, principal)
+    judgement = _judgement(actor, body)
+    state = operations.supervise(context, actor, case_id, judgement)
     return {"case_id": case_id, "state": state.value}
 
 
@@ -216,7 +213,7 @@ def erase(
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.ERASE))],
 ) -> ErasureOut:
-    done = review.erase(request, principal, enrollment_id)
+    done = operations.erase(*acting(request, principal), enrollment_id)
     return ErasureOut(
         enrollment_id=enrollment_id,
         cases_removed=done.cases_removed,
@@ -229,7 +226,7 @@ def erase(
 def verify_audit(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 ) -> VerifyOut:
-    check, head = review.verify_audit(request, principal)
+    check, head = operations.verify_audit(*acting(request, principal))
     return VerifyOut(
         ok=check.ok,
         entries=check.entries,
@@ -249,9 +246,9 @@ def search_audit(
     target: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, object]]:
-    with service(request).sessions() as db:
-        found = audit_log.search(db, actor=actor, action=action, target=target, limit=limit)
-    return [{**e.content(), "hash": e.hash} for e in found]
+    with context_of(request).sessions() as db:
+        found = audit_store.search(db, actor=actor, action=action, target=target, limit=limit)
+    return [e.as_dict() for e in found]
 
 
 @router.put("/catch-trials/rate", responses=ERRORS)
@@ -260,7 +257,7 @@ def set_catch_rate(
     rate: Annotated[float, Query(ge=0, le=0.5)],
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> dict[str, float]:
-    review.set_catch_rate(request, principal, rate)
+    operations.set_catch_rate(*acting(request, principal), rate)
     return {"rate": rate}
 
 
@@ -271,7 +268,7 @@ def add_catch_pair(
     principal: Annotated[Principal, Depends(require(Permission.MANAGE_CATCH_TRIALS))],
 ) -> dict[str, object]:
     return {
-        "pair_id": review.add_catch_pair(request, principal, case_id),
+        "pair_id": operations.add_catch_pair(*acting(request, principal), case_id),
         "source_case_id": case_id,
     }
 
@@ -280,8 +277,6 @@ def add_catch_pair(
 def adjudicator_accuracy(
     request: Request, _: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
 ) -> list[dict[str, object]]:
-    with service(request).sessions() as db:
-        rows = intake.accuracy(db)
     return [
         {
             "adjudicator": a.adjudicator,
@@ -290,7 +285,7 @@ def adjudicator_accuracy(
             "accuracy": a.rate,
             "changed_after_scores": a.changed_after_scores,
         }
-        for a in rows
+        for a in operations.accuracy(context_of(request))
     ]
 
 
@@ -298,11 +293,10 @@ def adjudicator_accuracy(
 def list_users(
     request: Request, _: Annotated[Principal, Depends(require(Permission.MANAGE_USERS))]
 ) -> list[dict[str, object]]:
-    with service(request).sessions() as db:
-        return [
-            {"username": u.username, "roles": u.roles.split(","), "active": u.active}
-            for u in accounts.list_users(db)
-        ]
+    return [
+        {"username": u.username, "roles": u.roles.split(","), "active": u.active}
+        for u in operations.users(context_of(request))
+    ]
 
 
 @router.post("/users", responses={**ERRORS, 409: {}})
@@ -313,8 +307,8 @@ def create_user(
 ) -> dict[str, str]:
     """Create an account; the answer carries its TOTP secret, shown this once."""
     try:
-        secret = review.create_user(
-            request, principal, body.username, body.password, body.roles, body.display_name
+        secret = operations.create_user(
+            *acting(request, principal), body.username, body.password, body.roles, body.display_name
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None

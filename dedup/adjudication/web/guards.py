@@ -4,28 +4,29 @@ A caller is known by a session cookie (browsers) or a bearer API token (the pipe
 ``require(permission)`` is the function-level check each route declares; a refusal is
 answered 403 and audited. Forms and cookie-authenticated API calls that change anything must
 carry the session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``).
+``acting(request, principal)`` turns a request into what an operation takes: the service's
+``Context`` and the ``Actor``.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from threading import Lock
 from typing import Any
 
-from fastapi import Request
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from dedup.adjudication import accounts, audit_log
-from dedup.adjudication.access import Permission, acting_role, allowed
+from dedup.adjudication import accounts, context, operations
+from dedup.adjudication.access import ANONYMOUS, Actor, Forbidden, Permission, allowed
 from dedup.adjudication.accounts import IdentityProvider, Principal
-from dedup.adjudication.audit_log import Actor
+from dedup.adjudication.context import Context
 from dedup.adjudication.credentials import same_secret
-from dedup.settings import AdjudicationSettings
+from dedup.adjudication.operations import LoginOutcome
 
 SESSION_COOKIE = "dedup_session"
 CSRF_HEADER = "x-csrf-token"
@@ -34,14 +35,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 class Unauthenticated(Exception):
     """No valid session or token: the API answers 401, pages send the browser to log in."""
-
-
-class Forbidden(Exception):
-    """The caller lacks the permission or does not own the object (403, audited)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class BadCsrf(Exception):
@@ -68,36 +61,35 @@ class ClientThrottle:
             return True
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServiceState:
-    """What the routes share: settings, the database, the identity provider, the clock."""
+    """What the routes share: the operations' context, the identity provider, the throttle."""
 
-    settings: AdjudicationSettings
-    sessions: sessionmaker[Session]
+    context: Context
     identity: IdentityProvider
     throttle: ClientThrottle
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-    def now(self) -> datetime:
-        return self.clock()
 
     @property
     def lease(self) -> timedelta:
-        return timedelta(minutes=self.settings.lease_minutes)
+        return self.context.lease
 
     @property
     def idle(self) -> timedelta:
-        return timedelta(minutes=self.settings.session_idle_minutes)
+        return timedelta(minutes=self.context.settings.session_idle_minutes)
 
     @property
     def absolute(self) -> timedelta:
-        return timedelta(hours=self.settings.session_absolute_hours)
+        return timedelta(hours=self.context.settings.session_absolute_hours)
 
 
 def service(request: Request) -> ServiceState:
     state = request.app.state.service
     assert isinstance(state, ServiceState)
     return state
+
+
+def context_of(request: Request) -> Context:
+    return service(request).context
 
 
 def client_of(request: Request) -> str:
@@ -113,45 +105,55 @@ def principal_of(request: Request) -> Principal | None:
     state = service(request)
     found: Principal | None = None
     header = request.headers.get("authorization", "")
-    with state.sessions() as db, db.begin():
+    with state.context.sessions() as db, db.begin():
         if header.lower().startswith("bearer "):
             found = accounts.token_principal(db, header[7:].strip())
         elif cookie := request.cookies.get(SESSION_COOKIE):
-            found = accounts.session_principal(db, cookie, state.now(), state.idle, state.absolute)
+            now = state.context.now()
+            found = accounts.session_principal(db, cookie, now, state.idle, state.absolute)
     request.state.principal = found
     return found
 
 
-def actor(request: Request, principal: Principal | None, permission: Permission | None) -> Actor:
+def acting(request: Request, principal: Principal | None) -> tuple[Context, Actor]:
+    """What an operation needs of a request: the service's context and the actor (the
+    principal, or an anonymous caller, from the request's client address)."""
+    asking = {"method": request.method, "path": request.url.path[:200]}
     if principal is None:
-        return Actor("anonymous", audit_log.ANONYMOUS_ROLE, client_of(request))
-    role = (
-        acting_role(principal.roles, permission)
-        if permission
-        else ",".join(sorted(principal.roles))
+        return context_of(request), Actor(ANONYMOUS, frozenset(), client_of(request), asking)
+    return context_of(request), Actor(
+        principal.username, principal.roles, client_of(request), asking
     )
-    return Actor(principal.username, role, client_of(request))
 
 
 def refuse(
-    request: Request,
-    principal: Principal | None,
-    permission: Permission | None,
-    why: str,
-    target: str | None = None,
+    request: Request, principal: Principal | None, permission: Permission | None, why: str
 ) -> Forbidden:
-    """Audit a refused access and return the exception to raise."""
-    details = {"method": request.method, "path": request.url.path[:200], "why": why[:200]}
-    audit_log.record_alone(
-        service(request).sessions,
-        actor(request, principal, permission),
-        "access.refused",
-        target or f"route:{request.url.path}"[:300],
-        outcome="refused",
-        details=details,
-        at=service(request).now(),
+    """Audit a request refused at its route and return the exception to raise."""
+    target = f"route:{request.url.path}"[:300]
+    return context.refuse(*acting(request, principal), permission, why, target)
+
+
+def log_in(request: Request, username: str, password: str, code: str) -> LoginOutcome:
+    """Check a login from this request's client, under the service's throttle."""
+    state = service(request)
+    return operations.login(
+        *acting(request, None), username, password, code,
+        identity=state.identity, throttle=state.throttle,
+    )  # fmt: skip
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
+    settings = context_of(request).settings
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings.session_absolute_hours * 3600),
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="strict",
+        path="/",
     )
-    return Forbidden(why)
 
 
 def require(*permissions: Permission) -> Callable[[Request], Awaitable[Principal]]:
@@ -186,26 +188,6 @@ async def check_csrf(request: Request, principal: Principal) -> None:
         raise await run_in_threadpool(
             refuse, request, principal, None, "missing or wrong CSRF token"
         )
-
-
-def audit(
-    request: Request,
-    db: Session,
-    principal: Principal,
-    permission: Permission | None,
-    action: str,
-    target: str,
-    details: Mapping[str, str] | None = None,
-) -> None:
-    """Record an allowed action inside the route's transaction."""
-    audit_log.record(
-        db,
-        actor(request, principal, permission),
-        action,
-        target,
-        details=details,
-        at=service(request).now(),
-    )
 
 
 def security_headers(response: Any) -> None:

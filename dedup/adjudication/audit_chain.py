@@ -28,6 +28,13 @@ MAX_DETAIL_CHARS = 200
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """One entry of the chain, and the one declaration of an entry's fields and their order.
+
+    The rest follows these fields: the hash covers ``content()`` (every field but the hash),
+    ``audit_store`` writes and reads the ``audit_log`` row field by field (``ENTRY_FIELDS``),
+    search and export show ``as_dict()``, and a test holds the table's columns to them.
+    """
+
     seq: int
     at: datetime
     actor: str
@@ -40,23 +47,28 @@ class AuditEntry:
     prev_hash: str = GENESIS
     hash: str = ""
 
+    def as_dict(self) -> dict[str, object]:
+        """Every field, as JSON holds it: the time in UTC ISO form, details sorted by key."""
+        return {name: _canonical(getattr(self, name)) for name in ENTRY_FIELDS}
+
     def content(self) -> dict[str, object]:
-        return {
-            "seq": self.seq,
-            "at": self.at.astimezone(UTC).isoformat(),
-            "actor": self.actor,
-            "role": self.role,
-            "action": self.action,
-            "target": self.target,
-            "client": self.client,
-            "outcome": self.outcome,
-            "details": dict(sorted(self.details.items())),
-            "prev_hash": self.prev_hash,
-        }
+        """What the hash covers: every field but the hash itself."""
+        return {name: value for name, value in self.as_dict().items() if name != "hash"}
 
     def computed_hash(self) -> str:
         canonical = json.dumps(self.content(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+ENTRY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AuditEntry))
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Mapping):
+        return dict(sorted(value.items()))
+    return value
 
 
 def append(
