@@ -99,6 +99,7 @@ def search_candidates(
     ray: bool,
     threshold: float | None,
     target_fpir: float | None,
+    log_file: Path | None = None,
 ) -> tuple[pa.Table, SearchReport | None, str]:
     """The batch's candidate rows (``CANDIDATES``), the search's report when it had a
     gallery to search, and the threshold policy's sentence for the operator."""
@@ -119,6 +120,7 @@ def search_candidates(
                     settings.search.nprobe,
                     settings.search.shortlist,
                     address=settings.embed.ray_address,
+                    log_file=log_file,
                 )
             )
         found, report = search_gallery(
@@ -178,6 +180,7 @@ def run_match(
             ray=ray,
             threshold=threshold,
             target_fpir=target_fpir,
+            log_file=results.parent / "ray.log",
         )
         if report is not None:
             metrics_sent = publish_search(settings, batch_id, report)

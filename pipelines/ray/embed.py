@@ -34,7 +34,7 @@ from pipelines.job_report import JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import embedding_backlog
-from pipelines.ray.cluster import connect
+from pipelines.ray.cluster import connect, stderr_into
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,30 +92,33 @@ def embed_on_ray(
     """Templates for every chip, computed by an actor pool; (rows, actors, device)."""
     import ray
 
-    connect(settings.embed.ray_address, log_file)
-    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    actors = _actor_count(settings, gpus, cpus)
-    # A CPU actor gets as many ONNX Runtime threads as the cores it reserves, no more.
-    threads = settings.embed.intra_op_threads or (None if gpus else settings.embed.cpus_per_actor)
-    actor_settings = settings.model_copy(
-        update={"embed": settings.embed.model_copy(update={"intra_op_threads": threads})}
-    )
-    batch_size = settings.embed.batch_size
-    # Blocks are cut here, on the driver: a Ray-side repartition would need a CPU that the
-    # actor pool already holds on a small node, and wait for it forever.
-    per_block = max(1, min(batch_size * 4, -(-chips.num_rows // (actors * 2))))
-    blocks = [chips.slice(start, per_block) for start in range(0, chips.num_rows, per_block)]
-    results = ray.data.from_arrow(blocks).map_batches(
-        EmbedWorker,
-        fn_constructor_args=(actor_settings.to_json(),),
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=0 if gpus else settings.embed.cpus_per_actor,
-        num_gpus=1 if gpus else 0,
-    )
-    tables = ray.get(list(results.to_arrow_refs()))
+    with stderr_into(log_file):
+        connect(settings.embed.ray_address, log_file)
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+        actors = _actor_count(settings, gpus, cpus)
+        # A CPU actor gets as many ONNX Runtime threads as the cores it reserves, no more.
+        threads = settings.embed.intra_op_threads or (
+            None if gpus else settings.embed.cpus_per_actor
+        )
+        actor_settings = settings.model_copy(
+            update={"embed": settings.embed.model_copy(update={"intra_op_threads": threads})}
+        )
+        batch_size = settings.embed.batch_size
+        # Blocks are cut here, on the driver: a Ray-side repartition would need a CPU that the
+        # actor pool already holds on a small node, and wait for it forever.
+        per_block = max(1, min(batch_size * 4, -(-chips.num_rows // (actors * 2))))
+        blocks = [chips.slice(start, per_block) for start in range(0, chips.num_rows, per_block)]
+        results = ray.data.from_arrow(blocks).map_batches(
+            EmbedWorker,
+            fn_constructor_args=(actor_settings.to_json(),),
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=0 if gpus else settings.embed.cpus_per_actor,
+            num_gpus=1 if gpus else 0,
+        )
+        tables = ray.get(list(results.to_arrow_refs()))
     combined = pa.concat_tables(tables) if tables else TEMPLATES.empty_table()
     return combined, actors, f"{'gpu' if gpus else 'cpu'} x{actors}"
 

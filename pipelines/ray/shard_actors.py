@@ -40,7 +40,7 @@ from dedup.errors import GalleryError
 from dedup.gallery.engines import Ids, Scores, drop_erased, exact_scores, top_k
 from dedup.gallery.layout import GalleryManifest
 from dedup.gallery.reader import Gallery, open_shard
-from pipelines.ray.cluster import connect
+from pipelines.ray.cluster import connect, stderr_into
 
 # Ray restarts a shard actor whose process died (OOM, lost node) and retries its search:
 # a search reads immutable files only, so running it again is safe.
@@ -179,6 +179,7 @@ class RayShardSearch:
         cpus_per_actor: float = 1.0,
         start_timeout_s: float = 600.0,
         address: str | None = None,
+        log_file: Path | None = None,
     ) -> None:
         if nprobe < 1 or shortlist < 1 or cpus_per_actor <= 0 or start_timeout_s <= 0:
             raise GalleryError(
@@ -190,6 +191,8 @@ class RayShardSearch:
         self.cpus_per_actor = cpus_per_actor
         self.start_timeout_s = start_timeout_s
         self.address = address
+        # Where Ray's own output goes while the actors start (``pipelines.ray.cluster``).
+        self.log_file = log_file
         self._version: Path | None = None
         self._actors: list[Any] = []
         self._devices: list[str] = []
@@ -250,7 +253,8 @@ class RayShardSearch:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        connect(self.address)
+        with stderr_into(self.log_file):
+            connect(self.address, self.log_file)
         cluster: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
         num_cpus, num_gpus = actor_resources(len(manifest.shards), cluster, self.cpus_per_actor)
         actor_class = shard_actor_class(num_cpus, num_gpus)

@@ -65,6 +65,4 @@ def spark_session(
     )
     for key, value in spark.extra_conf.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    return session
+    return builder.getOrCreate()
