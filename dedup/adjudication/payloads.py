@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from dedup.contracts.schemas import CandidateSource
+
 EnrollmentId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
 ]
@@ -101,7 +103,7 @@ class CandidateIn(_Strict):
     candidate_id: EnrollmentId
     score: float = Field(ge=-1.0, le=1.0)
     rank: int = Field(ge=1, le=100_000)
-    source: Literal["gallery", "batch"]
+    source: CandidateSource
 
 
 class BatchImport(_Strict):
@@ -151,7 +153,7 @@ class SupervisionIn(_Strict):
 class CandidateOut(_Strict):
     candidate_id: str
     rank: int
-    source: str
+    source: CandidateSource
     score: float | None  # None while scores are hidden
 
 
