@@ -8,11 +8,13 @@ unique and seed the gallery. In the second, full batch every two photos of one p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dedup.demo.batch import DemoBatch
+from dedup.demo.batch import DemoBatch, build_demo_batch
 from dedup.errors import LakeError
 from dedup.gallery.store import open_gallery
 from dedup.settings import Settings
@@ -25,8 +27,11 @@ from tests.night_support import (
     same_person_pairs,
     staged_people,
 )
+from tests.support import stage
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+THIRD = "match-3"  # staged in a test, never embedded
 
 
 def test_the_first_batch_has_no_candidates_and_seeds_the_gallery(
@@ -94,9 +99,19 @@ def test_running_a_batch_again_changes_nothing(match_lake: Settings) -> None:
     assert open_gallery(Path(match_lake.gallery)).manifest.version == version
 
 
-def test_a_batch_that_was_not_embedded_is_refused(match_lake: Settings) -> None:
-    with pytest.raises(LakeError, match="dedup stage"):
-        match(match_lake, "never-staged", ray=False)
+def test_a_batch_that_was_not_embedded_is_refused(
+    spark: Any, match_lake: Settings, portraits: Path, tmp_path: Path
+) -> None:
+    """A batch staged but never embedded: the match job refuses it, naming ``dedup embed``,
+    before it writes anything or touches the gallery."""
+    batch = build_demo_batch(tmp_path / THIRD, portraits, recaptures=0, seed=33, hostile=False)
+    staged = stage(spark, match_lake, THIRD, batch.manifest)
+    assert staged.staged > 0
+    refusal = f"has {staged.staged} staged faces without a '{match_lake.model}' template: "
+    with pytest.raises(LakeError, match=re.escape(refusal + "run `dedup embed` for it first")):
+        match(match_lake, THIRD, ray=False)
+    assert not BatchRun(THIRD, match_lake).work("match").exists()
+    assert candidates(match_lake) == [] and not Path(match_lake.gallery).exists()
 
 
 def test_enqueue_puts_the_candidates_and_what_adjudicators_see_into_the_queue(
