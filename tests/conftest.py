@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dedup.demo.batch import DemoBatch
 from dedup.settings import Settings, load_settings
 
 
@@ -67,7 +68,7 @@ def dlib_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embed_batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> Any:
+def embed_batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> DemoBatch:
     """The demo batch the embed job's tests stage and embed (seed 11)."""
     from dedup.demo.batch import build_demo_batch
 
@@ -75,7 +76,7 @@ def embed_batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> An
 
 
 @pytest.fixture(scope="session")
-def match_batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> Any:
+def match_batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> list[DemoBatch]:
     """The match job's two demo batches (``tests.night_support.build_match_batches``)."""
     from tests.night_support import build_match_batches
 
@@ -84,7 +85,10 @@ def match_batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> 
 
 @pytest.fixture(scope="session")
 def embedded_lake(
-    spark: Any, match_batches: Any, dlib_model: Path, tmp_path_factory: pytest.TempPathFactory
+    spark: Any,
+    match_batches: list[DemoBatch],
+    dlib_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     """A lake with both match batches staged and embedded, and no match run yet: built once
     per session, so a test that writes to it takes its own copy (``match_lake``)."""
