@@ -1,5 +1,7 @@
 """Shared fixtures: one small local Spark session with Delta for the whole run (UI off, two
-cores, two shuffle partitions), settings pointing into a per-test lake, and the demo batch."""
+cores, two shuffle partitions), settings pointing into a per-test lake, the public portraits,
+the exported dlib model and the lakes the embed and match tests run on, and the services
+(Pushgateway, PostgreSQL, the review service)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dedup.demo.batch import DemoBatch
 from dedup.settings import Settings, load_settings
 
 
@@ -52,6 +55,56 @@ def portraits() -> Path:
     from dedup.demo.portraits import fetch_portraits
 
     return fetch_portraits()
+
+
+@pytest.fixture(scope="session")
+def dlib_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dlib's face recogniser exported to ONNX once per session, for the embed and match jobs."""
+    from dedup.models.dlib_onnx import ensure_dlib_export
+
+    path = tmp_path_factory.mktemp("models") / "dlib-resnet-v1.onnx"
+    ensure_dlib_export(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def embed_batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> DemoBatch:
+    """The demo batch the embed job's tests stage and embed (seed 11)."""
+    from dedup.demo.batch import build_demo_batch
+
+    return build_demo_batch(tmp_path_factory.mktemp("batches") / "b", portraits, seed=11)
+
+
+@pytest.fixture(scope="session")
+def match_batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> list[DemoBatch]:
+    """The match job's two demo batches (``tests.night_support.build_match_batches``)."""
+    from tests.night_support import build_match_batches
+
+    return build_match_batches(tmp_path_factory.mktemp("match-batches"), portraits)
+
+
+@pytest.fixture(scope="session")
+def embedded_lake(
+    spark: Any,
+    match_batches: list[DemoBatch],
+    dlib_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
+    """A lake with both match batches staged and embedded, and no match run yet: built once
+    per session, so a test that writes to it takes its own copy (``match_lake``)."""
+    from tests.night_support import FIRST, SECOND, settings_for, stage_and_embed
+
+    settings = settings_for(tmp_path_factory.mktemp("match-lake") / "lake", dlib_model)
+    stage_and_embed(spark, settings, dict(zip((FIRST, SECOND), match_batches, strict=True)))
+    return settings
+
+
+@pytest.fixture
+def match_lake(embedded_lake: Settings, tmp_path: Path) -> Settings:
+    """This test's own copy of ``embedded_lake``, with a gallery of its own."""
+    from tests.night_support import copy_lake
+
+    return copy_lake(embedded_lake, tmp_path)
 
 
 @pytest.fixture(scope="session")

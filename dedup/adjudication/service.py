@@ -1,7 +1,12 @@
 """The review service: ``create_app`` wires the API, the pages, errors and ``/metrics``.
 
->>> app = create_app(load_settings())        # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8000)  # what `dedup serve` does
+What ``dedup serve`` does (it serves until interrupted, so the example is not run):
+
+>>> settings = load_settings()                                        # doctest: +SKIP
+>>> engine = database.connect(settings.adjudication_database_url())  # doctest: +SKIP
+>>> database.migrate(engine)                                          # doctest: +SKIP
+>>> app = create_app(settings.adjudication, engine)                   # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)                     # doctest: +SKIP
 """
 
 from __future__ import annotations

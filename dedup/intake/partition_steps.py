@@ -1,7 +1,8 @@
 """The stage job's per-partition work on Arrow record batches, shared by every engine.
 
-Spark calls these through ``mapInArrow``; the single-process path and the benchmark call them
-directly. Both steps turn each row into a verdict (a reason code, or none) and never raise:
+Spark calls these through ``mapInArrow`` (``pipelines/spark/stage.py``); the sequential
+runner (``dedup.intake.sequential``) calls them in one process, with the batch-level checks
+between them. Both steps turn each row into a verdict (a reason code, or none) and never raise:
 bad input is a reject with its reason, and a fault nobody foresaw on one row is that row's
 ``internal_error`` reject (naming the error), so it cannot fail the task and with it the batch.
 

@@ -321,11 +321,3 @@ def test_unsafe_archive_member_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DependencyError, match="unsafe"):
         portraits_module._extract_images(archive, tmp_path / "out")
     assert not (tmp_path / "evil.jpg").exists()
-
-
-def test_fetch_into_an_empty_cache(tmp_path: Path) -> None:
-    """The real path: pip download, extraction of the images only, hash check, rename."""
-    folder = fetch_portraits(tmp_path)
-    assert folder == tmp_path / "portraits" / "face_recognition-1.3.0"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(PORTRAIT_SHA256)
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no leftovers

@@ -58,11 +58,3 @@ def test_without_maven_the_error_says_what_to_do(
     monkeypatch.setattr("pipelines.spark.jars.shutil.which", lambda _: None)
     with pytest.raises(DependencyError, match="jar_dir"):
         delta_jars(SparkSettings(jar_cache=tmp_path / "cache"))
-
-
-def test_a_failed_fetch_leaves_no_partial_jar(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    spark = SparkSettings(jar_cache=cache, delta_version="0.0.0-no-such-version")
-    with pytest.raises(DependencyError, match="could not fetch"):
-        delta_jars(spark)
-    assert list(cache.iterdir()) == []

@@ -1,6 +1,7 @@
 """The layering of STYLE.md, held: the domain core ``dedup`` never imports ``pipelines``
 anywhere (not even inside a function), never imports an engine (pyspark, ray, delta-spark,
-deltalake) at module level, and loads none when every module of it is imported; and no module
+deltalake) at module level, and loads none when every module of it is imported; importing
+every module of ``pipelines`` starts no JVM and loads neither Ray nor delta-rs; and no module
 of ``dedup`` or ``pipelines`` grows past a few hundred lines. The review service's operations
 speak no HTTP: only its web layer imports fastapi or starlette."""
 
@@ -12,6 +13,7 @@ import pkgutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dedup
 import pipelines
@@ -71,17 +73,39 @@ def test_no_module_of_dedup_imports_an_engine_at_module_level() -> None:
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def import_every_module(root: Path, report: str) -> Any:
+    """Import every module under ``root`` in a fresh interpreter (as collecting doctests
+    does), then run ``report``; what it prints, as JSON."""
+    modules = [
+        m.name
+        for m in pkgutil.walk_packages([str(root)], prefix=f"{root.name}.")
+        if not m.name.endswith(".__main__")  # runs the command line; pytest skips it too
+    ]
+    assert modules
+    probe = f"import importlib, json, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", probe + report], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
 def test_importing_every_dedup_module_loads_no_engine() -> None:
-    modules = [m.name for m in pkgutil.walk_packages([str(ROOT)], prefix="dedup.")]
-    assert "dedup.settings" in modules and "dedup.intake.photo_to_face" in modules
-    probe = (
-        "import importlib, json, sys\n"
-        f"for name in {modules!r}: importlib.import_module(name)\n"
+    report = (
         "print(json.dumps(sorted(m for m in sys.modules\n"
         f"    if m.split('.')[0] in {(*ENGINES, 'pipelines')!r})))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout) == []
+    assert import_every_module(ROOT, report) == []
+
+
+def test_importing_every_pipelines_module_starts_no_engine() -> None:
+    """Doctest collection imports all of ``pipelines``: pyspark may load (the Spark modules
+    import it), but no JVM may start, and Ray and delta-rs load only where a job runs."""
+    report = (
+        "import pyspark\n"
+        "print(json.dumps([pyspark.SparkContext._gateway is not None,\n"
+        "    sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'deltalake'))]))\n"
+    )
+    assert import_every_module(PIPELINES, report) == [False, []]
 
 
 def test_only_the_web_layer_of_the_review_service_speaks_http() -> None:
