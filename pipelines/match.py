@@ -10,9 +10,12 @@
 3. Write the candidate rows to ``_work/match/<batch>/candidates.parquet`` (atomically, once:
    a re-run reuses them, so it never searches a gallery that already holds this batch), then
    MERGE them into ``candidates``, inserting only keys the table lacks.
-4. Add the batch's enrollments that have no candidate (``unique``) to the gallery under the
-   batch's id; the gallery's ledger makes a repeated add change nothing. Enrollments with
-   candidates wait for adjudication.
+4. Add every enrollment of the batch to the gallery under the batch's id, those with
+   candidates included: tomorrow's batch is searched against everyone staged before it, a
+   person whose case is still open included, and a duplicate stays as another capture of its
+   identity. What became of an enrollment lives in tables, not in whether it is in the
+   gallery; erasure is the only way out. The gallery's ledger makes a repeated add change
+   nothing.
 
 A crash anywhere leaves what was written so far; running the job again finishes it with the
 same rows and the same gallery as an uninterrupted run.
@@ -84,7 +87,7 @@ class MatchReport(JobReport):
         lines.append(
             f"batch {self.batch_id}: {self.probes} templates, {self.candidates} candidate "
             f"rows for {self.with_candidates} enrollments (to adjudication), {self.unique} "
-            f"unique added to the gallery (version {self.gallery_version}, "
+            f"with none; all {self.probes} in the gallery (version {self.gallery_version}, "
             f"{self.gallery_size} templates) in {self.seconds:.1f} s"
         )
         return lines
@@ -192,8 +195,8 @@ def run_match(
         DeltaRsTables(settings.lake).insert_new("candidates", rows)
     crash_point("match.after_candidates")
     flagged = set(rows["probe_id"].to_pylist())
-    unique = [i for i, name in enumerate(ids) if name not in flagged]
-    manifest = add_unique(settings, gallery_root, batch_id, ids, vectors, unique)
+    unique = [name for name in ids if name not in flagged]
+    manifest = add_to_gallery(settings, gallery_root, batch_id, ids, vectors)
     return MatchReport(
         batch_id=batch_id,
         model_id=settings.model,
@@ -220,31 +223,24 @@ def publish_search(settings: Settings, batch_id: str, report: SearchReport) -> l
         return [f"not published: {error}"]
 
 
-def add_unique(
-    settings: Settings,
-    gallery_root: Path,
-    batch_id: str,
-    ids: list[str],
-    vectors: Scores,
-    unique: list[int],
+def add_to_gallery(
+    settings: Settings, gallery_root: Path, batch_id: str, ids: list[str], vectors: Scores
 ) -> tuple[int, int]:
-    """Add the unique enrollments to the gallery (building it for the first batch);
+    """Add the batch's enrollments to the gallery (building it for the first batch);
     (version, size) of the gallery afterwards, (0, 0) when there is still none."""
-    names = [ids[i] for i in unique]
+    names = list(ids)
     exists = (gallery_root / CURRENT_FILE).exists()
     if not names:
         if not exists:
             return 0, 0
         _, manifest = resolve_version(gallery_root)  # the manifest only, no shard loaded
     elif exists:
-        manifest = add_batch(
-            gallery_root, batch_id, names, vectors[unique], model_id=settings.model
-        )
+        manifest = add_batch(gallery_root, batch_id, names, vectors, model_id=settings.model)
     else:
         manifest = build_gallery(
             gallery_root,
             names,
-            vectors[unique],
+            vectors,
             model_id=settings.model,
             batch_id=batch_id,
             vector_dtype="float16",

@@ -74,7 +74,7 @@ def match(
     config: ConfigOption = None,
 ) -> None:
     """Search the batch's templates against the gallery and each other into the candidates
-    table; add the enrollments with no candidate to the gallery."""
+    table; add all the batch's enrollments to the gallery, those with candidates too."""
     from pipelines.match import run_match
 
     if threshold is not None and target_fpir is not None:

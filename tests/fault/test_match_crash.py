@@ -48,4 +48,5 @@ def test_a_crash_then_a_rerun_leaves_what_an_uninterrupted_run_leaves(
     assert ours.ids_table()["enrollment_id"].to_pylist() == (
         theirs.ids_table()["enrollment_id"].to_pylist()
     )
-    assert ours.manifest.version == theirs.manifest.version == 1
+    # The first batch builds version 1, the second (all of it) is added as version 2.
+    assert ours.manifest.version == theirs.manifest.version == 2

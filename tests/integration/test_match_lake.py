@@ -3,7 +3,8 @@
 The demo portraits hold two people, each in several photos, so the expected candidates follow
 from the answer sheet. The first batch is cut down to one photo of each person: both are
 unique and seed the gallery. In the second, full batch every two photos of one person are a
-``batch`` pair, and every photo is a ``gallery`` candidate of its person's entry.
+``batch`` pair, and every photo is a ``gallery`` candidate of its person's entry. Every
+enrollment joins the gallery the night it is searched, those with candidates too.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def test_the_second_batch_finds_the_gallery_person_through_the_ray_shards(
     match_lake: Settings, match_batches: list[DemoBatch], tmp_path: Path
 ) -> None:
     match(match_lake, FIRST, ray=False)
+    in_gallery = set(
+        open_gallery(Path(match_lake.gallery)).ids_table()["enrollment_id"].to_pylist()
+    )
     forced = match_lake.model_copy(
         update={
             "search": match_lake.search.model_copy(update={"engine": "ivfpq", "nprobe": 1}),
@@ -64,9 +68,6 @@ def test_the_second_batch_finds_the_gallery_person_through_the_ray_shards(
     exported = (tmp_path / "metrics" / f"dedup_match-{SECOND}.prom").read_text()
     assert f"dedup_search_candidate_recall {report.search.audit.recall}" in exported
     first, second = staged_people(match_batches[0]), staged_people(match_batches[1])
-    in_gallery = set(
-        open_gallery(Path(match_lake.gallery)).ids_table()["enrollment_id"].to_pylist()
-    )
     rows = [r for r in candidates(match_lake) if r["batch_id"] == SECOND]
     expected_gallery = {
         (probe, held)
@@ -83,8 +84,11 @@ def test_the_second_batch_finds_the_gallery_person_through_the_ray_shards(
     }
     assert batch_pairs == same_person_pairs(second)
     assert all(r["score"] >= match_lake.matching.review_threshold for r in rows)
-    # Everyone in the second batch has a candidate, so nobody joined the gallery.
-    assert report.unique == 0 and open_gallery(Path(match_lake.gallery)).size == len(in_gallery)
+    # Everyone in the second batch has a candidate, and everyone joined the gallery: the next
+    # batch is searched against them too, open cases and all.
+    after = open_gallery(Path(match_lake.gallery)).ids_table()["enrollment_id"].to_pylist()
+    assert report.unique == 0 and report.with_candidates == report.probes == len(second)
+    assert sorted(after) == sorted(in_gallery | set(second)) and len(after) == len(set(after))
 
 
 def test_running_a_batch_again_changes_nothing(match_lake: Settings) -> None:
