@@ -53,6 +53,8 @@ from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import batch_templates
 
 JOB = "dedup_match"
+# The batch's candidate rows as its search found them, written once the search is done.
+RESULTS_FILE = "candidates.parquet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +169,7 @@ def run_match(
     ids, vectors = batch_templates(
         settings.lake, batch_id, settings.model, settings.model_spec.dimension
     )
-    results = run.begin("match") / "candidates.parquet"
+    results = run.begin("match") / RESULTS_FILE
     report = None
     threshold_used = None
     metrics_sent: list[str] = []
@@ -191,8 +193,9 @@ def run_match(
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
         write_atomically(results, lambda path: pq.write_table(rows, path))
     crash_point("match.after_results")
-    if rows.num_rows:
-        DeltaRsTables(settings.lake).insert_new("candidates", rows)
+    # Written even when empty: a night without a candidate is a normal night, and the next
+    # step (enqueue) then finds a table that says so.
+    DeltaRsTables(settings.lake).insert_new("candidates", rows)
     crash_point("match.after_candidates")
     flagged = set(rows["probe_id"].to_pylist())
     unique = [name for name in ids if name not in flagged]
@@ -212,6 +215,11 @@ def run_match(
         metrics=metrics_sent,
         threshold_sentence=threshold_used,
     )
+
+
+def searched(run: BatchRun) -> bool:
+    """Whether the batch's search is done (its rows written, none or many)."""
+    return (run.work("match") / RESULTS_FILE).exists()
 
 
 def publish_search(settings: Settings, batch_id: str, report: SearchReport) -> list[str]:

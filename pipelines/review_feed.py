@@ -28,6 +28,7 @@ from dedup.adjudication.context import opened
 from dedup.adjudication.payloads import BatchImport, CandidateIn, ImageIn, ImportResult, SubjectIn
 from dedup.contracts.reasons import RowRejected
 from dedup.contracts.schemas import MANIFEST_DISPLAY, STATUS_STAGED
+from dedup.errors import LakeError
 from dedup.imaging.decode import decode_photo
 from dedup.intake.manifest_rules import resolve_photo
 from dedup.intake.photo_files import read_photo
@@ -35,6 +36,7 @@ from dedup.settings import Settings
 from pipelines.job_report import JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.readers import batch_candidates, rows_of_enrollments
+from pipelines.match import searched
 
 PHOTO_MAX_SIDE = 640
 PIPELINE_ACTOR = "pipeline"
@@ -138,6 +140,8 @@ def enqueue_batch(run: BatchRun, batch_dir: Path | None = None) -> ImportResult:
     """Import the batch's candidates into the review database (migrating it if needed)."""
     batch_id, settings = run.batch_id, run.settings
     payload = review_payload(settings, batch_id, batch_dir)
+    if not payload.candidates and not searched(run):
+        raise LakeError(f"batch {batch_id!r} has not been matched: run `dedup match` first")
     with opened(settings) as context:
         pipeline = Actor.local(PIPELINE_ACTOR, Role.OPERATOR)
         return operations.import_candidates(context, pipeline, batch_id, payload)

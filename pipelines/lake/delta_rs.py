@@ -56,6 +56,8 @@ class DeltaRsTables:
         path = table_path(self.lake, name)
         if self.open(name) is None:
             write_deltalake(path, TABLES[name].empty_table(), mode="append")
+        if rows.num_rows == 0:  # the table exists now, and nothing is to be inserted
+            return
         (
             DeltaTable(path)
             .merge(source=rows, predicate=key_match(name), source_alias="s", target_alias="t")

@@ -165,3 +165,16 @@ def test_enqueue_puts_the_candidates_and_what_adjudicators_see_into_the_queue(
     assert {e for e, kind in images if kind == "photo"} == own
     photo = Image.open(io.BytesIO(images[(rows[0]["probe_id"], "photo")]))
     assert photo.format == "JPEG" and max(photo.size) <= 640
+
+
+def test_a_night_without_a_candidate_is_a_normal_night(match_lake: Settings) -> None:
+    from pipelines.review_feed import enqueue_batch
+
+    report = match(match_lake, FIRST, ray=False)  # two different people: no candidate at all
+    assert report.candidates == 0 and candidates(match_lake) == []
+    result = enqueue_batch(BatchRun(FIRST, match_lake))
+    assert result.cases_created == 0 and not result.already_imported
+    assert enqueue_batch(BatchRun(FIRST, match_lake)).already_imported
+    # A batch that the match job has not searched yet is still refused, table or no table.
+    with pytest.raises(LakeError, match="has not been matched: run `dedup match` first"):
+        enqueue_batch(BatchRun(SECOND, match_lake))
