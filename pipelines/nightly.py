@@ -24,8 +24,6 @@ from pipelines.ray.embed import EmbedReport, run_embed
 from pipelines.review_feed import EnqueueReport, enqueue_report
 from pipelines.spark.stage import StageReport
 
-STEPS = ("stage", "embed", "match", "enqueue")
-
 
 @dataclass(frozen=True)
 class Night:

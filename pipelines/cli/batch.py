@@ -13,8 +13,16 @@ from typing import Annotated
 
 import typer
 
-from dedup.errors import DedupError, ManifestError
-from pipelines.cli.options import BatchOption, ConfigOption, LakeOption, settings_from
+from dedup.errors import ManifestError
+from pipelines.cli.options import (
+    BatchOption,
+    ConfigOption,
+    LakeOption,
+    TargetFpirOption,
+    ThresholdOption,
+    one_threshold,
+    settings_from,
+)
 from pipelines.cli.output import console, print_report
 from pipelines.job_report import JobReport
 from pipelines.lake.batch_run import BatchRun
@@ -65,10 +73,8 @@ def embed(batch_id: BatchOption, lake: LakeOption = None, config: ConfigOption =
 def match(
     batch_id: BatchOption,
     gallery: GalleryOption = None,
-    threshold: Annotated[float | None, typer.Option("--threshold")] = None,
-    target_fpir: Annotated[
-        float | None, typer.Option("--target-fpir", help="Calibrate the threshold to this FPIR.")
-    ] = None,
+    threshold: ThresholdOption = None,
+    target_fpir: TargetFpirOption = None,
     ray: RayOption = True,
     lake: LakeOption = None,
     config: ConfigOption = None,
@@ -77,8 +83,7 @@ def match(
     table; add all the batch's enrollments to the gallery, those with candidates too."""
     from pipelines.match import run_match
 
-    if threshold is not None and target_fpir is not None:
-        raise DedupError("give --threshold or --target-fpir, not both")
+    one_threshold(threshold, target_fpir)
     run = BatchRun(batch_id, settings_from(config, lake))
     with console.status(f"matching {batch_id}"):
         report = run_match(

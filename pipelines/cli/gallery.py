@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from dedup.errors import DedupError
+from pipelines.cli.options import (
+    ConfigOption,
+    TargetFpirOption,
+    ThresholdOption,
+    one_threshold,
+    settings_from,
+)
 from pipelines.cli.output import console
 
 gallery_app = typer.Typer(
@@ -102,22 +108,18 @@ def search(
     probes: Annotated[Path, typer.Option("--probes", help="Template Parquet of the batch.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the candidates Parquet.")],
     k: Annotated[int | None, typer.Option("--k")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold")] = None,
-    target_fpir: Annotated[
-        float | None, typer.Option("--target-fpir", help="Calibrate the threshold to this FPIR.")
-    ] = None,
+    threshold: ThresholdOption = None,
+    target_fpir: TargetFpirOption = None,
     engine: Annotated[str | None, typer.Option("--engine", help="auto, exact or ivfpq.")] = None,
     model_id: Annotated[str | None, typer.Option("--model-id")] = None,
-    config: Annotated[Path | None, typer.Option("--config")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """One-to-many against the gallery and in-batch; writes probe_id, candidate_id, score,
     rank, source. Prints the engine chosen and why, and the recall audit."""
     from dedup.matching.batch_search import search_probes
-    from dedup.settings import load_settings
 
-    if threshold is not None and target_fpir is not None:
-        raise DedupError("give --threshold or --target-fpir, not both")
-    settings = load_settings(config)
+    one_threshold(threshold, target_fpir)
+    settings = settings_from(config)
     report = search_probes(
         gallery,
         probes,

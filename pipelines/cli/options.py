@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dedup.errors import DedupError
 from dedup.settings import Settings, load_settings
 
 ConfigOption = Annotated[
@@ -15,7 +16,18 @@ ConfigOption = Annotated[
 LakeOption = Annotated[
     str | None, typer.Option("--lake", help="Lake root folder (overrides the settings).")
 ]
+ThresholdOption = Annotated[float | None, typer.Option("--threshold")]
+TargetFpirOption = Annotated[
+    float | None, typer.Option("--target-fpir", help="Calibrate the threshold to this FPIR.")
+]
 BatchOption = Annotated[str, typer.Option("--batch-id", help="The batch's id (names its work).")]
+
+
+def one_threshold(threshold: float | None, target_fpir: float | None) -> None:
+    """Refuse both at once before any work starts (the threshold policy refuses it too, but
+    only once the batch's templates have been read)."""
+    if threshold is not None and target_fpir is not None:
+        raise DedupError("give --threshold or --target-fpir, not both")
 
 
 def settings_from(config: Path | None, lake: str | None = None) -> Settings:
