@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dedup.contracts.schemas import NATURAL_KEYS, TABLES
+from dedup.contracts.schemas import NATURAL_KEYS, STAGE_TABLES, TABLES
 from dedup.settings import Settings
 
 # Wall-clock columns: the only ones allowed to differ between two runs of the same batch.
@@ -40,7 +40,10 @@ def table_rows(spark: Any, settings: Settings, name: str, *, keep_times: bool = 
 
 
 def snapshot(spark: Any, settings: Settings, *, keep_times: bool = False) -> dict[str, list[Any]]:
-    return {name: table_rows(spark, settings, name, keep_times=keep_times) for name in TABLES}
+    """The stage job's tables (the ones Spark writes), read with Spark."""
+    return {
+        name: table_rows(spark, settings, name, keep_times=keep_times) for name in STAGE_TABLES
+    }
 
 
 def delta_snapshot(lake: str, *, keep_times: bool = False) -> dict[str, list[dict[str, Any]]]:

@@ -152,13 +152,106 @@ CANDIDATES_TABLE = pa.schema(
     ]
 )
 
+
+
+class OutcomeStatus(StrEnum):
+    """What the registry reads per staged enrollment: the ``status`` column of ``outcomes``."""
+
+    UNIQUE = "unique"  # searched, no candidate at the review threshold
+    PENDING_REVIEW = "pending_review"  # has candidates; its case is not decided yet
+    NOT_DUPLICATE = "not_duplicate"  # decided: no earlier enrollment is this person
+    DUPLICATE = "duplicate"  # decided: the same person as ``duplicate_of``
+    ESCALATED = "escalated"  # waiting for a supervisor
+    ERASED = "erased"  # erased on request: only the status and the time remain
+
+
+# The registry's answer per staged enrollment, in its latest state (the ``apply`` job rewrites
+# it; its history is ``outcome_events``). ``duplicate_of`` is the earliest enrollment of the
+# identity a duplicate joined; ``decided_by`` the adjudicators whose judgements decided it.
+OUTCOMES = pa.schema(
+    [
+        pa.field("enrollment_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("identity_id", pa.string()),
+        pa.field("case_id", pa.string()),
+        pa.field("decided_by", pa.list_(pa.string())),
+        pa.field("decided_at", UTC_TS),
+        pa.field("changed_at", UTC_TS, nullable=False),
+    ]
+)
+
+# Every state an enrollment's outcome has been in, insert-only: ``event_id`` names the state
+# and the decision (case and revision) behind it, so a decision is recorded once however
+# often ``apply`` runs.
+OUTCOME_EVENTS = pa.schema([pa.field("event_id", pa.string(), nullable=False), *OUTCOMES])
+
+# Enrollment to identity (``dedup.matching.identities``), one row per staged enrollment that
+# is not erased; ``since`` is when the enrollment came under this identity.
+IDENTITIES = pa.schema(
+    [
+        pa.field("enrollment_id", pa.string(), nullable=False),
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("since", UTC_TS, nullable=False),
+    ]
+)
+
+# The merges and splits of identities, insert-only; ``cause`` names the decision (``case:<id>
+# @<revision>``) or erasure (``erasure:<enrollment>``) that made the change.
+IDENTITY_EVENTS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # merge | split
+        pa.field("identity_id", pa.string(), nullable=False),
+        pa.field("others", pa.list_(pa.string()), nullable=False),
+        pa.field("cause", pa.string(), nullable=False),
+        pa.field("at", UTC_TS, nullable=False),
+    ]
+)
+
+# The confirmed duplicate links in force: the identities are the connected groups of these.
+# ``apply`` rewrites it from the decisions; erasure removes an erased enrollment's links and
+# bridges the members it joined (``cause`` ``erasure:<enrollment>``).
+LINKS = pa.schema(
+    [
+        pa.field("link_id", pa.string(), nullable=False),
+        pa.field("probe_id", pa.string(), nullable=False),
+        pa.field("duplicate_of", pa.string(), nullable=False),
+        pa.field("cause", pa.string(), nullable=False),
+        pa.field("made_at", UTC_TS, nullable=False),
+    ]
+)
+
+# One row per step of a night that finished its work (``dedup nightly`` resumes after the last
+# one): its figures as a JSON object, and the hash of the settings it ran under.
+BATCH_RUNS = pa.schema(
+    [
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("step", pa.string(), nullable=False),
+        pa.field("started_at", UTC_TS, nullable=False),
+        pa.field("finished_at", UTC_TS, nullable=False),
+        pa.field("figures", pa.string(), nullable=False),
+        pa.field("settings_hash", pa.string(), nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "enrollments": ENROLLMENTS,
     "faces": FACES,
     "rejects": REJECTS,
     "templates": TEMPLATES,
     "candidates": CANDIDATES_TABLE,
+    "outcomes": OUTCOMES,
+    "outcome_events": OUTCOME_EVENTS,
+    "identities": IDENTITIES,
+    "identity_events": IDENTITY_EVENTS,
+    "links": LINKS,
+    "batch_runs": BATCH_RUNS,
 }
+
+# The tables the stage job (Spark) writes; the others are written by delta-rs jobs.
+STAGE_TABLES = ("enrollments", "faces", "rejects")
 
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "enrollments": ("batch_id", "row_index"),
@@ -166,4 +259,10 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "rejects": ("batch_id", "row_index"),
     "templates": ("enrollment_id", "model_id"),
     "candidates": ("batch_id", "model_id", "probe_id", "candidate_id", "source"),
+    "outcomes": ("enrollment_id",),
+    "outcome_events": ("event_id",),
+    "identities": ("enrollment_id",),
+    "identity_events": ("event_id",),
+    "links": ("link_id",),
+    "batch_runs": ("batch_id", "step"),
 }
