@@ -41,9 +41,7 @@ def table_rows(spark: Any, settings: Settings, name: str, *, keep_times: bool = 
 
 def snapshot(spark: Any, settings: Settings, *, keep_times: bool = False) -> dict[str, list[Any]]:
     """The stage job's tables (the ones Spark writes), read with Spark."""
-    return {
-        name: table_rows(spark, settings, name, keep_times=keep_times) for name in STAGE_TABLES
-    }
+    return {name: table_rows(spark, settings, name, keep_times=keep_times) for name in STAGE_TABLES}
 
 
 def delta_snapshot(lake: str, *, keep_times: bool = False) -> dict[str, list[dict[str, Any]]]:

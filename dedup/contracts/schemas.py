@@ -153,7 +153,6 @@ CANDIDATES_TABLE = pa.schema(
 )
 
 
-
 class OutcomeStatus(StrEnum):
     """What the registry reads per staged enrollment: the ``status`` column of ``outcomes``."""
 
