@@ -159,10 +159,25 @@ class CaseRow(Base):
     blind_outcome: Mapped[str | None] = mapped_column(String(32))
     blind_duplicate_of: Mapped[str | None] = mapped_column(String(ID))
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # How often a supervisor changed the decision after it was made (0: never): a decision
+    # is named ``case:<case_id>@<revision>`` where it is applied.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_cases_state_queue_pos", "state", "queue_pos"),)
+
+
+class CaseMember(Base):
+    """The probes one case decides: a group of the batch's probes that matched each other
+    (one member, the case's ``probe_id``, for a probe that matched only the gallery). An
+    enrollment is a member of one real case at most."""
+
+    __tablename__ = "case_members"
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.case_id", ondelete="CASCADE"), primary_key=True
+    )
+    enrollment_id: Mapped[str] = mapped_column(String(ID), primary_key=True, index=True)
 
 
 class CaseCandidate(Base):
@@ -174,6 +189,9 @@ class CaseCandidate(Base):
     score: Mapped[float] = mapped_column(Float)
     rank: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(16))
+    # The identity the candidate belonged to when the case was opened (None: its own), so
+    # the captures of one person are shown together.
+    identity_id: Mapped[str | None] = mapped_column(String(ID))
 
 
 class JudgementRow(Base):
