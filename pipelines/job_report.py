@@ -19,3 +19,8 @@ class JobReport:
     def summary(self) -> list[RenderableType]:
         """Lines (or rich tables) that tell an operator what the job did."""
         raise NotImplementedError
+
+    def figures(self) -> dict[str, float | int | str | None]:
+        """The job's figures as the night records them (``batch_runs.figures``), the batch
+        report reads them and the job metrics publish them."""
+        return {"seconds": round(self.seconds, 3)}

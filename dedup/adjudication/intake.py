@@ -63,12 +63,15 @@ def import_batch(
         )
     images = _checked_images(payload, max_image_bytes)
     by_probe: dict[str, list[tuple[str, float, int, str]]] = {}
+    identity: dict[str, str | None] = {}
     for row in payload.candidates:
         if row.probe_id == row.candidate_id:
             raise AdjudicationError(f"probe {row.probe_id} is listed as its own candidate")
         by_probe.setdefault(row.probe_id, []).append(
             (row.candidate_id, row.score, row.rank, row.source)
         )
+        if row.identity_id not in (None, row.candidate_id):
+            identity[row.candidate_id] = row.identity_id
     named = {c for rows in by_probe.values() for c, *_ in rows} | set(by_probe)
     _add_subjects(db, payload, images, named)
 
@@ -92,7 +95,14 @@ def import_batch(
             if candidate not in best or score > best[candidate][0]:
                 best[candidate] = (score, rank, source)
         rows += [
-            CaseCandidate(case_id=case_id, candidate_id=c, score=s, rank=r, source=src)
+            CaseCandidate(
+                case_id=case_id,
+                candidate_id=c,
+                score=s,
+                rank=r,
+                source=src,
+                identity_id=identity.get(c),
+            )
             for c, (s, r, src) in best.items()
         ]
     db.flush()  # cases before the rows that refer to them

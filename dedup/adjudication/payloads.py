@@ -104,6 +104,9 @@ class CandidateIn(_Strict):
     score: float = Field(ge=-1.0, le=1.0)
     rank: int = Field(ge=1, le=100_000)
     source: CandidateSource
+    # The identity the candidate belongs to in the registry (None: its own), so the case
+    # shows the captures of one person together.
+    identity_id: EnrollmentId | None = None
 
 
 class BatchImport(_Strict):

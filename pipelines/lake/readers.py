@@ -110,3 +110,23 @@ def rows_of_enrollments(
         table, columns, pc.field("enrollment_id").isin(pa.array(wanted, pa.string()))
     )
     return [] if rows is None else rows.to_pylist()
+
+
+def staging_order(lake: str) -> list[str]:
+    """Every staged enrollment id, earliest first: batches in the order they were first
+    staged (their earliest ``staged_at``), rows in manifest order within a batch. An identity
+    is named after its earliest member in this order (``dedup.matching.identities``)."""
+    rows = DeltaRsTables(lake).read(
+        "enrollments",
+        ["batch_id", "row_index", "enrollment_id", "staged_at"],
+        pc.field("status") == STATUS_STAGED,
+    )
+    if rows is None or rows.num_rows == 0:
+        return []
+    listed = rows.to_pylist()
+    first: dict[str, Any] = {}
+    for row in listed:
+        seen = first.get(row["batch_id"])
+        first[row["batch_id"]] = row["staged_at"] if seen is None else min(seen, row["staged_at"])
+    listed.sort(key=lambda r: (first[r["batch_id"]], r["batch_id"], r["row_index"]))
+    return [r["enrollment_id"] for r in listed]
