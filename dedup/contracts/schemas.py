@@ -167,24 +167,30 @@ class OutcomeStatus(StrEnum):
 # The registry's answer per staged enrollment, in its latest state (the ``apply`` job rewrites
 # it; its history is ``outcome_events``). ``duplicate_of`` is the earliest enrollment of the
 # identity a duplicate joined; ``decided_by`` the adjudicators whose judgements decided it.
-OUTCOMES = pa.schema(
+OUTCOME_FIELDS = [
+    pa.field("enrollment_id", pa.string(), nullable=False),
+    pa.field("batch_id", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("duplicate_of", pa.string()),
+    pa.field("identity_id", pa.string()),
+    pa.field("case_id", pa.string()),
+    pa.field("decided_by", pa.list_(pa.string())),
+    pa.field("decided_at", UTC_TS),
+    pa.field("changed_at", UTC_TS, nullable=False),
+]
+# ``event_id``: the ``outcome_events`` row that recorded this state.
+OUTCOMES = pa.schema([*OUTCOME_FIELDS, pa.field("event_id", pa.string())])
+
+# Every state an enrollment's outcome has been in, insert-only: ``event_id`` is derived from
+# the state and the event before it (``previous_event``), so a state is recorded once however
+# often ``apply`` runs, and a return to an earlier state is a new event.
+OUTCOME_EVENTS = pa.schema(
     [
-        pa.field("enrollment_id", pa.string(), nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("duplicate_of", pa.string()),
-        pa.field("identity_id", pa.string()),
-        pa.field("case_id", pa.string()),
-        pa.field("decided_by", pa.list_(pa.string())),
-        pa.field("decided_at", UTC_TS),
-        pa.field("changed_at", UTC_TS, nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("previous_event", pa.string()),
+        *OUTCOME_FIELDS,
     ]
 )
-
-# Every state an enrollment's outcome has been in, insert-only: ``event_id`` names the state
-# and the decision (case and revision) behind it, so a decision is recorded once however
-# often ``apply`` runs.
-OUTCOME_EVENTS = pa.schema([pa.field("event_id", pa.string(), nullable=False), *OUTCOMES])
 
 # Enrollment to identity (``dedup.matching.identities``), one row per staged enrollment that
 # is not erased; ``since`` is when the enrollment came under this identity.
@@ -201,7 +207,7 @@ IDENTITIES = pa.schema(
 IDENTITY_EVENTS = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # merge | split
+        pa.field("kind", pa.string(), nullable=False),  # merge | split | renamed
         pa.field("identity_id", pa.string(), nullable=False),
         pa.field("others", pa.list_(pa.string()), nullable=False),
         pa.field("cause", pa.string(), nullable=False),

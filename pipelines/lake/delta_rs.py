@@ -50,6 +50,16 @@ class DeltaRsTables:
         table = self.open(name)
         return 0 if table is None else int(table.to_pyarrow_dataset().count_rows(filter=where))
 
+    def replace(self, name: str, rows: pa.Table) -> None:
+        """One commit making ``rows`` the whole table (its declared schema): for the tables
+        that hold a latest state (``outcomes``, ``identities``, ``links``); the state before
+        stays readable as the table's earlier Delta version until a vacuum."""
+        from deltalake import write_deltalake
+
+        declared = TABLES[name]
+        rows = rows.select(declared.names).cast(declared)
+        write_deltalake(table_path(self.lake, name), rows, mode="overwrite")
+
     def insert_new(self, name: str, rows: pa.Table) -> None:
         from deltalake import DeltaTable, write_deltalake
 
