@@ -1,55 +1,90 @@
-"""The order of a night, in one place: stage, embed, match, enqueue.
+"""A night, in one place: stage, embed, match, enqueue, apply, report, each step resumable.
 
-Each step is one job that can be run on its own (``dedup stage``, ``dedup embed``, ...) and
-again at any time: it finds what an earlier run wrote and adds only what is missing. So is
-the night: after a crash anywhere, running it again finishes it, with the same tables, the
-same gallery and the same review queue as a night that never stopped.
+Each step runs as its own ``dedup <step>`` process (the same command an operator runs by
+hand), so a step's engines (Spark's JVM, a Ray runtime) start and end with it and a step
+cannot leave another half-initialised. A step is done when its completion is recorded in
+``batch_runs`` (``pipelines.steps``), and only then: the night never trusts an exit code
+alone, in either direction. A re-run of the night skips the recorded steps and resumes at
+the first unfinished one; every step finds what an earlier attempt wrote and adds only what
+is missing, so the tables end as a clean run leaves them.
 
-The night prints nothing itself. Whoever runs it (the command line, a test) passes a
-``NightWatcher`` that shows each step while it runs and each report once it is done.
+The night prints nothing itself. Whoever runs it passes a ``NightWatcher`` that shows each
+step while it runs and its result when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
-from pipelines.job_report import JobReport
+from dedup.crash_points import crash_point
+from dedup.errors import DedupError
 from pipelines.lake.batch_run import BatchRun
-from pipelines.match import MatchReport, run_match
-from pipelines.ray.embed import EmbedReport, run_embed
-from pipelines.review_feed import EnqueueReport, enqueue_report
 from pipelines.spark.stage import StageReport
+from pipelines.steps import STEPS, Step, completed
+
+# Exit code of a step that failed with a clear error (the command line's ``fail``).
+CLEAR_ERROR = 2
+STDERR_TAIL = 2_000
 
 
 @dataclass(frozen=True)
 class Night:
-    """What a night needs besides its batch: where the manifest and the gallery are."""
+    """What a night needs besides its batch and settings."""
 
     manifest: Path
     gallery: Path
     # IVF-PQ on one Ray actor per shard; False searches in-process.
     ray: bool = True
+    threshold: float | None = None
+    target_fpir: float | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    state: Literal["ran", "done before", "failed"]
+    seconds: float
+    output: str = ""  # the step's own summary, as it printed it
+    exit_code: int | None = None  # None: not run tonight
+    figures: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def judged_by_record(self) -> bool:
+        """The step finished its work (recorded) although its process exited non-zero."""
+        return self.state == "ran" and self.exit_code not in (0, None)
 
 
 @dataclass(frozen=True)
 class NightReport:
-    stage: StageReport
-    embed: EmbedReport
-    match: MatchReport
-    enqueue: EnqueueReport
+    batch_id: str
+    steps: tuple[StepResult, ...]
+    seconds: float
+
+
+class NightFailed(DedupError):
+    """A step of the night did not record its completion."""
+
+    def __init__(self, step: Step, result: StepResult, detail: str) -> None:
+        self.step = step
+        self.result = result
+        super().__init__(f"the night stopped at step {step!r} (exit {result.exit_code}): {detail}")
 
 
 class NightWatcher(Protocol):
     def running(self, step: str, batch_id: str) -> contextlib.AbstractContextManager[None]:
-        """Shown while a step runs (the stage job shows Spark's own progress)."""
+        """Shown while a step runs."""
         ...
 
-    def done(self, report: JobReport) -> None:
-        """Called with each step's report as soon as the step has finished."""
+    def finished(self, result: StepResult) -> None:
+        """Called with each step's result as soon as it is known (failures included)."""
         ...
 
 
@@ -60,7 +95,7 @@ class Unwatched:
     def running(self, step: str, batch_id: str) -> Iterator[None]:
         yield
 
-    def done(self, report: JobReport) -> None:
+    def finished(self, result: StepResult) -> None:
         return None
 
 
@@ -79,20 +114,82 @@ def stage_batch(run: BatchRun, manifest: Path) -> StageReport:
         return run_stage(run, manifest, spark)
 
 
-def run_night(run: BatchRun, night: Night, watcher: NightWatcher | None = None) -> NightReport:
-    """Run every step of the night for one batch, in order; stop at the first that fails."""
-    watch = watcher or Unwatched()
-    manifest = night.manifest.resolve()
-    stage = stage_batch(run, manifest)
-    watch.done(stage)
-    with watch.running("embed", run.batch_id):
-        embed = run_embed(run)
-    watch.done(embed)
-    with watch.running("match", run.batch_id):
-        match = run_match(run, night.gallery, ray=night.ray)
-    watch.done(match)
-    with watch.running("enqueue", run.batch_id):
+def step_command(step: Step, run: BatchRun, night: Night, settings_file: Path) -> list[str]:
+    """The ``dedup`` command line of one step of the night."""
+    batch = ["--batch-id", run.batch_id, "--config", str(settings_file)]
+    extra: list[str] = []
+    if step == "stage":
+        extra = ["--manifest", str(night.manifest)]
+    elif step == "match":
+        extra = ["--gallery", str(night.gallery), "--ray" if night.ray else "--no-ray"]
+        if night.threshold is not None:
+            extra += ["--threshold", repr(night.threshold)]
+        if night.target_fpir is not None:
+            extra += ["--target-fpir", repr(night.target_fpir)]
+    elif step == "enqueue":
         # The manifest's folder holds the batch's photos, which adjudicators see.
-        enqueue = enqueue_report(run, manifest.parent)
-    watch.done(enqueue)
-    return NightReport(stage=stage, embed=embed, match=match, enqueue=enqueue)
+        extra = ["--batch-dir", str(night.manifest.parent)]
+    return [sys.executable, "-m", "pipelines.cli", step, *batch, *extra]
+
+
+def run_night(run: BatchRun, night: Night, watcher: NightWatcher | None = None) -> NightReport:
+    """Run the steps of the night not yet recorded, in order; stop at the first that does not
+    record its completion (``NightFailed``)."""
+    watch = watcher or Unwatched()
+    started = time.perf_counter()
+    night = _resolved(night)
+    # Every step reads the same settings: the night's, as resolved here.
+    settings_file = run.begin("night") / "settings.json"
+    results: list[StepResult] = []
+    for step in STEPS:
+        done = completed(run.lake, run.batch_id).get(step)
+        if done is not None:
+            result = StepResult(step, "done before", 0.0, figures=done["figures"])
+        else:
+            result = _run_step(step, run, night, settings_file, watch)
+        results.append(result)
+        watch.finished(result)
+        crash_point(f"night.after_{step}")
+    return NightReport(run.batch_id, tuple(results), time.perf_counter() - started)
+
+
+def _resolved(night: Night) -> Night:
+    return Night(
+        night.manifest.resolve(),
+        night.gallery.resolve(),
+        ray=night.ray,
+        threshold=night.threshold,
+        target_fpir=night.target_fpir,
+    )
+
+
+def _run_step(
+    step: Step, run: BatchRun, night: Night, settings_file: Path, watch: NightWatcher
+) -> StepResult:
+    command = step_command(step, run, night, settings_file)
+    began = time.perf_counter()
+    with watch.running(step, run.batch_id):
+        done = subprocess.run(command, capture_output=True, text=True, env=_step_env(), check=False)
+    seconds = time.perf_counter() - began
+    record = completed(run.lake, run.batch_id).get(step)
+    if record is None:
+        result = StepResult(step, "failed", seconds, done.stdout, done.returncode)
+        watch.finished(result)
+        raise NightFailed(step, result, _why(done))
+    return StepResult(step, "ran", seconds, done.stdout, done.returncode, record["figures"])
+
+
+def _step_env() -> dict[str, str]:
+    """The night's environment for a step; its console output is captured, so it gets a
+    plain, wide console."""
+    return {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120"), "TERM": "dumb"}
+
+
+def _why(done: subprocess.CompletedProcess[str]) -> str:
+    """What a failed step said: its error line(s), or the end of its output."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    if done.returncode == CLEAR_ERROR and errors:
+        return errors[-1].removeprefix("error:").strip()
+    tail = "\n".join(lines)[-STDERR_TAIL:]
+    return tail or "it ended without recording its completion and printed nothing"

@@ -1,7 +1,8 @@
 """From the lake to the review queue: a batch's candidates, with what adjudicators need to see.
 
-``review_payload`` reads (delta-rs) the batch's ``candidates`` rows and, for every enrollment
-they name, its display fields and capture metadata (``enrollments``), quality figures and
+``review_payload`` reads (delta-rs) the batch's ``candidates`` rows, the identity of each
+candidate (``identities``: several captures of one person are shown together), and, for
+every enrollment they name, its display fields and capture metadata (``enrollments``), quality figures and
 aligned chip (``faces``), and, where the batch folder is given, its photo (decoded safely,
 upright, downscaled to ``PHOTO_MAX_SIDE`` and re-encoded as JPEG, so no original file's
 metadata reaches the queue). ``enqueue_batch`` imports it into the review database through
@@ -45,6 +46,13 @@ PIPELINE_ACTOR = "pipeline"
 def review_payload(settings: Settings, batch_id: str, batch_dir: Path | None = None) -> BatchImport:
     """The import payload of one batch's candidates (model: the configured one)."""
     rows = batch_candidates(settings.lake, batch_id, settings.model)
+    named_candidates = {r["candidate_id"] for r in rows}
+    identity = {
+        r["enrollment_id"]: r["identity_id"]
+        for r in rows_of_enrollments(
+            settings.lake, "identities", named_candidates, ["enrollment_id", "identity_id"]
+        )
+    }
     candidates = [
         CandidateIn(
             probe_id=r["probe_id"],
@@ -52,6 +60,7 @@ def review_payload(settings: Settings, batch_id: str, batch_dir: Path | None = N
             score=max(-1.0, min(1.0, float(r["score"]))),
             rank=int(r["rank"]),
             source=r["source"],
+            identity_id=identity.get(r["candidate_id"]),
         )
         for r in rows
     ]

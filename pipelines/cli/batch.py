@@ -1,15 +1,18 @@
-"""``dedup stage | embed | match | nightly | demo | demo-batch``: the jobs of a night.
+"""``dedup stage | embed | match | apply | nightly | demo | demo-batch``: the jobs of a night.
 
-Engines are imported inside the commands that need them, so ``dedup --help`` and the pure
-commands start without a JVM or a Ray runtime.
+Each job command records its completion in ``batch_runs`` as its last act (``run_job``), so
+``dedup nightly`` can tell a finished step from one that was not. Engines are imported inside
+the commands that need them, so ``dedup --help`` and the pure commands start without a JVM or
+a Ray runtime.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +29,10 @@ from pipelines.cli.options import (
 from pipelines.cli.output import console, print_report
 from pipelines.job_report import JobReport
 from pipelines.lake.batch_run import BatchRun
+from pipelines.steps import Step
+
+if TYPE_CHECKING:
+    from pipelines.nightly import NightReport, StepResult
 
 batch_app = typer.Typer()
 
@@ -36,6 +43,17 @@ GalleryOption = Annotated[
 RayOption = Annotated[
     bool, typer.Option("--ray/--no-ray", help="IVF-PQ on one Ray actor per shard.")
 ]
+
+
+def run_job(run: BatchRun, step: Step, job: Callable[[], JobReport]) -> JobReport:
+    """Run one job, record its completion in ``batch_runs``, print its summary."""
+    from pipelines.steps import record_step
+
+    started = datetime.now(UTC)
+    report = job()
+    record_step(run.settings, run.batch_id, step, started, report)
+    print_report(report)
+    return report
 
 
 def _manifest_file(manifest: Path) -> Path:
@@ -55,7 +73,8 @@ def stage(
     from pipelines.nightly import stage_batch
 
     run = BatchRun(batch_id, settings_from(config, lake))
-    print_report(stage_batch(run, _manifest_file(manifest)))
+    file = _manifest_file(manifest)
+    run_job(run, "stage", lambda: stage_batch(run, file))
 
 
 @batch_app.command()
@@ -64,9 +83,12 @@ def embed(batch_id: BatchOption, lake: LakeOption = None, config: ConfigOption =
     from pipelines.ray.embed import run_embed
 
     run = BatchRun(batch_id, settings_from(config, lake))
-    with console.status(f"embedding {batch_id} with {run.settings.model} on Ray"):
-        report = run_embed(run)
-    print_report(report)
+
+    def job() -> JobReport:
+        with console.status(f"embedding {batch_id} with {run.settings.model} on Ray"):
+            return run_embed(run)
+
+    run_job(run, "embed", job)
 
 
 @batch_app.command()
@@ -85,39 +107,79 @@ def match(
 
     one_threshold(threshold, target_fpir)
     run = BatchRun(batch_id, settings_from(config, lake))
-    with console.status(f"matching {batch_id}"):
-        report = run_match(
-            run,
-            gallery or Path(run.settings.gallery),
-            ray=ray,
-            threshold=threshold,
-            target_fpir=target_fpir,
-        )
-    print_report(report)
+
+    def job() -> JobReport:
+        with console.status(f"matching {batch_id}"):
+            return run_match(
+                run,
+                gallery or Path(run.settings.gallery),
+                ray=ray,
+                threshold=threshold,
+                target_fpir=target_fpir,
+            )
+
+    run_job(run, "match", job)
+
+
+@batch_app.command()
+def apply(
+    batch_id: Annotated[
+        str | None,
+        typer.Option("--batch-id", help="The night this run belongs to (recorded under it)."),
+    ] = None,
+    lake: LakeOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Apply the adjudicators' decisions (every batch's) to the outcomes and identities
+    tables; decisions already applied change nothing."""
+    from pipelines.apply import run_apply
+
+    settings = settings_from(config, lake)
+    if batch_id is None:
+        with console.status("applying decisions"):
+            print_report(run_apply(settings))
+        return
+    run = BatchRun(batch_id, settings)
+
+    def job() -> JobReport:
+        with console.status("applying decisions"):
+            return run_apply(settings, batch_id)
+
+    run_job(run, "apply", job)
 
 
 class ConsoleWatcher:
-    """Shows a night on the console: a spinner while a step runs, its summary when done.
-
-    With an answer sheet (row -> expected reason, as the demo batch has), the staged batch's
-    verdicts are checked against it and every row that differs is printed.
-    """
-
-    def __init__(self, lake: str, expected: dict[int, str | None] | None = None) -> None:
-        self.lake = lake
-        self.expected = expected
+    """Shows a night on the console: a spinner while a step runs, then its summary (what the
+    step's own command printed), and one line for a step recorded on an earlier run."""
 
     @contextlib.contextmanager
     def running(self, step: str, batch_id: str) -> Iterator[None]:
         with console.status(f"{step}: {batch_id}"):
             yield
 
-    def done(self, report: JobReport) -> None:
-        from pipelines.spark.stage import StageReport
+    def finished(self, result: StepResult) -> None:
+        if result.state == "done before":
+            console.print(f"[dim]{result.step}: done on an earlier run (recorded), skipped")
+            return
+        colour = "red" if result.state == "failed" else "bold"
+        console.print(f"[{colour}]{result.step}[/] ({result.seconds:.1f} s)")
+        for line in result.output.splitlines():
+            if line.strip():
+                console.print(f"  {line}", highlight=False, markup=False)
+        if result.judged_by_record:
+            console.print(
+                f"  note: its process exited {result.exit_code} after recording its "
+                "completion; judged done by the record"
+            )
 
-        if self.expected is not None and isinstance(report, StageReport):
-            check_answer_sheet(self.lake, report.batch_id, self.expected)
-        print_report(report)
+
+def print_night(report: NightReport) -> None:
+    ran = [r for r in report.steps if r.state == "ran"]
+    before = len(report.steps) - len(ran)
+    console.print(
+        f"night {report.batch_id}: done in {report.seconds:.1f} s; {len(ran)} steps ran"
+        + (f", {before} were done on an earlier run" if before else "")
+    )
 
 
 def check_answer_sheet(lake: str, batch_id: str, expected: dict[int, str | None]) -> None:
@@ -137,16 +199,26 @@ def nightly(
     batch_id: BatchOption,
     manifest: Annotated[Path, typer.Option("--manifest", help="CSV, Parquet or JSON Lines.")],
     gallery: GalleryOption = None,
+    threshold: ThresholdOption = None,
+    target_fpir: TargetFpirOption = None,
     ray: RayOption = True,
     lake: LakeOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run a whole night on one batch: stage, embed, match, enqueue (each step re-runnable)."""
+    """Run a night on one batch: stage, embed, match, enqueue, apply every new decision,
+    write the batch report. A re-run resumes at the first step not recorded as done."""
     from pipelines.nightly import Night, run_night
 
+    one_threshold(threshold, target_fpir)
     run = BatchRun(batch_id, settings_from(config, lake))
-    night = Night(_manifest_file(manifest), gallery or Path(run.settings.gallery), ray=ray)
-    run_night(run, night, ConsoleWatcher(run.lake))
+    night = Night(
+        _manifest_file(manifest),
+        gallery or Path(run.settings.gallery),
+        ray=ray,
+        threshold=threshold,
+        target_fpir=target_fpir,
+    )
+    print_night(run_night(run, night, ConsoleWatcher()))
 
 
 @batch_app.command()
@@ -177,8 +249,8 @@ def demo(
         batch = build_demo_batch(folder, fetch_portraits())
     console.print(f"demo batch: {len(batch.expected)} rows at {batch.manifest}")
     gallery = workdir / "gallery"
-    watcher = ConsoleWatcher(run.lake, expected=batch.expected_reasons())
-    run_night(run, Night(batch.manifest, gallery, ray=False), watcher)
+    print_night(run_night(run, Night(batch.manifest, gallery, ray=False), ConsoleWatcher()))
+    check_answer_sheet(run.lake, run.batch_id, batch.expected_reasons())
     accounts = demo_accounts(run.settings, workdir)
     console.print(
         f"lake: {run.lake} (Delta tables enrollments, faces, rejects, templates, "

@@ -13,7 +13,7 @@ import typer
 from dedup.errors import ConfigError
 from dedup.settings import Settings
 from pipelines.cli.options import ConfigOption, LakeOption, settings_from
-from pipelines.cli.output import console, print_report
+from pipelines.cli.output import console
 
 review_app = typer.Typer()
 users_app = typer.Typer(help="Review-service accounts.", no_args_is_help=True)
@@ -81,10 +81,12 @@ def enqueue(
     lake: LakeOption = None,
 ) -> None:
     """Put a matched batch's candidates into the review queue (once; a re-run adds nothing)."""
+    from pipelines.cli.batch import run_job
     from pipelines.lake.batch_run import BatchRun
     from pipelines.review_feed import enqueue_report
 
-    print_report(enqueue_report(BatchRun(batch_id, settings_from(config, lake)), batch_dir))
+    run = BatchRun(batch_id, settings_from(config, lake))
+    run_job(run, "enqueue", lambda: enqueue_report(run, batch_dir))
 
 
 def add_user(

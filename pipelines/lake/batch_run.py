@@ -21,7 +21,7 @@ from dedup.atomic_files import write_bytes_atomically
 from dedup.contracts.batch_ids import check_batch_id
 from dedup.settings import Settings
 
-Job = Literal["stage", "embed", "match", "enqueue"]
+Job = Literal["stage", "embed", "match", "enqueue", "apply", "report", "night"]
 SETTINGS_FILE = "settings.json"
 
 
