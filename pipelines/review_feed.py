@@ -2,12 +2,12 @@
 
 ``review_payload`` reads (delta-rs) the batch's ``candidates`` rows, the identity of each
 candidate (``identities``: several captures of one person are shown together), and, for
-every enrollment they name, its display fields and capture metadata (``enrollments``), quality figures and
-aligned chip (``faces``), and, where the batch folder is given, its photo (decoded safely,
-upright, downscaled to ``PHOTO_MAX_SIDE`` and re-encoded as JPEG, so no original file's
-metadata reaches the queue). ``enqueue_batch`` imports it into the review database through
-the service's own import operation (one transaction with its audit entry); importing the same
-batch twice creates nothing.
+every enrollment they name, its display fields and capture metadata (``enrollments``),
+quality figures and aligned chip (``faces``), and, where the batch folder is given, its
+photo (decoded safely, upright, downscaled to ``PHOTO_MAX_SIDE`` and re-encoded as JPEG, so
+no original file's metadata reaches the queue). ``enqueue_batch`` imports it into the review
+database through the service's own import operation (one transaction with its audit entry);
+importing the same batch twice creates nothing.
 """
 
 from __future__ import annotations
