@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -89,8 +90,15 @@ def build_demo_batch(
     seed: int = 0,
     hostile: bool = True,
     manifest_format: ManifestFormat = "csv",
+    originals: Sequence[str] = USABLE_PORTRAITS,
+    recaptured: Sequence[str] | None = None,
+    conversions: bool = True,
 ) -> DemoBatch:
     """Write a demo batch folder (``photos/``, ``manifest.<ext>``, ``expected.json``).
+
+    The batch holds the ``originals`` (portrait file names), ``recaptures`` re-captures of
+    each of ``recaptured`` (default: the originals), the converted formats when
+    ``conversions``, and the hostile rows when ``hostile``.
 
     The folder is built beside ``out_dir`` and renamed into place, so an interrupted build
     never leaves something that looks like a batch. ``out_dir`` must not exist or be empty.
@@ -105,7 +113,10 @@ def build_demo_batch(
     (work / "photos").mkdir(parents=True)
     rng = np.random.default_rng(seed)
     maker = PhotoMaker(portraits_dir, work / "photos", rng)
-    rows = _good_rows(maker, recaptures) + _conversion_rows(maker)
+    again = originals if recaptured is None else recaptured
+    rows = _good_rows(maker, recaptures, originals, again)
+    if conversions:
+        rows += _conversion_rows(maker)
     if hostile:
         rows += _hostile_rows(maker, out_dir, seed)
     rows = [rows[i] for i in rng.permutation(len(rows))]
@@ -130,15 +141,40 @@ def read_demo_batch(folder: Path) -> DemoBatch:
     return DemoBatch(Path(folder), manifests[0], tuple(ExpectedRow(**item) for item in raw))
 
 
-def _good_rows(maker: PhotoMaker, recaptures: int) -> list[_Row]:
+def _good_rows(
+    maker: PhotoMaker, recaptures: int, originals: Sequence[str], recaptured: Sequence[str]
+) -> list[_Row]:
     rows: list[_Row] = []
     for name in USABLE_PORTRAITS:
         person = PORTRAIT_IDENTITIES[name]
-        rows.append(_Row("original", maker.copy(name), person))
-        rows += [
-            _Row("recapture", maker.recapture(name, k), person) for k in range(1, recaptures + 1)
-        ]
+        if name in originals:
+            rows.append(_Row("original", maker.copy(name), person))
+        if name in recaptured:
+            rows += [
+                _Row("recapture", maker.recapture(name, k), person)
+                for k in range(1, recaptures + 1)
+            ]
     return rows
+
+
+# The demo's two nights: the first seeds the gallery with one photo of each person (and shows
+# every way a row can be rejected); the second brings the other photos and re-captures of
+# everyone, which the search must catch against the gallery and within the batch.
+FIRST_NIGHT = ("obama.jpg", "biden.jpg")
+
+
+def build_demo_nights(root: Path, portraits_dir: Path) -> tuple[DemoBatch, DemoBatch]:
+    """The two nights' batches, under ``root/<batch id>`` (``demo-0001``, ``demo-0002``)."""
+    first = build_demo_batch(
+        root / "demo-0001", portraits_dir, recaptures=0, seed=0,
+        originals=FIRST_NIGHT, conversions=False,
+    )  # fmt: skip
+    later = tuple(name for name in USABLE_PORTRAITS if name not in FIRST_NIGHT)
+    second = build_demo_batch(
+        root / "demo-0002", portraits_dir, recaptures=1, seed=1, hostile=False,
+        originals=later, recaptured=USABLE_PORTRAITS,
+    )  # fmt: skip
+    return first, second
 
 
 def _conversion_rows(maker: PhotoMaker) -> list[_Row]:

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 batch_app = typer.Typer()
 
-DEMO_BATCH_ID = "demo-0001"
 GalleryOption = Annotated[
     Path | None, typer.Option("--gallery", help="Gallery root (overrides the settings).")
 ]
@@ -224,42 +223,34 @@ def nightly(
 @batch_app.command()
 def demo(
     workdir: Annotated[
-        Path, typer.Option("--workdir", help="Where the demo batch and lake are written.")
+        Path, typer.Option("--workdir", help="Where the demo batches and lake are written.")
     ] = Path("demo-run"),
     config: ConfigOption = None,
     serve: Annotated[
         bool, typer.Option("--serve/--no-serve", help="End by starting the review service.")
     ] = True,
 ) -> None:
-    """Run a whole night on the demo batch (stage, embed, match, enqueue), then serve the
-    review queue with demo accounts."""
-    from dedup.demo.batch import build_demo_batch, read_demo_batch
+    """Run two nights on the demo batches (the first seeds the gallery, the second brings
+    re-captures), decide every case through the review API as two demo adjudicators, apply
+    the decisions and print the outcomes and identities; then serve the review queue."""
     from dedup.demo.portraits import fetch_portraits
-    from dedup.demo.review import demo_accounts
     from pipelines.cli.review import serve_review
-    from pipelines.nightly import Night, run_night
+    from pipelines.demo_nights import run_demo_nights
 
     workdir = workdir.resolve()
-    run = BatchRun(DEMO_BATCH_ID, settings_from(config, str(workdir / "lake")))
-    folder = workdir / "batches" / DEMO_BATCH_ID
-    if (folder / "expected.json").is_file():
-        batch = read_demo_batch(folder)  # a re-run stages the same batch: nothing changes
-    else:
+    settings = settings_from(config, str(workdir / "lake"))
+
+    def fetch() -> Path:
         console.print("fetching the public test portraits (face_recognition 1.3.0 sdist)...")
-        batch = build_demo_batch(folder, fetch_portraits())
-    console.print(f"demo batch: {len(batch.expected)} rows at {batch.manifest}")
-    gallery = workdir / "gallery"
-    print_night(run_night(run, Night(batch.manifest, gallery, ray=False), ConsoleWatcher()))
-    check_answer_sheet(run.lake, run.batch_id, batch.expected_reasons())
-    accounts = demo_accounts(run.settings, workdir)
+        return fetch_portraits()
+
+    run_demo_nights(workdir, settings, console, fetch, ConsoleWatcher())
     console.print(
-        f"lake: {run.lake} (Delta tables enrollments, faces, rejects, templates, "
-        f"candidates); gallery: {gallery}; review queue: "
-        f"{run.settings.adjudication_database_url()}"
+        f"lake: {settings.lake}; gallery: {workdir / 'gallery'}; review queue: "
+        f"{settings.adjudication_database_url()}"
     )
-    console.print(accounts, soft_wrap=True)
     if serve:
-        serve_review(run.settings, migrate=True, announce="press Ctrl-C to stop")
+        serve_review(settings, migrate=True, announce="press Ctrl-C to stop")
 
 
 @batch_app.command("demo-batch")

@@ -1,10 +1,10 @@
-"""``dedup demo --no-serve``, the real command in its own process: one whole night (stage on
-Spark, embed on Ray, match, enqueue) on the demo batch, then the same command again.
+"""``dedup demo --no-serve``, the real command in its own process: two nights (stage on
+Spark, embed on Ray, match, enqueue, apply, report), every case decided through the review
+API by two demo adjudicators, the decisions applied; then the same command again.
 
-The first run must stage every row as the batch's answer sheet says, write the Delta tables
-and put a case in the review queue for every probe with candidates; the second must find
-all of it done and add nothing. About 40 photos: under two minutes a run on two cores, 3.5
-for the test.
+The first run must stage every row as the answer sheets say, catch every second-night photo
+against the photo of the same person that seeded the gallery, and end with one identity per
+person; the second must find all of it done and change no table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dedup.adjudication import database
 from dedup.adjudication.tables import CaseCandidate, CaseRow
 from dedup.contracts.schemas import TABLES
 from dedup.demo.batch import read_demo_batch
-from pipelines.cli.batch import DEMO_BATCH_ID
+from pipelines.demo_nights import NIGHTS
+from pipelines.steps import STEPS
 from tests.support import delta_snapshot
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -58,31 +59,59 @@ def review_queue(lake: Path) -> list[tuple[str, str, list[tuple[str, str]]]]:
     return sorted((case_id, probes[case_id], sorted(found[case_id])) for case_id in probes)
 
 
-def test_the_demo_night_matches_its_answer_sheet_and_a_second_run_adds_nothing(
+def test_two_demo_nights_catch_the_recaptures_and_a_second_run_changes_nothing(
     tmp_path: Path,
 ) -> None:
     workdir = tmp_path / "demo"
     lake = workdir / "lake"
     first = demo(workdir)
-    batch = read_demo_batch(workdir / "batches" / DEMO_BATCH_ID)
-    rows = len(batch.expected)
-    assert rows >= 40
-    assert f"{rows} of {rows} rows got the verdict the answer sheet gives" in first
+    batches = [read_demo_batch(workdir / "batches" / night) for night in NIGHTS]
+    for batch in batches:
+        rows = len(batch.expected)
+        assert f"{rows} of {rows} rows got the verdict the answer sheet gives" in first
+    assert "the demo adjudicators judged through the API" in first
+    assert "outcomes" in first and "identities" in first
 
     tables: dict[str, list[dict[str, Any]]] = delta_snapshot(str(lake), keep_times=True)
     assert set(tables) == set(TABLES) and all(tables.values())
-    staged = {r["enrollment_id"] for r in tables["enrollments"] if r["status"] == "staged"}
-    assert staged == {r.enrollment_id for r in batch.expected if r.expected_status == "staged"}
-    assert {r["enrollment_id"] for r in tables["templates"]} == staged
+    people = {
+        r.enrollment_id: r.person
+        for b in batches
+        for r in b.expected
+        if r.expected_status == "staged"
+    }
+    assert {r["enrollment_id"] for r in tables["templates"]} == set(people)
+    seeds = {r.person: r.enrollment_id for r in batches[0].expected if r.expected_status == "staged"}
+    assert set(seeds) == {"obama", "biden"}
+    outcomes = {r["enrollment_id"]: r for r in tables["outcomes"]}
+    assert set(outcomes) == set(people)
+    for enrollment, person in people.items():
+        row = outcomes[enrollment]
+        # one identity per person, named after the night-1 photo that seeded the gallery
+        assert row["identity_id"] == seeds[person], row
+        if enrollment in seeds.values():
+            assert row["status"] in ("unique", "not_duplicate"), row
+        else:  # every second-night photo was caught and decided a duplicate of the seed
+            assert (row["status"], row["duplicate_of"]) == ("duplicate", seeds[person]), row
+            assert len(row["decided_by"]) == 2  # four eyes
+    identities = {r["enrollment_id"]: r["identity_id"] for r in tables["identities"]}
+    assert identities == {e: seeds[p] for e, p in people.items()}
+    assert {r["step"] for r in tables["batch_runs"]} == set(STEPS)
     queue = review_queue(lake)
-    probes = {r["probe_id"] for r in tables["candidates"]}
-    assert sorted(probe for _, probe, _ in queue) == sorted(probes)  # one case each
-    for _, probe, found in queue:
-        assert found == sorted(
-            (r["candidate_id"], r["source"]) for r in tables["candidates"] if r["probe_id"] == probe
-        )
+    assert queue and all(case_state == "decided_duplicate" for case_state in decided(lake))
 
     second = demo(workdir)
-    assert f"{rows} of {rows} rows got the verdict the answer sheet gives" in second
+    assert "done on an earlier run" in second
     assert delta_snapshot(str(lake), keep_times=True) == tables
     assert review_queue(lake) == queue
+
+
+def decided(lake: Path) -> list[str]:
+    """The state of every real case of the review queue."""
+    engine = database.connect(f"sqlite:///{lake / 'adjudication.sqlite'}")
+    try:
+        with database.sessions(engine)() as db:
+            rows = db.scalars(select(CaseRow).where(CaseRow.catch_pair_id.is_(None)))
+            return [row.state for row in rows]
+    finally:
+        engine.dispose()
