@@ -81,7 +81,9 @@ def test_two_demo_nights_catch_the_recaptures_and_a_second_run_changes_nothing(
         if r.expected_status == "staged"
     }
     assert {r["enrollment_id"] for r in tables["templates"]} == set(people)
-    seeds = {r.person: r.enrollment_id for r in batches[0].expected if r.expected_status == "staged"}
+    seeds = {
+        r.person: r.enrollment_id for r in batches[0].expected if r.expected_status == "staged"
+    }
     assert set(seeds) == {"obama", "biden"}
     outcomes = {r["enrollment_id"]: r for r in tables["outcomes"]}
     assert set(outcomes) == set(people)
