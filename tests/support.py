@@ -10,7 +10,18 @@ from dedup.contracts.schemas import NATURAL_KEYS, STAGE_TABLES, TABLES
 from dedup.settings import Settings
 
 # Wall-clock columns: the only ones allowed to differ between two runs of the same batch.
-RUN_TIME_COLUMNS = {"staged_at", "rejected_at", "matched_at"}
+RUN_TIME_COLUMNS = {
+    "staged_at",
+    "rejected_at",
+    "matched_at",
+    "created_at",
+    "changed_at",
+    "since",
+    "at",
+    "made_at",
+    "started_at",
+    "finished_at",
+}
 
 
 def stage(spark: Any, settings: Settings, batch_id: str, manifest: Path) -> Any:
