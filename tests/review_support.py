@@ -8,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -148,6 +148,23 @@ def batch_payload(
 ) -> dict[str, Any]:
     """A batch's import body: ``probes`` probes, each with its own gallery candidates."""
     return synthetic_review_batch(probes, candidates_per_probe, prefix, images)
+
+
+def rows_payload(
+    rows: Sequence[tuple[str, str, str, float]], images: bool = True
+) -> dict[str, Any]:
+    """An import body of exactly these ``(probe, candidate, source, score)`` rows (ranked per
+    probe in the order given), with a subject (and a chip) for every enrollment named."""
+    chip = {"chip": {"media_type": "image/png", "data_base64": b64(png())}} if images else {}
+    ranks: dict[str, int] = {}
+    candidates = []
+    for probe, candidate, source, score in rows:
+        ranks[probe] = ranks.get(probe, 0) + 1
+        candidates.append({"probe_id": probe, "candidate_id": candidate, "score": score,
+                           "rank": ranks[probe], "source": source})  # fmt: skip
+    named = dict.fromkeys(e for probe, candidate, *_ in rows for e in (probe, candidate))
+    subjects = [{"enrollment_id": e, "images": chip} for e in named]
+    return {"model_id": "dlib-resnet-v1", "candidates": candidates, "subjects": subjects}
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The rules of a review case, as pure functions over immutable ``Case`` values.
 
-One case per probe enrollment that has candidates. Its states:
+One case per group of a batch's probes that matched each other (one probe, when it matched
+only the gallery); a decision of the case applies to every member. Its states:
 
 - ``open``: in the queue. A claim makes it ``in_review`` under a lease.
 - First review: "not duplicate" decides it (``decided_not_duplicate``); "duplicate of X" makes
@@ -8,6 +9,8 @@ One case per probe enrollment that has candidates. Its states:
 - ``awaiting_second_review``: claimed by another adjudicator (never the first), it is
   ``decided_duplicate`` when the second review confirms X, and ``escalated`` otherwise.
 - ``escalated``: a supervisor decides it (``decided_by_supervisor``).
+- A decided case can be revised by a supervisor, with a reason (``revise``): it becomes
+  ``decided_by_supervisor`` with the new decision, and its ``revision`` counts the changes.
 
 A second reviewer who disagrees (not duplicate, or duplicate of another candidate) or cannot
 decide sends the case to a supervisor: no duplicate is ever recorded on one person's word, and
@@ -77,7 +80,8 @@ class Case:
     lease: Lease | None = None
     first: Judgement | None = None
     second: Judgement | None = None
-    final: Judgement | None = None  # the decision that closed the case
+    final: Judgement | None = None  # the decision that closed the case (its latest revision)
+    revision: int = 0  # how often a supervisor changed the decision after it was made
 
     def lease_expired(self, now: datetime) -> bool:
         return self.lease is not None and self.lease.until <= now
@@ -141,6 +145,39 @@ def supervise(case: Case, judgement: Judgement) -> Case:
         raise AdjudicationError("a supervisor's decision is duplicate or not duplicate")
     check_judgement(case, judgement)
     return dataclasses.replace(case, state=CaseState.DECIDED_BY_SUPERVISOR, final=judgement)
+
+
+DECIDED = frozenset(
+    {
+        CaseState.DECIDED_DUPLICATE,
+        CaseState.DECIDED_NOT_DUPLICATE,
+        CaseState.DECIDED_BY_SUPERVISOR,
+    }
+)
+
+
+def revise(case: Case, judgement: Judgement) -> Case:
+    """A supervisor's change of a decision already made: the case is decided by them, with
+    ``judgement`` as its decision, one revision later. The reason is required (whoever
+    reads the change later must see why), and a revision must change the decision."""
+    if case.state not in DECIDED:
+        raise AdjudicationError(
+            f"case {case.probe_id} is {case.state}: only a decided case can be revised"
+        )
+    if judgement.outcome is Outcome.CANNOT_DECIDE:
+        raise AdjudicationError("a revision decides: duplicate or not duplicate")
+    check_judgement(case, judgement)
+    if not (judgement.reason or "").strip():
+        raise AdjudicationError("a revision needs a reason")
+    if case.final is not None and judgement.same_finding(case.final):
+        raise AdjudicationError(
+            f"case {case.probe_id} is already decided {judgement.outcome}"
+            + (f" of {judgement.duplicate_of}" if judgement.duplicate_of else "")
+            + ": a revision must change the decision"
+        )
+    return dataclasses.replace(
+        case, state=CaseState.DECIDED_BY_SUPERVISOR, final=judgement, revision=case.revision + 1
+    )
 
 
 def _first_review(case: Case, judgement: Judgement) -> Case:

@@ -1,9 +1,14 @@
 """Filling the queue: importing a batch's candidates, with the catch trials seeded into it.
 
+One case per group of the batch's probes that matched each other: the connected groups of
+the graph whose edges are the ``batch`` rows (a probe that matched only the gallery is a
+group of one). Its members are the group; its candidates every candidate of a member, the
+other members included, so that an adjudicator can decide "duplicate of B" for a group.
+
 Import is idempotent per batch (a second import of the same batch creates nothing) and per
-probe (an enrollment already in a case gets no second one). New cases take random positions
-after every existing case, and catch trials (see ``catch_trials``) are shuffled in among them,
-so an adjudicator cannot tell a catch trial by where it sits in the queue.
+enrollment (a group with a member already in a case gets no case). New cases take random
+positions after every existing case, and catch trials (see ``catch_trials``) are shuffled in
+among them, so an adjudicator cannot tell a catch trial by where it sits in the queue.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dedup.adjudication import catch_trials
-from dedup.adjudication.payloads import BatchImport, ImportResult
+from dedup.adjudication.payloads import BatchImport, CandidateIn, ImportResult
 from dedup.adjudication.queue import new_case, new_case_id
 from dedup.adjudication.tables import (
     Batch,
     CaseCandidate,
+    CaseMember,
     CaseRow,
     Subject,
     SubjectImage,
 )
+from dedup.contracts.schemas import CandidateSource
 from dedup.errors import AdjudicationError
 
 
@@ -41,9 +48,9 @@ def import_batch(
     part: int = 1,
     parts: int = 1,
 ) -> ImportResult:
-    """One case per probe with candidates; importing the same batch (part) again creates
-    nothing. A large batch comes in ``parts`` requests, each holding whole probes: every
-    candidate row of a probe in the same part."""
+    """One case per group of probes that matched each other (see the module); importing the
+    same batch (part) again creates nothing. A large batch comes in ``parts`` requests, each
+    holding whole groups: every candidate row of every member in the same part."""
     if not 1 <= part <= parts:
         raise AdjudicationError(f"part {part} of {parts}: parts are numbered 1 to {parts}")
     earlier = list(db.scalars(select(Batch).where(Batch.batch_id == batch_id).with_for_update()))
@@ -62,49 +69,42 @@ def import_batch(
             catch_trials_seeded=0,
         )
     images = _checked_images(payload, max_image_bytes)
-    by_probe: dict[str, list[tuple[str, float, int, str]]] = {}
-    identity: dict[str, str | None] = {}
+    by_probe: dict[str, list[CandidateIn]] = {}
+    identity: dict[str, str] = {}
     for row in payload.candidates:
         if row.probe_id == row.candidate_id:
             raise AdjudicationError(f"probe {row.probe_id} is listed as its own candidate")
-        by_probe.setdefault(row.probe_id, []).append(
-            (row.candidate_id, row.score, row.rank, row.source)
-        )
+        by_probe.setdefault(row.probe_id, []).append(row)
         if row.identity_id not in (None, row.candidate_id):
             identity[row.candidate_id] = row.identity_id
-    named = {c for rows in by_probe.values() for c, *_ in rows} | set(by_probe)
+    named = {r.candidate_id for r in payload.candidates} | set(by_probe)
     _add_subjects(db, payload, images, named)
 
-    taken = present(db, CaseRow.enqueue_key, by_probe)
-    split = present(db, CaseRow.enqueue_key, taken, CaseRow.batch_id == batch_id) if earlier else ()
-    if split:
-        raise AdjudicationError(
-            f"probe {min(split)} already has a case from an earlier part of batch {batch_id}: "
-            "send all of a probe's candidates in one part"
-        )
-    fresh = [p for p in sorted(by_probe) if p not in taken]
+    groups = probe_groups(payload.candidates)
+    members = [m for group in groups for m in group]
+    # A real case's first member is its key, and a member of it (so both say "taken").
+    taken = present(db, CaseMember.enrollment_id, members) | present(
+        db, CaseRow.enqueue_key, members
+    )
+    if earlier and taken:
+        of_batch = select(CaseRow.case_id).where(CaseRow.batch_id == batch_id)
+        split = present(db, CaseMember.enrollment_id, taken, CaseMember.case_id.in_(of_batch))
+        if split:
+            raise AdjudicationError(
+                f"probe {min(split)} already has a case from an earlier part of batch "
+                f"{batch_id}: send all of a probe's candidates, and those of the probes of "
+                "the batch it matched, in one part"
+            )
+    fresh = [group for group in groups if taken.isdisjoint(group)]
     rng = rng or random.Random(secrets.randbits(64))
     catch = catch_trials.planned(db, len(fresh), rng)
     positions = _positions(db, len(fresh) + len(catch), rng)
-    rows: list[CaseCandidate] = []
-    for probe, pos in zip(fresh, positions[: len(fresh)], strict=True):
+    rows: list[CaseMember | CaseCandidate] = []
+    for group, pos in zip(fresh, positions[: len(fresh)], strict=True):
         case_id = new_case_id()
-        db.add(new_case(case_id, probe, probe, batch_id, None, pos, now))
-        best: dict[str, tuple[float, int, str]] = {}
-        for candidate, score, rank, source in by_probe[probe]:
-            if candidate not in best or score > best[candidate][0]:
-                best[candidate] = (score, rank, source)
-        rows += [
-            CaseCandidate(
-                case_id=case_id,
-                candidate_id=c,
-                score=s,
-                rank=r,
-                source=src,
-                identity_id=identity.get(c),
-            )
-            for c, (s, r, src) in best.items()
-        ]
+        db.add(new_case(case_id, group[0], group[0], batch_id, None, pos, now))
+        rows += [CaseMember(case_id=case_id, enrollment_id=m) for m in group]
+        rows += case_candidates(case_id, group, by_probe, identity)
     db.flush()  # cases before the rows that refer to them
     db.add_all(rows)
     for pair, pos in zip(catch, positions[len(fresh) :], strict=True):
@@ -126,9 +126,76 @@ def import_batch(
         batch_id=batch_id,
         already_imported=False,
         cases_created=len(fresh),
-        cases_skipped=len(by_probe) - len(fresh),
+        cases_skipped=len(groups) - len(fresh),
         catch_trials_seeded=len(catch),
     )
+
+
+def probe_groups(rows: Iterable[CandidateIn]) -> list[tuple[str, ...]]:
+    """The probes in connected groups under the ``batch`` rows (both ends of such a row are
+    probes of the batch), each group sorted, the groups in the order of their first member.
+
+    >>> def row(p: str, c: str, source: str) -> CandidateIn:
+    ...     return CandidateIn(probe_id=p, candidate_id=c, score=0.9, rank=1, source=source)
+    >>> probe_groups([row("C", "B", "batch"), row("A", "G1", "gallery"), row("B", "D", "batch")])
+    [('A',), ('B', 'C', 'D')]
+    """
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]  # path halving
+            node = parent[node]
+        return node
+
+    for row in rows:
+        probe = root(row.probe_id)
+        if row.source == CandidateSource.BATCH:
+            other = root(row.candidate_id)
+            if other != probe:
+                parent[max(probe, other)] = min(probe, other)
+    groups: dict[str, list[str]] = {}
+    for node in list(parent):
+        groups.setdefault(root(node), []).append(node)
+    return sorted(tuple(sorted(group)) for group in groups.values())
+
+
+def case_candidates(
+    case_id: str,
+    group: tuple[str, ...],
+    by_probe: dict[str, list[CandidateIn]],
+    identity: dict[str, str],
+) -> list[CaseCandidate]:
+    """The candidate rows of a group's case: every candidate of a member at its best score,
+    and every member but the first (the case's probe), ranked by score; ``identity`` is the
+    identity a candidate belongs to, where it is another enrollment's. A member that only
+    ever named others (its match with them one-sided) is shown at its best match within the
+    group."""
+    inside = set(group)
+    best: dict[str, CandidateIn] = {}
+    for member in group:
+        for row in by_probe.get(member, ()):
+            c = row.candidate_id
+            if c != group[0] and (c not in best or row.score > best[c].score):
+                best[c] = row
+    for member in group[1:]:
+        if member not in best:
+            best[member] = max(
+                (r for r in by_probe[member] if r.candidate_id in inside), key=lambda r: r.score
+            )
+    ranked = sorted(best.items(), key=lambda item: (-item[1].score, item[1].rank, item[0]))
+    return [
+        CaseCandidate(
+            case_id=case_id,
+            candidate_id=candidate,
+            score=row.score,
+            rank=rank,
+            source=CandidateSource.BATCH.value if candidate in inside else row.source.value,
+            identity_id=identity.get(candidate),
+        )
+        for rank, (candidate, row) in enumerate(ranked, start=1)
+    ]
 
 
 # Values bound per IN list: under SQLite's 32,766 variables and PostgreSQL's 65,535.

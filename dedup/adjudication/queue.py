@@ -1,11 +1,11 @@
-"""The review queue in its database: import, claim, judge, supervise, export, erase.
+"""The review queue in its database: import, claim, judge, supervise, revise, export, erase.
 
 Each function works inside the caller's transaction and applies the pure rules of
 ``dedup.adjudication.cases``, so SQLite and PostgreSQL behave the same. A claim locks its
 row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent claimers never wait on
 each other's case; on SQLite the transaction holds the write lock (see ``database``). Every
 write to a case also bumps its version, and the write is conditional on the version read, so
-even a backend without row locks cannot hand one case to two people.
+even a backend without row locks cannot hand one case to two people (``case_rows``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,14 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dedup.adjudication import cases
-from dedup.adjudication.cases import Case, CaseState, Judgement, Lease, Outcome
+from dedup.adjudication.case_rows import DECIDED as DECIDED
+from dedup.adjudication.case_rows import Conflict as Conflict
+from dedup.adjudication.case_rows import add_judgement, store
+from dedup.adjudication.case_rows import load_case as load_case
+from dedup.adjudication.cases import Case, CaseState, Judgement
 from dedup.adjudication.tables import (
     CaseCandidate,
+    CaseMember,
     CaseRow,
     CatchPair,
     JudgementRow,
@@ -31,105 +36,9 @@ from dedup.adjudication.tables import (
 )
 from dedup.errors import AdjudicationError, StaleLease
 
-DECIDED = (
-    CaseState.DECIDED_DUPLICATE,
-    CaseState.DECIDED_NOT_DUPLICATE,
-    CaseState.DECIDED_BY_SUPERVISOR,
-)
-
 
 class CaseNotFound(AdjudicationError):
     """No case has this id (or it was erased)."""
-
-
-class Conflict(AdjudicationError):
-    """The case changed under the caller (another transaction won); nothing was recorded."""
-
-
-# ---------------------------------------------------------------- cases as domain values
-
-
-def load_case(db: Session, row: CaseRow) -> Case:
-    candidates = tuple(
-        db.execute(
-            select(CaseCandidate.candidate_id)
-            .where(CaseCandidate.case_id == row.case_id)
-            .order_by(CaseCandidate.rank, CaseCandidate.candidate_id)
-        ).scalars()
-    )
-    stages = {
-        j.stage: j
-        for j in db.execute(
-            select(JudgementRow)
-            .where(JudgementRow.case_id == row.case_id)
-            .order_by(JudgementRow.id)
-        ).scalars()
-    }
-    first, second, boss = (_judgement(stages.get(s)) for s in ("first", "second", "supervisor"))
-    state = CaseState(row.state)
-    final = None
-    if state is CaseState.DECIDED_BY_SUPERVISOR:
-        final = boss
-    elif state is CaseState.DECIDED_DUPLICATE:
-        final = second
-    elif state is CaseState.DECIDED_NOT_DUPLICATE:
-        final = first
-    lease = None
-    if row.lease_holder and row.lease_token and row.lease_until and row.lease_returns_to:
-        lease = Lease(
-            row.lease_holder, row.lease_token, row.lease_until, CaseState(row.lease_returns_to)
-        )
-    return Case(row.probe_id, candidates, state, lease, first, second, final)
-
-
-def _judgement(row: JudgementRow | None) -> Judgement | None:
-    if row is None:
-        return None
-    return Judgement(row.adjudicator, Outcome(row.outcome), row.duplicate_of, row.reason)
-
-
-def _store(db: Session, row: CaseRow, case: Case, now: datetime) -> None:
-    """Write ``case`` back, only if nobody changed the row since it was read."""
-    lease = case.lease
-    values = {
-        "state": case.state.value,
-        "lease_holder": None if lease is None else lease.holder,
-        "lease_token": None if lease is None else lease.token,
-        "lease_until": None if lease is None else lease.until,
-        "lease_returns_to": None if lease is None else lease.returns_to.value,
-        "first_adjudicator": None if case.first is None else case.first.adjudicator,
-        "version": row.version + 1,
-        "decided_at": now if case.state in DECIDED else None,
-    }
-    if lease is None or case.state is not CaseState.IN_REVIEW:
-        values.update(blind_outcome=None, blind_duplicate_of=None)
-    done = db.execute(
-        update(CaseRow)
-        .where(CaseRow.case_id == row.case_id, CaseRow.version == row.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"case {row.case_id} changed while it was being updated; try again")
-    db.expire(row)
-
-
-def _add_judgement(
-    db: Session, row: CaseRow, stage: str, judgement: Judgement, now: datetime
-) -> None:
-    db.add(
-        JudgementRow(
-            case_id=row.case_id,
-            stage=stage,
-            adjudicator=judgement.adjudicator,
-            outcome=judgement.outcome.value,
-            duplicate_of=judgement.duplicate_of,
-            reason=judgement.reason,
-            blind_outcome=row.blind_outcome,
-            blind_duplicate_of=row.blind_duplicate_of,
-            at=now,
-        )
-    )
 
 
 # ---------------------------------------------------------------- opening cases
@@ -149,8 +58,9 @@ def new_case(
     pos: int,
     now: datetime,
 ) -> CaseRow:
-    """An open case at queue position ``pos``; ``key`` is unique (the probe id for a real
-    case, ``catch:<case_id>`` for a catch trial), so a probe gets one real case at most."""
+    """An open case at queue position ``pos``; ``key`` is unique (the group's first probe for
+    a real case, ``catch:<case_id>`` for a catch trial). A real case's members are added
+    with it (``intake``); a catch trial has none."""
     return CaseRow(
         case_id=case_id,
         enqueue_key=key,
@@ -204,7 +114,7 @@ def claim_next(db: Session, adjudicator: str, now: datetime, lease: timedelta) -
         return None
     claimed = cases.claim(load_case(db, row), adjudicator, secrets.token_urlsafe(24), now, lease)
     case_id = row.case_id
-    _store(db, row, claimed, now)
+    store(db, row, claimed, now)
     return Claim(case_id, claimed, resumed=False)
 
 
@@ -258,16 +168,34 @@ def judge_case(
         row.blind_outcome = judgement.outcome.value
         row.blind_duplicate_of = judgement.duplicate_of
     stage = "first" if before.lease and before.lease.returns_to is CaseState.OPEN else "second"
-    _add_judgement(db, row, stage, judgement, now)
-    _store(db, row, after, now)
+    add_judgement(db, row, stage, judgement, now)
+    store(db, row, after, now)
     return after
 
 
 def supervise_case(db: Session, case_id: str, judgement: Judgement, now: datetime) -> Case:
     row = locked_case(db, case_id)
     after = cases.supervise(load_case(db, row), judgement)
-    _add_judgement(db, row, "supervisor", judgement, now)
-    _store(db, row, after, now)
+    add_judgement(db, row, "supervisor", judgement, now)
+    store(db, row, after, now)
+    return after
+
+
+def revise_case(db: Session, case_id: str, judgement: Judgement, now: datetime) -> Case:
+    """A supervisor's change of a decided case's decision (``cases.revise``): a judgement of
+    stage ``revision``, the case's revision one higher, decided now. A catch pair made from
+    the case takes the new decision as its truth."""
+    row = locked_case(db, case_id)
+    if row.catch_pair_id is not None:
+        raise AdjudicationError(f"case {case_id} is a catch trial: only real cases are revised")
+    after = cases.revise(load_case(db, row), judgement)
+    add_judgement(db, row, "revision", judgement, now)
+    store(db, row, after, now)
+    db.execute(
+        update(CatchPair)
+        .where(CatchPair.source_case_id == case_id)
+        .values(truth_outcome=judgement.outcome.value, truth_duplicate_of=judgement.duplicate_of)
+    )
     return after
 
 
@@ -310,39 +238,49 @@ def queue_depth(db: Session, now: datetime) -> QueueDepth:
 
 @dataclass(frozen=True)
 class Decision:
+    """The decision on one enrollment: its case's, for every member of the case. ``final``
+    (None until decided) says "duplicate of X" (every member is the same person as X; X may
+    be a member itself, the one the others duplicate) or "not duplicate" (no member is a
+    duplicate of a candidate or of another member). ``revision`` counts a supervisor's
+    changes: ``case:<case_id>@<revision>`` names the decision wherever it is applied."""
+
     enrollment_id: str
     batch_id: str
+    case_id: str
     state: CaseState
     final: Judgement | None
     decided_at: datetime | None
-    decided_by: tuple[str, ...]
+    decided_by: tuple[str, ...]  # everyone who judged the case, in order, once each
+    revision: int
 
 
 def decisions(db: Session, batch_id: str | None = None) -> list[Decision]:
-    """The decision on every real case (never a catch trial), decided or still pending."""
-    query = select(CaseRow).where(CaseRow.catch_pair_id.is_(None)).order_by(CaseRow.probe_id)
+    """One row per member of every real case (never a catch trial), decided or still
+    pending, ordered by enrollment; ``batch_id`` None: every batch."""
+    query = select(CaseRow).where(CaseRow.catch_pair_id.is_(None)).order_by(CaseRow.case_id)
     if batch_id is not None:
         query = query.where(CaseRow.batch_id == batch_id)
     out = []
     for row in db.execute(query).scalars():
         case = load_case(db, row)
         decided = case.state in DECIDED
-        by = tuple(
-            j.adjudicator
-            for j in (case.first, case.second, case.final)
-            if decided and j is not None
+        judged = db.scalars(
+            select(JudgementRow.adjudicator)
+            .where(JudgementRow.case_id == row.case_id)
+            .order_by(JudgementRow.id)
         )
-        out.append(
+        by = tuple(dict.fromkeys(judged)) if decided else ()
+        final = case.final if decided else None
+        members = db.scalars(
+            select(CaseMember.enrollment_id).where(CaseMember.case_id == row.case_id)
+        )
+        out += [
             Decision(
-                row.probe_id,
-                row.batch_id,
-                case.state,
-                case.final if decided else None,
-                row.decided_at,
-                tuple(dict.fromkeys(by)),
+                m, row.batch_id, row.case_id, case.state, final, row.decided_at, by, case.revision
             )
-        )
-    return out
+            for m in members
+        ]
+    return sorted(out, key=lambda d: d.enrollment_id)
 
 
 @dataclass(frozen=True)

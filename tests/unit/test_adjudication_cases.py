@@ -1,5 +1,6 @@
 """The review rules: four eyes on a duplicate, one adjudicator for not-duplicate, supervisors for
-disagreements and doubts, and leases that expire and refuse stale completions."""
+disagreements and doubts, leases that expire and refuse stale completions, and a supervisor's
+revision of a decision already made."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dedup.adjudication.cases import (
+    DECIDED,
     Case,
     CaseState,
     Judgement,
     Outcome,
     claim,
     judge,
+    revise,
     supervise,
 )
 from dedup.errors import AdjudicationError, StaleLease
@@ -115,3 +118,47 @@ def test_decided_cases_cannot_be_claimed_again() -> None:
         assert not decided.can_claim(who, T0 + 10 * LEASE)
         with pytest.raises(AdjudicationError):
             held(decided, who)
+
+
+def decided_duplicate() -> Case:
+    first = judge(held(CASE, "ana"), dup("ana"), "t", T0)
+    return judge(held(first, "ben", "u"), dup("ben"), "u", T0)
+
+
+def test_a_revision_changes_a_decided_case_and_counts_the_change() -> None:
+    decided = decided_duplicate()
+    assert decided.revision == 0
+    turned = revise(decided, Judgement("sue", Outcome.NOT_DUPLICATE, reason="twins"))
+    assert turned.state is CaseState.DECIDED_BY_SUPERVISOR and turned.revision == 1
+    assert turned.final == Judgement("sue", Outcome.NOT_DUPLICATE, reason="twins")
+    assert (turned.first, turned.second) == (decided.first, decided.second)  # history kept
+    back = revise(turned, Judgement("sam", Outcome.DUPLICATE, "G9", reason="same scar"))
+    assert back.revision == 2 and back.final == Judgement(
+        "sam", Outcome.DUPLICATE, "G9", "same scar"
+    )
+    not_dup = judge(held(CASE, "ana"), Judgement("ana", Outcome.NOT_DUPLICATE), "t", T0)
+    found = revise(not_dup, Judgement("sue", Outcome.DUPLICATE, "G7", "seen twice"))
+    assert found.state is CaseState.DECIDED_BY_SUPERVISOR and found.final is not None
+    assert found.final.duplicate_of == "G7" and found.revision == 1
+
+
+@pytest.mark.parametrize(
+    "state",
+    [s for s in CaseState if s not in DECIDED],
+)
+def test_only_a_decided_case_is_revised(state: CaseState) -> None:
+    with pytest.raises(AdjudicationError, match="only a decided case can be revised"):
+        revise(Case("P1", ("G7",), state), Judgement("sue", Outcome.NOT_DUPLICATE, reason="r"))
+
+
+def test_a_revision_needs_a_reason_a_decision_and_a_change() -> None:
+    decided = decided_duplicate()
+    for blank in (None, "", "   "):
+        with pytest.raises(AdjudicationError, match="needs a reason"):
+            revise(decided, Judgement("sue", Outcome.NOT_DUPLICATE, reason=blank))
+    with pytest.raises(AdjudicationError, match="duplicate or not duplicate"):
+        revise(decided, Judgement("sue", Outcome.CANNOT_DECIDE, reason="unsure"))
+    with pytest.raises(AdjudicationError, match="one of the case's candidates"):
+        revise(decided, Judgement("sue", Outcome.DUPLICATE, "G1", reason="other"))
+    with pytest.raises(AdjudicationError, match="must change the decision"):
+        revise(decided, Judgement("sue", Outcome.DUPLICATE, "G7", reason="agree"))
