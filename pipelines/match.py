@@ -24,9 +24,10 @@ same rows and the same gallery as an uninterrupted run.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import RenderableType
 
-from dedup.atomic_files import write_atomically
-from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE
+from dedup.atomic_files import write_atomically, write_bytes_atomically
+from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE, CandidateSource
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
 from dedup.gallery.engines import Scores
@@ -44,10 +45,10 @@ from dedup.gallery.reader import open_gallery, resolve_version
 from dedup.gallery.writer import add_batch, build_gallery
 from dedup.matching.batch_search import SearchReport, check_audit, search_gallery
 from dedup.matching.candidates import batch_candidates
-from dedup.matching.threshold_policy import review_threshold
-from dedup.observability.job_metrics import publish, search_registry
+from dedup.matching.threshold_policy import ReviewThreshold, review_threshold
+from dedup.observability.job_metrics import job_metrics, publish, search_registry
 from dedup.settings import Settings
-from pipelines.job_report import JobReport
+from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import batch_templates
@@ -55,6 +56,9 @@ from pipelines.lake.readers import batch_templates
 JOB = "dedup_match"
 # The batch's candidate rows as its search found them, written once the search is done.
 RESULTS_FILE = "candidates.parquet"
+# The search's figures (threshold, its target, predicted false candidates, the audit), written
+# with the rows so that a re-run that reuses the rows reports the same figures.
+SEARCH_FILE = "search.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +78,31 @@ class MatchReport(JobReport):
     # The threshold policy's sentence (``dedup.matching.threshold_policy``): the threshold
     # searched at and why; None when the rows of an earlier run were reused.
     threshold_sentence: str | None = None
+    # Candidate rows by source (``CandidateSource``).
+    from_gallery: int = 0
+    from_batch: int = 0
+    # The search's figures (``search_figures``); empty when an earlier run's rows were
+    # reused and that run left none.
+    search_figures: Figures = field(default_factory=dict)
+
+    def figures(self) -> Figures:
+        """Rows in: the batch's templates; out: its candidate rows; with the threshold, its
+        target FPIR (None for a fixed threshold), the predicted false candidates and the
+        recall audit's figures."""
+        return {
+            **self.timing(self.probes, self.candidates),
+            "model": self.model_id,
+            "probes": self.probes,
+            "candidates": self.candidates,
+            "candidates_gallery": self.from_gallery,
+            "candidates_batch": self.from_batch,
+            "with_candidates": self.with_candidates,
+            "unique": self.unique,
+            "gallery_version": self.gallery_version,
+            "gallery_size_after": self.gallery_size,
+            "reused": int(self.reused),
+            **self.search_figures,
+        }
 
     def summary(self) -> list[RenderableType]:
         if self.search is not None:
@@ -105,16 +134,16 @@ def search_candidates(
     threshold: float | None,
     target_fpir: float | None,
     log_file: Path | None = None,
-) -> tuple[pa.Table, SearchReport | None, str]:
+) -> tuple[pa.Table, SearchReport | None, ReviewThreshold]:
     """The batch's candidate rows (``CANDIDATES``), the search's report when it had a
-    gallery to search, and the threshold policy's sentence for the operator."""
+    gallery to search, and the threshold the policy chose."""
     if not (gallery_root / CURRENT_FILE).exists():
         review = review_threshold(
             settings.matching, None, threshold=threshold, target_fpir=target_fpir
         )
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         found = batch_candidates(ids, matrix, settings.search.k, review.value)
-        return found, None, review.sentence()
+        return found, None, review
     with ExitStack() as stack:
         shards = None
         if ray:
@@ -138,7 +167,7 @@ def search_candidates(
             model_id=settings.model,
             approximate=shards,
         )
-        return found, report, report.review.sentence()
+        return found, report, report.review
 
 
 def lake_rows(candidates: pa.Table, batch_id: str, model_id: str, now: dt.datetime) -> pa.Table:
@@ -163,6 +192,21 @@ def run_match(
     target_fpir: float | None = None,
 ) -> MatchReport:
     """Match one embedded batch. Safe to run again for the same batch at any time."""
+    with job_metrics(run.settings.metrics, "match", run.batch_id) as metrics:
+        report = metrics.done(
+            _match(run, gallery_root, ray=ray, threshold=threshold, target_fpir=target_fpir)
+        )
+    return report
+
+
+def _match(
+    run: BatchRun,
+    gallery_root: Path,
+    *,
+    ray: bool,
+    threshold: float | None,
+    target_fpir: float | None,
+) -> MatchReport:
     started = time.perf_counter()
     batch_id, settings = run.batch_id, run.settings
     gallery_root = Path(gallery_root)
@@ -176,8 +220,9 @@ def run_match(
     reused = results.exists()
     if reused:
         rows = pq.read_table(results)
+        searched_figures = _read_search_figures(results.parent / SEARCH_FILE)
     else:
-        found, report, threshold_used = search_candidates(
+        found, report, review = search_candidates(
             settings,
             gallery_root,
             ids,
@@ -187,10 +232,14 @@ def run_match(
             target_fpir=target_fpir,
             log_file=results.parent / "ray.log",
         )
+        threshold_used = review.sentence()
         if report is not None:
             metrics_sent = publish_search(settings, batch_id, report)
             check_audit(report)
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
+        searched_figures = search_figures(review, report)
+        figures_json = json.dumps(searched_figures, sort_keys=True).encode("utf-8")
+        write_bytes_atomically(results.parent / SEARCH_FILE, figures_json)
         write_atomically(results, lambda path: pq.write_table(rows, path))
     crash_point("match.after_results")
     # Written even when empty: a night without a candidate is a normal night, and the next
@@ -199,6 +248,7 @@ def run_match(
     crash_point("match.after_candidates")
     flagged = set(rows["probe_id"].to_pylist())
     unique = [name for name in ids if name not in flagged]
+    sources = rows["source"].to_pylist()
     manifest = add_to_gallery(settings, gallery_root, batch_id, ids, vectors)
     return MatchReport(
         batch_id=batch_id,
@@ -214,7 +264,37 @@ def run_match(
         seconds=time.perf_counter() - started,
         metrics=metrics_sent,
         threshold_sentence=threshold_used,
+        from_gallery=sources.count(CandidateSource.GALLERY),
+        from_batch=sources.count(CandidateSource.BATCH),
+        search_figures=searched_figures,
     )
+
+
+def search_figures(review: ReviewThreshold, report: SearchReport | None) -> Figures:
+    """What the batch report and the metrics need of the search: the threshold and its target
+    FPIR (None for a given or configured threshold), the gallery size searched, the predicted
+    false candidates and the recall audit (None where there was none)."""
+    audit = None if report is None else report.audit
+    return {
+        "engine": "none" if report is None else report.engine,
+        "gallery_size": 0 if report is None else report.gallery_size,
+        "threshold": round(review.value, 6),
+        "target_fpir": review.target_fpir,
+        "expected_false": None if report is None else report.expected_false,
+        "search_seconds": None if report is None else round(report.seconds, 3),
+        "audit_sampled": None if audit is None else audit.probes_sampled,
+        "audit_exact_candidates": None if audit is None else audit.exact_candidates,
+        "audit_found": None if audit is None else audit.found,
+        "audit_recall": None if audit is None else round(audit.recall, 6),
+        "audit_floor": None if audit is None else audit.floor,
+    }
+
+
+def _read_search_figures(path: Path) -> Figures:
+    if not path.is_file():
+        return {}
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return dict(loaded) if isinstance(loaded, dict) else {}
 
 
 def searched(run: BatchRun) -> bool:

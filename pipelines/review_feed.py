@@ -33,8 +33,9 @@ from dedup.errors import LakeError
 from dedup.imaging.decode import decode_photo
 from dedup.intake.manifest_rules import resolve_photo
 from dedup.intake.photo_files import read_photo
+from dedup.observability.job_metrics import job_metrics
 from dedup.settings import Settings
-from pipelines.job_report import JobReport
+from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.readers import batch_candidates, rows_of_enrollments
 from pipelines.match import searched
@@ -147,18 +148,37 @@ def _photo(settings: Settings, photo_path: str | None, batch_dir: Path | None) -
 
 def enqueue_batch(run: BatchRun, batch_dir: Path | None = None) -> ImportResult:
     """Import the batch's candidates into the review database (migrating it if needed)."""
+    return _enqueue(run, batch_dir)[0]
+
+
+def _enqueue(run: BatchRun, batch_dir: Path | None) -> tuple[ImportResult, int]:
+    """The import's result and how many candidate rows it was given."""
     batch_id, settings = run.batch_id, run.settings
     payload = review_payload(settings, batch_id, batch_dir)
     if not payload.candidates and not searched(run):
         raise LakeError(f"batch {batch_id!r} has not been matched: run `dedup match` first")
     with opened(settings) as context:
         pipeline = Actor.local(PIPELINE_ACTOR, Role.OPERATOR)
-        return operations.import_candidates(context, pipeline, batch_id, payload)
+        result = operations.import_candidates(context, pipeline, batch_id, payload)
+    return result, len(payload.candidates)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EnqueueReport(JobReport):
     result: ImportResult
+    # Candidate rows of the batch handed to the import.
+    candidates: int = 0
+
+    def figures(self) -> Figures:
+        """Rows in: the batch's candidate rows; out: the cases created."""
+        result = self.result
+        return {
+            **self.timing(self.candidates, result.cases_created),
+            "cases_created": result.cases_created,
+            "cases_skipped": result.cases_skipped,
+            "catch_trials": result.catch_trials_seeded,
+            "already_imported": int(result.already_imported),
+        }
 
     def summary(self) -> list[RenderableType]:
         result = self.result
@@ -173,8 +193,17 @@ class EnqueueReport(JobReport):
 
 def enqueue_report(run: BatchRun, batch_dir: Path | None = None) -> EnqueueReport:
     """``enqueue_batch`` as a job: its result, and the time it took."""
+    with job_metrics(run.settings.metrics, "enqueue", run.batch_id) as metrics:
+        report = metrics.done(_enqueue_report(run, batch_dir))
+    return report
+
+
+def _enqueue_report(run: BatchRun, batch_dir: Path | None) -> EnqueueReport:
     started = time.perf_counter()
-    result = enqueue_batch(run, batch_dir)
+    result, candidates = _enqueue(run, batch_dir)
     return EnqueueReport(
-        batch_id=run.batch_id, seconds=time.perf_counter() - started, result=result
+        batch_id=run.batch_id,
+        seconds=time.perf_counter() - started,
+        result=result,
+        candidates=candidates,
     )

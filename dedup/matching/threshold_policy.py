@@ -59,6 +59,8 @@ class ReviewThreshold:
     tail: ImpostorTail | None
     # Why an asked-for target FPIR was not applied; None when nothing asked for was set aside.
     not_applied: str | None = None
+    # The target FPIR the value was calibrated to; None for a given or configured threshold.
+    target_fpir: float | None = None
 
     def sentence(self) -> str:
         """What the operator reads: the threshold, its source, and what was set aside."""
@@ -105,7 +107,8 @@ def review_threshold(
         return ReviewThreshold(settings.review_threshold, CONFIGURED, tail)
     if gallery is not None and tail is not None:
         calibrated = review_threshold_for(target_fpir, gallery.size, tail)
-        return ReviewThreshold(calibrated, f"FPIR {target_fpir:g} at N = {gallery.size}", tail)
+        source = f"FPIR {target_fpir:g} at N = {gallery.size}"
+        return ReviewThreshold(calibrated, source, tail, target_fpir=target_fpir)
     if gallery is None:
         why = "there is no gallery yet to calibrate it on"
     else:

@@ -10,12 +10,30 @@ its own and, at its end (failed or not), publishes it:
 
 With neither set, nothing is published. Only figures go out: counts, rates, scores. No
 template, image or enrollment id is ever a label or a value.
+
+Every job (stage, embed, match, enqueue, apply, nightly) runs inside ``job_metrics``::
+
+    with job_metrics(settings.metrics, "embed", batch_id) as metrics:
+        report = metrics.done(embed(...))
+
+A push replaces the whole group it is pushed to, so each run pushes two groups:
+
+- ``{job, batch}``: the run's duration, rows in and out, its figures and whether it failed,
+  pushed at its end whatever happened (a re-run of the batch replaces them);
+- ``{job}``: ``dedup_job_last_success_timestamp_seconds``, pushed only when the run
+  succeeded: a failed run never touches it, so "no success for a day" is one alert.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
@@ -90,9 +108,15 @@ def search_registry(figures: SearchFigures) -> CollectorRegistry:
 
 
 def publish(
-    registry: CollectorRegistry, settings: MetricsSettings, job: str, batch_id: str
+    registry: CollectorRegistry,
+    settings: MetricsSettings,
+    job: str,
+    batch_id: str | None,
+    textfile_registry: CollectorRegistry | None = None,
 ) -> list[str]:
-    """Send the registry where the settings say; where it went."""
+    """Send the registry where the settings say (grouped by job, and by batch unless
+    ``batch_id`` is None); where it went. The text file holds ``textfile_registry`` where one
+    is given (the same figures labelled with what the Pushgateway's grouping would add)."""
     sent = []
     if settings.pushgateway:
         try:
@@ -100,7 +124,7 @@ def publish(
                 settings.pushgateway,
                 job=job,
                 registry=registry,
-                grouping_key={"batch": batch_id},
+                grouping_key={} if batch_id is None else {"batch": batch_id},
                 timeout=settings.push_timeout_s,
             )
         except OSError as error:
@@ -111,7 +135,142 @@ def publish(
     if settings.textfile_dir is not None:
         folder = Path(settings.textfile_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{job}-{batch_id}.prom"
-        write_bytes_atomically(path, generate_latest(registry))
+        # "@" is outside the batch-id alphabet: no batch's file can be the last-success one.
+        name = f"{job}@last-success" if batch_id is None else f"{job}-{batch_id}"
+        path = folder / f"{name}.prom"
+        write_bytes_atomically(path, generate_latest(textfile_registry or registry))
         sent.append(str(path))
     return sent
+
+
+Figure = float | int | str | None
+LOG = logging.getLogger(__name__)
+
+
+class HasFigures(Protocol):
+    def figures(self) -> Mapping[str, Figure]: ...
+
+
+Report = TypeVar("Report", bound=HasFigures)
+
+
+@dataclass
+class JobMetrics:
+    """One run of a job as its metrics see it: what it reported, and where that went."""
+
+    job: str
+    batch_id: str
+    figures: dict[str, Figure] = field(default_factory=dict)
+    # Where the metrics went, or why they did not ("not published: ...").
+    sent: list[str] = field(default_factory=list)
+
+    def done(self, report: Report) -> Report:
+        """Record the job's report (its ``figures()``) and hand it back."""
+        self.record(report.figures())
+        return report
+
+    def record(self, figures: Mapping[str, Figure]) -> None:
+        """Record a job's figures directly (for a job without a report object)."""
+        self.figures = dict(figures)
+
+
+def run_registry(
+    figures: Mapping[str, Figure],
+    seconds: float,
+    failed: bool,
+    finished_at: float,
+    labels: Mapping[str, str] | None = None,
+) -> CollectorRegistry:
+    """A run's group: duration, rows in and out, failed, and its other numeric figures as
+    ``dedup_job_figure{figure=...}`` (text figures stay in ``batch_runs``)."""
+    registry = CollectorRegistry()
+    constant = dict(labels or {})
+
+    def gauge(name: str, text: str, value: float, extra: dict[str, str] | None = None) -> None:
+        names = {**constant, **(extra or {})}
+        metric = Gauge(name, text, list(names), registry=registry)
+        (metric.labels(**names) if names else metric).set(value)
+
+    gauge("dedup_job_duration_seconds", "Wall time of the job's last run", seconds)
+    gauge("dedup_job_failed", "1 if the job's last run failed, else 0", int(failed))
+    gauge("dedup_job_finished_timestamp_seconds", "When the last run ended", finished_at)
+    numbers = {
+        k: float(v)
+        for k, v in figures.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    for key, text in (("rows_in", "Rows the job took in"), ("rows_out", "Rows it gave out")):
+        if key in numbers:
+            gauge(f"dedup_job_{key}", text, numbers.pop(key))
+    numbers.pop("seconds", None)
+    if numbers:
+        metric = Gauge(
+            "dedup_job_figure",
+            "The job's figures (batch_runs.figures), by name",
+            [*constant, "figure"],
+            registry=registry,
+        )
+        for key, value in sorted(numbers.items()):
+            metric.labels(**constant, figure=key).set(value)
+    return registry
+
+
+def last_success_registry(
+    finished_at: float, labels: Mapping[str, str] | None = None
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    names = dict(labels or {})
+    metric = Gauge(
+        "dedup_job_last_success_timestamp_seconds",
+        "When the job last finished without an error",
+        list(names),
+        registry=registry,
+    )
+    (metric.labels(**names) if names else metric).set(finished_at)
+    return registry
+
+
+def _publish_quietly(
+    registry: CollectorRegistry,
+    settings: MetricsSettings,
+    job: str,
+    batch_id: str | None,
+    textfile: CollectorRegistry,
+) -> list[str]:
+    """A monitoring outage is reported, never fatal: it must not fail a good run nor hide
+    the error of a failed one."""
+    try:
+        return publish(registry, settings, job, batch_id, textfile)
+    except DedupError as error:
+        LOG.warning("job metrics of %s not published: %s", job, error)
+        return [f"not published: {error}"]
+
+
+@contextmanager
+def job_metrics(settings: MetricsSettings, job: str, batch_id: str) -> Iterator[JobMetrics]:
+    """Run a job's body and publish its metrics at the end, failed or not (module docstring)."""
+    metrics = JobMetrics(job, batch_id)
+    started = time.perf_counter()
+    failed = True
+    try:
+        yield metrics
+        failed = False
+    finally:
+        seconds, now = time.perf_counter() - started, time.time()
+        labels = {"job": job, "batch": batch_id}
+        figures = {} if failed else metrics.figures
+        metrics.sent += _publish_quietly(
+            run_registry(figures, seconds, failed, now),
+            settings,
+            job,
+            batch_id,
+            run_registry(figures, seconds, failed, now, labels),
+        )
+        if not failed:
+            metrics.sent += _publish_quietly(
+                last_success_registry(now),
+                settings,
+                job,
+                None,
+                last_success_registry(now, {"job": job}),
+            )

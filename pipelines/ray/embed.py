@@ -29,8 +29,9 @@ from dedup.crash_points import crash_once, crash_point
 from dedup.errors import LakeError
 from dedup.models.dlib_onnx import ensure_dlib_export
 from dedup.models.embedder import Embedder
+from dedup.observability.job_metrics import job_metrics
 from dedup.settings import DLIB_MODEL_ID, Settings
-from pipelines.job_report import JobReport
+from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import embedding_backlog
@@ -56,6 +57,18 @@ class EmbedReport(JobReport):
             f"({self.already_embedded} already there) by {self.device} in "
             f"{self.seconds:.1f} s: {self.faces_per_second:.1f} faces/s"
         ]
+
+    def figures(self) -> Figures:
+        """Rows in: the batch's staged faces; out: the templates this run wrote."""
+        return {
+            **self.timing(self.faces, self.embedded),
+            "model": self.model_id,
+            "templates_written": self.embedded,
+            "already_embedded": self.already_embedded,
+            "actors": self.actors,
+            "device": self.device,
+            "faces_per_second": round(self.faces_per_second, 3),
+        }
 
 
 class EmbedWorker:
@@ -159,6 +172,12 @@ def commit_templates(settings: Settings, rows: pa.Table) -> None:
 
 def run_embed(run: BatchRun) -> EmbedReport:
     """Embed one staged batch. Safe to run again for the same batch at any time."""
+    with job_metrics(run.settings.metrics, "embed", run.batch_id) as metrics:
+        report = metrics.done(_embed(run))
+    return report
+
+
+def _embed(run: BatchRun) -> EmbedReport:
     started = time.perf_counter()
     batch_id, settings = run.batch_id, run.settings
     chips, already = embedding_backlog(settings.lake, batch_id, settings.model)

@@ -36,8 +36,9 @@ from dedup.crash_points import crash_point
 from dedup.intake.manifest_reader import read_manifest
 from dedup.intake.manifest_rules import CaptureWindow
 from dedup.intake.partition_steps import PHOTO_RESULT, VALIDATED, stage_photos, validate_rows
+from dedup.observability.job_metrics import job_metrics
 from dedup.settings import Settings
-from pipelines.job_report import JobReport
+from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.spark_delta import SparkTables
 from pipelines.spark.arrow_types import spark_schema
@@ -62,6 +63,19 @@ class StageReport(JobReport):
         for reason, count in self.rejected_by_reason.items():
             table.add_row(f"[red]rejected[/]: {reason}", str(count))
         return [table]
+
+    def figures(self) -> Figures:
+        """Rows in: the manifest's; out: those staged; each reject reason's count as
+        ``rejected.<CODE>``."""
+        by_reason: Figures = {f"rejected.{r}": n for r, n in self.rejected_by_reason.items()}
+        return {
+            **self.timing(self.rows, self.staged),
+            "rows": self.rows,
+            "staged": self.staged,
+            "rejected": self.rejected,
+            "photos_processed": self.photos_processed,
+            **by_reason,
+        }
 
 
 def first_run(work: Path) -> dt.datetime:
@@ -175,6 +189,12 @@ def stage_results(
 
 def run_stage(run: BatchRun, manifest: Path, spark: SparkSession) -> StageReport:
     """Stage one batch into the lake. Safe to run again for the same batch at any time."""
+    with job_metrics(run.settings.metrics, "stage", run.batch_id) as metrics:
+        report = metrics.done(_stage(run, manifest, spark))
+    return report
+
+
+def _stage(run: BatchRun, manifest: Path, spark: SparkSession) -> StageReport:
     started = time.perf_counter()
     batch_id, settings = run.batch_id, run.settings
     manifest = manifest.resolve()

@@ -95,6 +95,7 @@ def test_a_target_fpir_is_calibrated_at_the_gallery_size(large: Gallery) -> None
     assert tail is not None
     assert chosen.value == review_threshold_for(0.01, large.size, tail)
     assert chosen.source == f"FPIR 0.01 at N = {large.size}" and chosen.not_applied is None
+    assert chosen.target_fpir == 0.01
     assert chosen.sentence() == f"review threshold {chosen.value:.4f} (FPIR 0.01 at N = 2500)"
 
 
@@ -147,11 +148,12 @@ def test_the_match_job_without_a_gallery_reports_the_sentence(tmp_path: Path) ->
     probes = templates(20_000, 10)
     ids = [f"p{i:02d}" for i in range(len(probes))]
     settings = load_settings(overrides={"lake": str(tmp_path / "lake")})
-    _, report, sentence = search_candidates(
+    _, report, review = search_candidates(
         settings, tmp_path / "none", ids, probes, ray=False, threshold=None, target_fpir=0.001
     )
     assert report is None
-    assert "target FPIR 0.001 not applied: there is no gallery yet" in sentence
+    assert review.target_fpir is None  # not calibrated: the configured threshold was used
+    assert "target FPIR 0.001 not applied: there is no gallery yet" in review.sentence()
 
 
 def test_gallery_search_prints_the_sentence(small_root: Path, tmp_path: Path) -> None:

@@ -1,0 +1,188 @@
+"""The batch report on the lake: read a batch's rows, write ``reports/<batch>/report.json``
+and ``report.html`` under the lake (atomically; a re-run replaces them).
+
+Reads (delta-rs): the batch's ``enrollments`` verdicts, ``batch_runs`` (every night's, for
+the steps and the predicted false candidates across nights), ``candidates`` of those nights,
+``outcomes`` (absent until decisions are first applied: the report says "not applied yet"),
+and catch-trial accuracy from the review database where it exists. A batch whose match step
+is not in ``batch_runs`` yet (a night run step by step) takes its threshold and prediction
+from what its match job left in ``_work/match/<batch>/search.json``. The figures themselves
+are computed in ``dedup.reporting``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedup.atomic_files import write_bytes_atomically
+from dedup.contracts.locations import is_uri
+from dedup.contracts.schemas import CandidateSource
+from dedup.errors import ConfigError, LakeError
+from dedup.reporting import REPORT_HTML, REPORT_JSON, REPORTS_FOLDER, report_folder
+from dedup.reporting.batch_report import (
+    BatchReport,
+    Candidate,
+    CatchTrials,
+    Figure,
+    Outcome,
+    ReportInputs,
+    StepRun,
+    build_report,
+    decided_scores,
+)
+from dedup.reporting.page import render_page
+from dedup.reporting.plots import decided_histogram, nights_plot, score_histogram
+from dedup.settings import Settings
+from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.match import SEARCH_FILE
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    json: Path
+    html: Path
+    report: BatchReport
+
+
+def reports_root(settings: Settings) -> Path:
+    """``<lake>/reports``: where every batch's report is written (and served from)."""
+    if is_uri(settings.lake):
+        raise ConfigError(
+            f"the batch report is written into a local lake folder; {settings.lake} is an "
+            "object-store URI"
+        )
+    return Path(settings.lake) / REPORTS_FOLDER
+
+
+def _figures(text: str | None) -> dict[str, Figure]:
+    try:
+        loaded = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return dict(loaded) if isinstance(loaded, dict) else {}
+
+
+def _batch_runs(tables: DeltaRsTables) -> list[dict[str, Any]]:
+    rows = tables.read("batch_runs", ["batch_id", "step", "started_at", "finished_at", "figures"])
+    return [] if rows is None else rows.to_pylist()
+
+
+def _candidates(
+    tables: DeltaRsTables, batches: list[str], model: str
+) -> dict[str, list[Candidate]]:
+    wanted = pc.field("batch_id").isin(pa.array(batches, pa.string())) & (
+        pc.field("model_id") == model
+    )
+    rows = tables.read(
+        "candidates", ["batch_id", "probe_id", "candidate_id", "score", "source"], wanted
+    )
+    out: dict[str, list[Candidate]] = {batch: [] for batch in batches}
+    for r in [] if rows is None else rows.to_pylist():
+        out[r["batch_id"]].append(
+            Candidate(r["probe_id"], r["candidate_id"], float(r["score"]), r["source"])
+        )
+    return out
+
+
+def _outcomes(tables: DeltaRsTables) -> dict[str, Outcome] | None:
+    rows = tables.read(
+        "outcomes", ["enrollment_id", "batch_id", "status", "identity_id", "duplicate_of"]
+    )
+    if rows is None:
+        return None
+    return {r["enrollment_id"]: Outcome(**r) for r in rows.to_pylist()}
+
+
+def _review_database_exists(settings: Settings) -> bool:
+    """A configured database always counts; the default SQLite file only where it is."""
+    if settings.adjudication.database_url is not None:
+        return True
+    return Path(settings.adjudication_database_url().removeprefix("sqlite:///")).is_file()
+
+
+def catch_trials(settings: Settings) -> CatchTrials | None:
+    """All adjudicators' catch-trial accuracy together (no one's name); None without a
+    review database (reading a report does not create one)."""
+    if not _review_database_exists(settings):
+        return None
+    from dedup.adjudication import operations
+    from dedup.adjudication.context import opened
+
+    with opened(settings) as context:
+        rows = operations.accuracy(context)
+    return CatchTrials(
+        adjudicators=len(rows),
+        trials=sum(r.trials for r in rows),
+        correct=sum(r.correct for r in rows),
+        changed_after_scores=sum(r.changed_after_scores for r in rows),
+    )
+
+
+def report_inputs(settings: Settings, batch_id: str) -> ReportInputs:
+    """The batch's rows as the report needs them; refuses a batch the lake does not know."""
+    run = BatchRun(batch_id, settings)
+    tables = DeltaRsTables(settings.lake)
+    enrollments = tables.read(
+        "enrollments", ["status", "reason_code"], pc.field("batch_id") == batch_id
+    )
+    verdicts = Counter(
+        r["reason_code"] for r in ([] if enrollments is None else enrollments.to_pylist())
+    )
+    runs = _batch_runs(tables)
+    steps = [
+        StepRun(r["step"], r["started_at"], r["finished_at"], _figures(r["figures"]))
+        for r in runs
+        if r["batch_id"] == batch_id
+    ]
+    if not verdicts and not steps:
+        raise LakeError(f"batch {batch_id!r} is not in the lake: it has never been staged")
+    matched = sorted((r for r in runs if r["step"] == "match"), key=lambda r: r["finished_at"])
+    match_figures = {r["batch_id"]: _figures(r["figures"]) for r in matched}
+    left = run.work("match") / SEARCH_FILE
+    if batch_id not in match_figures and left.is_file():
+        match_figures[batch_id] = _figures(left.read_text(encoding="utf-8"))
+    return ReportInputs(
+        batch_id=batch_id,
+        verdicts=dict(verdicts),
+        steps=steps,
+        candidates=_candidates(tables, sorted({batch_id, *match_figures}), settings.model),
+        outcomes=_outcomes(tables),
+        catch_trials=catch_trials(settings),
+        match_figures=match_figures,
+    )
+
+
+def render(inputs: ReportInputs, now: dt.datetime) -> tuple[BatchReport, str]:
+    """The report and its page (plots embedded)."""
+    report = build_report(inputs, now)
+    rows = inputs.candidates.get(inputs.batch_id, [])
+    duplicate, not_duplicate = decided_scores(rows, inputs.outcomes or {})
+    plots = {
+        "scores": score_histogram(
+            [r.score for r in rows if r.source == CandidateSource.GALLERY],
+            [r.score for r in rows if r.source == CandidateSource.BATCH],
+            report.threshold,
+        ),
+        "decided": decided_histogram(duplicate, not_duplicate, report.threshold),
+        "nights": nights_plot(report.nights),
+    }
+    return report, render_page(report, plots)
+
+
+def write_report(settings: Settings, batch_id: str, now: dt.datetime | None = None) -> ReportPaths:
+    """Write the batch's report under ``<lake>/reports/<batch>/``; its paths and figures."""
+    folder = report_folder(reports_root(settings), batch_id)
+    report, page = render(report_inputs(settings, batch_id), now or dt.datetime.now(dt.UTC))
+    document = json.dumps(report.to_json(), indent=2, sort_keys=True)
+    json_path = write_bytes_atomically(folder / REPORT_JSON, document.encode("utf-8"))
+    html_path = write_bytes_atomically(folder / REPORT_HTML, page.encode("utf-8"))
+    return ReportPaths(json_path, html_path, report)
