@@ -102,6 +102,7 @@ def test_every_staged_enrollment_has_one_consistent_state(
         if outcome.status is OutcomeStatus.DUPLICATE:
             # a duplicate points at an earlier enrollment that founded its identity
             assert outcome.duplicate_of == outcome.identity_id != enrollment
+            assert outcome.duplicate_of is not None
             assert ORDER.index(outcome.duplicate_of) < ORDER.index(enrollment)
         else:
             assert outcome.duplicate_of is None
