@@ -44,8 +44,9 @@ from dedup.contracts.schemas import (
 from dedup.crash_points import crash_point
 from dedup.matching.identities import Link, assign, changes
 from dedup.matching.outcomes import ERASURE_CAUSE, Decision, Outcome, decision_links, settle
+from dedup.observability.job_metrics import job_metrics
 from dedup.settings import Settings
-from pipelines.job_report import JobReport
+from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import staging_order
@@ -73,11 +74,10 @@ class ApplyReport(JobReport):
             f"outcomes: {counts or 'none yet'}",
         ]
 
-    def figures(self) -> dict[str, float | int | str | None]:
+    def figures(self) -> Figures:
+        """Rows in: the queue's member rows read; out: the outcomes that changed."""
         return {
-            **super().figures(),
-            "rows_in": self.decisions,
-            "rows_out": self.outcomes_changed,
+            **self.timing(self.decisions, self.outcomes_changed),
             "decided": self.decided,
             "merges": self.merges,
             "splits": self.splits,
@@ -176,7 +176,12 @@ def run_apply(settings: Settings, night: str | None = None) -> ApplyReport:
     """Apply every decision of every batch's cases to outcomes and identities. Decisions for
     one batch arrive over several nights, and one decision can merge identities of several
     batches, so there is no applying one batch alone: ``night`` only names the run (the
-    nightly batch it belongs to) in its report."""
+    nightly batch it belongs to) in its report and its metrics."""
+    with job_metrics(settings.metrics, "apply", night or "all") as metrics:
+        return metrics.done(_apply(settings, night))
+
+
+def _apply(settings: Settings, night: str | None) -> ApplyReport:
     started = time.perf_counter()
     decisions = read_decisions(settings)
     lake = read_lake(settings)

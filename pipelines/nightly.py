@@ -26,6 +26,8 @@ from typing import Literal, Protocol
 
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
+from dedup.observability.job_metrics import job_metrics
+from pipelines.job_report import Figures
 from pipelines.lake.batch_run import BatchRun
 from pipelines.spark.stage import StageReport
 from pipelines.steps import STEPS, Step, completed
@@ -54,7 +56,7 @@ class StepResult:
     seconds: float
     output: str = ""  # the step's own summary, as it printed it
     exit_code: int | None = None  # None: not run tonight
-    figures: dict[str, object] = field(default_factory=dict)
+    figures: Figures = field(default_factory=dict)
 
     @property
     def judged_by_record(self) -> bool:
@@ -67,6 +69,16 @@ class NightReport:
     batch_id: str
     steps: tuple[StepResult, ...]
     seconds: float
+
+    def figures(self) -> Figures:
+        """The night's wall time, and each step's (0 for a step done on an earlier run)."""
+        ran = [r for r in self.steps if r.state == "ran"]
+        return {
+            "seconds": round(self.seconds, 3),
+            "rows_in": len(self.steps),
+            "rows_out": len(ran),
+            **{f"step_seconds.{r.step}": round(r.seconds, 3) for r in self.steps},
+        }
 
 
 class NightFailed(DedupError):
@@ -135,7 +147,13 @@ def step_command(step: Step, run: BatchRun, night: Night, settings_file: Path) -
 def run_night(run: BatchRun, night: Night, watcher: NightWatcher | None = None) -> NightReport:
     """Run the steps of the night not yet recorded, in order; stop at the first that does not
     record its completion (``NightFailed``)."""
-    watch = watcher or Unwatched()
+    with job_metrics(run.settings.metrics, "nightly", run.batch_id) as metrics:
+        report = _run_night(run, night, watcher or Unwatched())
+        metrics.record(report.figures())
+        return report
+
+
+def _run_night(run: BatchRun, night: Night, watch: NightWatcher) -> NightReport:
     started = time.perf_counter()
     night = _resolved(night)
     # Every step reads the same settings: the night's, as resolved here.
