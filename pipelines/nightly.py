@@ -210,4 +210,8 @@ def _why(done: subprocess.CompletedProcess[str]) -> str:
     if done.returncode == CLEAR_ERROR and errors:
         return errors[-1].removeprefix("error:").strip()
     tail = "\n".join(lines)[-STDERR_TAIL:]
-    return tail or "it ended without recording its completion and printed nothing"
+    if tail:
+        return tail
+    if done.returncode == 0:
+        return "it exited 0 but did not record its completion in batch_runs"
+    return "it ended without recording its completion and printed no error"

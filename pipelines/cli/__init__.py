@@ -8,6 +8,10 @@ the consoles and the one error boundary every command runs inside.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import typer
 
 from pipelines.cli.batch import batch_app
@@ -31,3 +35,36 @@ app.add_typer(model_app, name="model")
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+
+
+def main() -> None:
+    """The ``dedup`` script: run the command, release the engines it started, and end the
+    process with the command's own exit code.
+
+    The process ends with ``os._exit`` once the command is done and its output flushed: some
+    native libraries abort during interpreter teardown in a process that used them (delta-rs
+    was seen ending a finished command with SIGABRT), and a command whose work is done must
+    not be reported failed by how its interpreter unwinds."""
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    release_engines()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def release_engines() -> None:
+    """Stop a Spark session and a Ray runtime the command left running (what their exit
+    hooks would do), without importing either."""
+    pyspark_sql = sys.modules.get("pyspark.sql")
+    if pyspark_sql is not None:
+        session = pyspark_sql.SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

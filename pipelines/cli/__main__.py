@@ -1,5 +1,5 @@
 """``python -m pipelines.cli``: the same command line as the ``dedup`` script."""
 
-from pipelines.cli import app
+from pipelines.cli import main
 
-app()
+main()
