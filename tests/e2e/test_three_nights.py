@@ -278,8 +278,9 @@ def test_three_nights_keep_the_registry_free_of_duplicates(
     assert found == {("O3", "O1"), ("O3", "O2"), ("X2", "X"), ("X2", "B1")}
     cases = {probe: candidates for batch, probe, _, candidates in review_queue(registry)
              if batch == "night-3"}  # fmt: skip
-    assert cases["O3"] == [("O1", "O1"), ("O2", "O1")]  # one identity, two captures
-    assert cases["X2"] == [("B1", "B1"), ("X", "X")]  # two identities
+    # one identity, two captures (None: the candidate is its identity's own first capture)
+    assert cases["O3"] == [("O1", None), ("O2", "O1")]
+    assert cases["X2"] == [("B1", None), ("X", None)]  # two identities
     assert decide(registry)
     apply(registry)
     final = tables(registry)
