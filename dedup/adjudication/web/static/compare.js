@@ -54,6 +54,7 @@
   }
 
   function step(by) {
+    if (!roster.length) return;
     var next = Math.min(Math.max(at + by, 0), roster.length - 1);
     if (next === at) return;
     at = next;
