@@ -167,6 +167,44 @@ def rows_payload(
     return {"model_id": "dlib-resnet-v1", "candidates": candidates, "subjects": subjects}
 
 
+# One probe and three candidate identities in page order: identity "I-A" with two captures,
+# then two identities of one capture each. (candidate, identity or None, score, rank, shade).
+IDENTITY_PROBE = "P-ID-0"
+IDENTITY_CANDIDATES: tuple[tuple[str, str | None, float, int, int], ...] = (
+    ("G-A1", "I-A", 0.950, 1, 20),
+    ("G-B1", None, 0.930, 2, 70),
+    ("G-A2", "I-A", 0.910, 3, 120),
+    ("G-C1", None, 0.880, 4, 170),
+)
+IDENTITY_PROBE_SHADE = 250
+
+
+def identity_batch_payload() -> dict[str, Any]:
+    """An import body with one probe whose candidates include two captures of one identity
+    (``identity_id`` shared), each enrollment with a chip of its own plain shade (red channel
+    ``shade``; see ``png``), so that a page's pixels tell which chip is shown."""
+
+    def subject(enrollment_id: str, shade: int) -> dict[str, Any]:
+        chip = {"media_type": "image/png", "data_base64": b64(png(shade))}
+        return {"enrollment_id": enrollment_id, "display": {"given_name": enrollment_id},
+                "images": {"chip": chip}}  # fmt: skip
+
+    rows = [
+        {
+            "probe_id": IDENTITY_PROBE,
+            "candidate_id": c,
+            "score": score,
+            "rank": rank,
+            "source": "gallery",
+            "identity_id": identity,
+        }
+        for c, identity, score, rank, _ in IDENTITY_CANDIDATES
+    ]
+    subjects = [subject(IDENTITY_PROBE, IDENTITY_PROBE_SHADE)]
+    subjects += [subject(c, shade) for c, _, _, _, shade in IDENTITY_CANDIDATES]
+    return {"model_id": "dlib-resnet-v1", "candidates": rows, "subjects": subjects}
+
+
 @dataclass
 class Clock:
     """A settable clock for leases and session timeouts."""

@@ -1,9 +1,11 @@
 """Reading cases for people: the probe and its candidates with their display fields,
-capture metadata, quality figures and images; the supervisor's lists."""
+capture metadata, quality figures and images, the candidates grouped by identity (several
+captures of one person shown together); the supervisor's lists."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +39,30 @@ class CandidateView:
     score: float
     rank: int
     source: str
+    identity_id: str | None = None  # None: the candidate is an identity of its own
+
+    @property
+    def identity(self) -> str:
+        """The identity the candidate is a capture of (its own id when it has none)."""
+        return self.identity_id or self.subject.enrollment_id
+
+
+@dataclass(frozen=True)
+class IdentityGroup:
+    """The captures of one candidate person in a case, best first.
+
+    Judgements still name one capture (an enrollment id) as ``duplicate_of``; the group is how
+    a person is shown, so that the adjudicator compares the probe against a person.
+    """
+
+    identity_id: str
+    captures: tuple[CandidateView, ...]
+    best_score: float
+    best_rank: int
+
+    @property
+    def best(self) -> CandidateView:
+        return self.captures[0]
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,39 @@ class CaseView:
     probe: SubjectView
     candidates: tuple[CandidateView, ...]
     judgements: tuple[JudgementRow, ...]
+    # The candidates by identity, ordered by best score (captures best score first).
+    identities: tuple[IdentityGroup, ...] = ()
+
+    def shown_identities(self, scores_visible: bool) -> tuple[IdentityGroup, ...]:
+        """The identities in the order a page shows them: by score once scores are visible,
+        by rank while they are hidden (an order by score would leak them)."""
+        return self.identities if scores_visible else by_identity(self.candidates, by_score=False)
+
+
+def by_identity(
+    candidates: Iterable[CandidateView], *, by_score: bool = True
+) -> tuple[IdentityGroup, ...]:
+    """Group candidates by identity; captures and groups ordered by score (best first), or by
+    rank when ``by_score`` is false. Ties fall back to rank, then to the id, so the order is
+    the same on every read.
+    """
+
+    def order(c: CandidateView) -> tuple[float, int, str]:
+        return (-c.score if by_score else 0.0, c.rank, c.subject.enrollment_id)
+
+    groups: dict[str, list[CandidateView]] = {}
+    for candidate in sorted(candidates, key=order):
+        groups.setdefault(candidate.identity, []).append(candidate)
+    found = [
+        IdentityGroup(
+            identity,
+            tuple(captures),
+            max(c.score for c in captures),
+            min(c.rank for c in captures),
+        )
+        for identity, captures in groups.items()
+    ]
+    return tuple(sorted(found, key=lambda g: (*order(g.best)[:2], g.identity_id)))
 
 
 def subject_view(db: Session, enrollment_id: str) -> SubjectView:
@@ -73,7 +132,7 @@ def subject_view(db: Session, enrollment_id: str) -> SubjectView:
 def case_view(db: Session, case_id: str) -> CaseView:
     row = case_row(db, case_id)
     candidates = tuple(
-        CandidateView(subject_view(db, c.candidate_id), c.score, c.rank, c.source)
+        CandidateView(subject_view(db, c.candidate_id), c.score, c.rank, c.source, c.identity_id)
         for c in db.execute(
             select(CaseCandidate)
             .where(CaseCandidate.case_id == case_id)
@@ -86,7 +145,13 @@ def case_view(db: Session, case_id: str) -> CaseView:
         ).scalars()
     )
     return CaseView(
-        case_id, row, load_case(db, row), subject_view(db, row.probe_id), candidates, judgements
+        case_id,
+        row,
+        load_case(db, row),
+        subject_view(db, row.probe_id),
+        candidates,
+        judgements,
+        by_identity(candidates),
     )
 
 

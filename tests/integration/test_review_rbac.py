@@ -88,6 +88,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/queue"): frozenset({ADJUDICATOR}),
     ("POST", "/queue/claim"): frozenset({ADJUDICATOR}),
     ("GET", "/cases/{case_id}"): frozenset({ADJUDICATOR, SUPERVISOR}),
+    ("GET", "/cases/{case_id}/compare"): frozenset({ADJUDICATOR, SUPERVISOR}),
     ("GET", "/cases/{case_id}/images/{enrollment_id}/{kind}"): frozenset({ADJUDICATOR, SUPERVISOR}),
     ("POST", "/cases/{case_id}/blind"): frozenset({ADJUDICATOR}),
     ("POST", "/cases/{case_id}/decide"): frozenset({ADJUDICATOR}),
@@ -179,6 +180,7 @@ def call_for(method: str, route: str, role: Role, matrix: Matrix) -> Call:
         ("GET", "/queue"): Call("/queue", 200, {}),
         ("POST", "/queue/claim"): Call("/queue/claim", 303, {}),  # resumes the held case
         ("GET", "/cases/{case_id}"): Call(f"/cases/{case}", 200, {}),
+        ("GET", "/cases/{case_id}/compare"): Call(f"/cases/{case}/compare", 200, {}),
         ("GET", "/cases/{case_id}/images/{enrollment_id}/{kind}"): Call(
             f"/cases/{case}/images/{probe}/chip", 200, {}
         ),
@@ -483,10 +485,12 @@ def two_held(world: ReviewWorld) -> tuple[Held, Held]:
 
 
 def case_urls(held: Held) -> list[str]:
-    """The case in the API and as a page, and the chips of its probe and first candidate."""
+    """The case in the API, as a page and in the compare view, and the chips of its probe and
+    first candidate."""
     return [
         f"/api/v1/cases/{held.case_id}",
         f"/cases/{held.case_id}",
+        f"/cases/{held.case_id}/compare",
         f"/cases/{held.case_id}/images/{held.probe_id}/chip",
         f"/cases/{held.case_id}/images/{held.candidate_id}/chip",
     ]
@@ -524,7 +528,7 @@ def test_an_adjudicator_sees_only_the_case_they_hold(
     for client, held in ((ann, anns), (bob, bobs)):
         for url in case_urls(held):
             assert_seen(world, client, url)
-    chip = send(bob, "GET", case_urls(bobs)[2])
+    chip = send(bob, "GET", case_urls(bobs)[3])
     assert chip.headers["content-type"] == "image/png"
     assert chip.content.startswith(b"\x89PNG")
 

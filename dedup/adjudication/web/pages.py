@@ -1,4 +1,5 @@
-"""The server-rendered web pages: login, queue, case view, supervisor, auditor and admin pages.
+"""The server-rendered web pages: login, queue, supervisor, auditor and admin pages, with the
+case page and the compare view from ``case_pages``.
 
 Plain HTML forms, usable with the keyboard alone (every control is reachable with Tab, the
 main action of a page has the focus, and single keys pick an outcome on the case page).
@@ -6,20 +7,19 @@ main action of a page has the focus, and single keys pick an outcome on the case
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import Response
 from sqlalchemy import select
 
-from dedup.adjudication import audit_store, catch_trials, operations, queue, views
+from dedup.adjudication import audit_store, catch_trials, operations, views
 from dedup.adjudication.access import Permission, Role, allowed
 from dedup.adjudication.accounts import Principal
-from dedup.adjudication.cases import CaseState, Judgement
+from dedup.adjudication.cases import CaseState
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
+from dedup.adjudication.web import case_pages
 from dedup.adjudication.web.guards import (
     SESSION_COOKIE,
     acting,
@@ -29,32 +29,12 @@ from dedup.adjudication.web.guards import (
     require,
     set_session_cookie,
 )
+from dedup.adjudication.web.rendering import Text, render, see_other
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+__all__ = ["render", "router"]  # the service renders its error pages with ``render``
+
 router = APIRouter(include_in_schema=False)
-
-Text = Annotated[str, Form(max_length=1024)]
-Reason = Annotated[str | None, Form(max_length=500)]
-
-
-def render(
-    request: Request,
-    name: str,
-    principal: Principal | None,
-    status_code: int = 200,
-    **context: Any,
-) -> HTMLResponse:
-    roles = set() if principal is None else {r.value for r in principal.roles}
-    return TEMPLATES.TemplateResponse(
-        request,
-        name,
-        {"principal": principal, "roles": roles, **context},
-        status_code=status_code,
-    )
-
-
-def see_other(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
+router.include_router(case_pages.router)  # the case page, the compare view and their forms
 
 
 def home_for(principal: Principal) -> str:
@@ -132,109 +112,6 @@ def claim_case(
     if got is None:
         return render(request, "queue.html", principal, waiting=0, empty=True)
     return see_other(f"/cases/{got.case_id}")
-
-
-@router.get("/cases/{case_id}")
-def case_page(
-    case_id: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
-) -> Response:
-    context, actor = acting(request, principal)
-    view = operations.view_case(context, actor, case_id)
-    holding = queue.holds(view.row, actor.username, context.now())
-    return render(
-        request,
-        "case.html",
-        principal,
-        view=view,
-        holding=holding,
-        scores=operations.scores_visible(context, actor, view),
-        supervising=not holding and view.row.state == CaseState.ESCALATED,
-        labels=_labels(len(view.candidates)),
-    )
-
-
-def _labels(count: int) -> list[str]:
-    return [str(i + 1) if i < 9 else "" for i in range(count)]
-
-
-@router.get("/cases/{case_id}/images/{enrollment_id}/{kind}")
-def case_image(
-    case_id: str,
-    enrollment_id: str,
-    kind: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(require(Permission.REVIEW, Permission.SUPERVISE))],
-) -> Response:
-    found = operations.view_image(*acting(request, principal), case_id, enrollment_id, kind)
-    if found is None:
-        return Response(status_code=404)
-    return Response(found.data, media_type=found.media_type)
-
-
-def _form_judgement(principal: Principal, choice: str, reason: str | None) -> Judgement | None:
-    """The judgement a case form carries; None when no outcome was chosen."""
-    outcome, duplicate_of = _choice(choice)
-    if not outcome:
-        return None
-    return operations.judgement_from(principal.username, outcome, duplicate_of, reason)
-
-
-def _choice(choice: str) -> tuple[str, str | None]:
-    """A form's outcome field: ``not_duplicate``, ``cannot_decide`` or ``duplicate:<id>``."""
-    if choice.startswith("duplicate:"):
-        return "duplicate", choice.split(":", 1)[1]
-    if choice in ("not_duplicate", "cannot_decide"):
-        return choice, None
-    return "", None
-
-
-@router.post("/cases/{case_id}/blind")
-def blind_form(
-    case_id: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
-    lease_token: Text,
-    choice: Annotated[str, Form(max_length=200)] = "",
-    reason: Reason = None,
-) -> Response:
-    judgement = _form_judgement(principal, choice, reason)
-    if judgement is not None:
-        operations.record_blind(*acting(request, principal), case_id, lease_token, judgement)
-    return see_other(f"/cases/{case_id}")
-
-
-@router.post("/cases/{case_id}/decide")
-def decide_form(
-    case_id: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(require(Permission.REVIEW))],
-    lease_token: Text,
-    choice: Annotated[str, Form(max_length=200)] = "",
-    reason: Reason = None,
-) -> Response:
-    judgement = _form_judgement(principal, choice, reason)
-    if judgement is None:
-        return see_other(f"/cases/{case_id}")
-    state = operations.judge(*acting(request, principal), case_id, lease_token, judgement)
-    return render(request, "decided.html", principal, case_id=case_id, state=state.value)
-
-
-@router.post("/cases/{case_id}/supervise")
-def supervise_form(
-    case_id: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
-    choice: Annotated[str, Form(max_length=200)] = "",
-    reason: Reason = None,
-) -> Response:
-    outcome, duplicate_of = _choice(choice)
-    if outcome not in ("duplicate", "not_duplicate"):
-        return see_other(f"/cases/{case_id}")
-    judgement = operations.judgement_from(principal.username, outcome, duplicate_of, reason)
-    operations.supervise(*acting(request, principal), case_id, judgement)
-    return see_other("/supervisor")
 
 
 # ---------------------------------------------------------------- supervisor
