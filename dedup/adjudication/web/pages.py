@@ -20,6 +20,7 @@ from dedup.adjudication.accounts import Principal
 from dedup.adjudication.cases import CaseState, Judgement
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
+from dedup.adjudication.web import reports
 from dedup.adjudication.web.guards import (
     SESSION_COOKIE,
     acting,
@@ -32,6 +33,7 @@ from dedup.adjudication.web.guards import (
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
+router.include_router(reports.router)  # the batch reports the operator page links
 
 Text = Annotated[str, Form(max_length=1024)]
 Reason = Annotated[str | None, Form(max_length=500)]
@@ -369,11 +371,12 @@ def create_user_form(
 def operator_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_QUEUE))]
 ) -> Response:
-    depth = operations.queue_depth(context_of(request))
+    context = context_of(request)
     return render(
         request,
         "operator.html",
         principal,
-        depth=depth,
+        depth=operations.queue_depth(context),
         supervisor=allowed(principal.roles, Permission.SUPERVISE),
+        reports=reports.listed_reports(context.settings.reports_dir),
     )
