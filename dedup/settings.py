@@ -260,6 +260,9 @@ class AdjudicationSettings(_Section):
     max_image_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Identity provider: "local" (argon2 + TOTP). An OIDC provider plugs in behind the same seam.
     identity_provider: Literal["local"] = "local"
+    # The batch reports the operator page links (``<lake>/reports``; ``dedup serve`` fills it
+    # in from the lake when unset). None: no reports shown.
+    reports_dir: LocalPath | None = None
 
 
 class Settings(BaseSettings):

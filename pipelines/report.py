@@ -23,10 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedup.atomic_files import write_bytes_atomically
-from dedup.contracts.locations import is_uri
 from dedup.contracts.schemas import CandidateSource
-from dedup.errors import ConfigError, LakeError
-from dedup.reporting import REPORT_HTML, REPORT_JSON, REPORTS_FOLDER, report_folder
+from dedup.errors import LakeError
+from dedup.reporting import REPORT_HTML, REPORT_JSON, report_folder, reports_root
 from dedup.reporting.batch_report import (
     BatchReport,
     Candidate,
@@ -51,16 +50,6 @@ class ReportPaths:
     json: Path
     html: Path
     report: BatchReport
-
-
-def reports_root(settings: Settings) -> Path:
-    """``<lake>/reports``: where every batch's report is written (and served from)."""
-    if is_uri(settings.lake):
-        raise ConfigError(
-            f"the batch report is written into a local lake folder; {settings.lake} is an "
-            "object-store URI"
-        )
-    return Path(settings.lake) / REPORTS_FOLDER
 
 
 def _figures(text: str | None) -> dict[str, Figure]:

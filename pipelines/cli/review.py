@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from dedup.contracts.locations import is_uri
 from dedup.errors import ConfigError
+from dedup.reporting import reports_root
 from dedup.settings import Settings
 from pipelines.cli.options import ConfigOption, LakeOption, settings_from
 from pipelines.cli.output import console
@@ -29,6 +31,15 @@ def _engine(settings: Settings, migrate: bool = True) -> Any:
     return engine
 
 
+def with_reports(settings: Settings) -> Settings:
+    """The settings with the operator page's reports folder filled in from a local lake
+    (``<lake>/reports``, where ``dedup report`` writes) unless one is set."""
+    if settings.adjudication.reports_dir is not None or is_uri(settings.lake):
+        return settings
+    adjudication = settings.adjudication.model_copy(update={"reports_dir": reports_root(settings)})
+    return settings.model_copy(update={"adjudication": adjudication})
+
+
 def serve_review(settings: Settings, migrate: bool, announce: str | None = None) -> None:
     """Run the service in the foreground until interrupted (Ctrl-C)."""
     import uvicorn
@@ -36,7 +47,7 @@ def serve_review(settings: Settings, migrate: bool, announce: str | None = None)
     from dedup.adjudication.service import create_app
 
     engine = _engine(settings, migrate)
-    app = create_app(settings.adjudication, engine)
+    app = create_app(with_reports(settings).adjudication, engine)
     host, port = settings.adjudication.host, settings.adjudication.port
     console.print(
         f"review service on http://{'localhost' if host == '127.0.0.1' else host}:{port}/"

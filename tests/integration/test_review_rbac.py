@@ -103,6 +103,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/admin/users"): frozenset({ADMIN}),
     ("POST", "/admin/users"): frozenset({ADMIN}),
     ("GET", "/operator"): frozenset({OPERATOR, SUPERVISOR, ADMIN}),
+    ("GET", "/operator/reports/{batch_id}/{name}"): frozenset({OPERATOR, SUPERVISOR, ADMIN}),
 }
 
 WRONG_LEASE = "not-the-lease-token"
@@ -213,6 +214,10 @@ def call_for(method: str, route: str, role: Role, matrix: Matrix) -> Call:
             },
         ),
         ("GET", "/operator"): Call("/operator", 200, {}),
+        # no report has been written in this world
+        ("GET", "/operator/reports/{batch_id}/{name}"): Call(
+            "/operator/reports/B-MAIN/report.html", 404, {}
+        ),
     }
     return calls[(method, route)]
 

@@ -19,7 +19,7 @@ from dedup.adjudication.accounts import Principal
 from dedup.adjudication.cases import CaseState
 from dedup.adjudication.credentials import totp_uri
 from dedup.adjudication.tables import CatchPair
-from dedup.adjudication.web import case_pages
+from dedup.adjudication.web import case_pages, reports
 from dedup.adjudication.web.guards import (
     SESSION_COOKIE,
     acting,
@@ -35,6 +35,7 @@ __all__ = ["render", "router"]  # the service renders its error pages with ``ren
 
 router = APIRouter(include_in_schema=False)
 router.include_router(case_pages.router)  # the case page, the compare view and their forms
+router.include_router(reports.router)  # the batch reports the operator page links
 
 
 def home_for(principal: Principal) -> str:
@@ -246,11 +247,12 @@ def create_user_form(
 def operator_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_QUEUE))]
 ) -> Response:
-    depth = operations.queue_depth(context_of(request))
+    context = context_of(request)
     return render(
         request,
         "operator.html",
         principal,
-        depth=depth,
+        depth=operations.queue_depth(context),
         supervisor=allowed(principal.roles, Permission.SUPERVISE),
+        reports=reports.listed_reports(context.settings.reports_dir),
     )
