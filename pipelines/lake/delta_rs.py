@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -64,3 +65,100 @@ class DeltaRsTables:
             .when_not_matched_insert_all()
             .execute()
         )
+
+    # ------------------------------------------------------------ erasure (pipelines.erasure)
+
+    def delete_rows(self, name: str, column: str, values: list[str]) -> int:
+        """Delete every row whose ``column`` holds one of ``values``, in one commit; how many.
+
+        The values are matched by a MERGE against an Arrow table of them, never spliced into
+        a SQL predicate, so no id (quotes, backslashes, any byte) can change what is deleted.
+        The files holding those rows are rewritten without them; the old files stay in the
+        table's history until ``vacuum``.
+        """
+        table = self.open(name)
+        wanted = sorted(set(values))
+        if table is None or not wanted:
+            return 0
+        source = pa.table({"v": pa.array(wanted, pa.string())})
+        done = (
+            table.merge(source=source, predicate=f"t.{column} = s.v", source_alias="s",
+                        target_alias="t")
+            .when_matched_delete()
+            .execute()
+        )  # fmt: skip
+        return int(done.get("num_target_rows_deleted", 0))
+
+    def upsert(self, name: str, rows: pa.Table) -> None:
+        """One commit writing ``rows`` over the rows of the same natural key (inserting those
+        the table lacks): values travel as Arrow data, never as SQL text."""
+        from deltalake import DeltaTable, write_deltalake
+
+        path = table_path(self.lake, name)
+        if self.open(name) is None:
+            write_deltalake(path, TABLES[name].empty_table(), mode="append")
+        if rows.num_rows == 0:
+            return
+        (
+            DeltaTable(path)
+            .merge(source=rows, predicate=key_match(name), source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    def vacuum(self, name: str) -> list[str]:
+        """Delete, now, every data file no longer in the table's current version; their names.
+
+        Delta keeps removed rows in old versions' files for time travel (7 days by default).
+        An erasure cannot wait for that, so this overrides the retention, as delta-rs
+        documents: ``retention_hours=0, enforce_retention_duration=False``. Not ``full``: a
+        file another writer has written but not yet committed is not in the log either, and
+        must not be deleted under it. A reader still scanning a version older than the
+        erasure may then find a file gone: it fails and reads again.
+        """
+        table = self.open(name)
+        if table is None:
+            return []
+        removed: list[str] = table.vacuum(
+            retention_hours=0, enforce_retention_duration=False, dry_run=False
+        )
+        _drop_orphan_checksums(Path(table_path(self.lake, name)))
+        return removed
+
+    def purge_history(self, name: str) -> int:
+        """Cut the table's log at a new checkpoint; how many log files were deleted.
+
+        Old commits describe files that ``vacuum`` has deleted, and their column statistics
+        (the minimum and maximum of each column per file) can still name an erased row's
+        values. The checkpoint holds the current version whole, so the commits before it are
+        deleted, as Delta's own log clean-up does once they are older than its retention.
+        """
+        table = self.open(name)
+        if table is None:
+            return 0
+        table.create_checkpoint()
+        checkpoint = int(table.version())
+        log = Path(table_path(self.lake, name)) / "_delta_log"
+        deleted = 0
+        for entry in sorted(log.iterdir()):
+            version = _log_version(entry.name)
+            if version is not None and version < checkpoint:
+                entry.unlink()
+                deleted += 1
+        _drop_orphan_checksums(log)
+        return deleted
+
+
+def _log_version(name: str) -> int | None:
+    """The version a file of ``_delta_log`` belongs to (commit, checkpoint, checksum)."""
+    head = name.lstrip(".").split(".", 1)[0]
+    return int(head) if len(head) == 20 and head.isdigit() else None
+
+
+def _drop_orphan_checksums(folder: Path) -> None:
+    """Hadoop's local file system (Spark) writes ``.<file>.crc`` beside each file; delta-rs
+    deletes the file and leaves the checksum. Remove those whose file is gone."""
+    for crc in folder.glob(".*.crc"):
+        if not (folder / crc.name[1 : -len(".crc")]).exists():
+            crc.unlink()
