@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedup.contracts.schemas import TABLES
+from dedup.contracts.schemas import NATURAL_KEYS, TABLES
 from pipelines.lake.tables import key_match, table_path
 
 
@@ -71,41 +72,52 @@ class DeltaRsTables:
     def delete_rows(self, name: str, column: str, values: list[str]) -> int:
         """Delete every row whose ``column`` holds one of ``values``, in one commit; how many.
 
-        The values are matched by a MERGE against an Arrow table of them, never spliced into
-        a SQL predicate, so no id (quotes, backslashes, any byte) can change what is deleted.
-        The files holding those rows are rewritten without them; the old files stay in the
-        table's history until ``vacuum``.
+        The values are matched in Arrow (``is_in`` on the column), never spliced into a SQL
+        predicate, so no id (quotes, backslashes, any byte) can change what is deleted. The
+        table is rewritten whole (an overwrite commit): a MERGE would rewrite only the files
+        concerned, but delta-rs writes the rows it copies as string_view, which the lake's
+        readers cannot filter. The old files stay in the table's history until ``vacuum``.
         """
-        table = self.open(name)
-        wanted = sorted(set(values))
-        if table is None or not wanted:
+        wanted = pa.array(sorted(set(values)), pa.string())
+        rows = self._current(name)
+        if rows is None or not len(wanted):
             return 0
-        source = pa.table({"v": pa.array(wanted, pa.string())})
-        done = (
-            table.merge(source=source, predicate=f"t.{column} = s.v", source_alias="s",
-                        target_alias="t")
-            .when_matched_delete()
-            .execute()
-        )  # fmt: skip
-        return int(done.get("num_target_rows_deleted", 0))
+        hit = pc.fill_null(pc.is_in(rows[column], value_set=wanted), False)
+        found = int(pc.sum(hit).as_py() or 0)
+        if found:
+            self._overwrite(name, rows.filter(pc.invert(hit)))
+        return found
 
     def upsert(self, name: str, rows: pa.Table) -> None:
-        """One commit writing ``rows`` over the rows of the same natural key (inserting those
-        the table lacks): values travel as Arrow data, never as SQL text."""
-        from deltalake import DeltaTable, write_deltalake
+        """One commit writing ``rows`` over the rows of the same natural key (adding those the
+        table lacks); values travel as Arrow data, never as SQL text. The table is rewritten
+        whole, as ``delete_rows`` says why."""
+        from deltalake import write_deltalake
 
-        path = table_path(self.lake, name)
-        if self.open(name) is None:
-            write_deltalake(path, TABLES[name].empty_table(), mode="append")
+        current = self._current(name)
+        if current is None:
+            write_deltalake(table_path(self.lake, name), TABLES[name].empty_table(), mode="append")
+            current = self._current(name)
+            assert current is not None
         if rows.num_rows == 0:
             return
-        (
-            DeltaTable(path)
-            .merge(source=rows, predicate=key_match(name), source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
+        keys = NATURAL_KEYS[name]
+        replaced = pc.is_in(_key_column(current, keys), value_set=_key_column(rows, keys))
+        kept = current.filter(pc.invert(pc.fill_null(replaced, False)))
+        self._overwrite(
+            name, pa.concat_tables([kept, rows.select(kept.column_names).cast(kept.schema)])
         )
+
+    def _current(self, name: str) -> pa.Table | None:
+        table = self.open(name)
+        if table is None:
+            return None
+        return plain_strings(table.to_pyarrow_dataset().to_table())
+
+    def _overwrite(self, name: str, rows: pa.Table) -> None:
+        from deltalake import write_deltalake
+
+        write_deltalake(table_path(self.lake, name), rows, mode="overwrite")
 
     def vacuum(self, name: str) -> list[str]:
         """Delete, now, every data file no longer in the table's current version; their names.
@@ -148,6 +160,12 @@ class DeltaRsTables:
                 deleted += 1
         _drop_orphan_checksums(log)
         return deleted
+
+
+def _key_column(table: pa.Table, keys: tuple[str, ...]) -> pa.Array:
+    """One text per row naming its natural key (the key's values as a JSON list)."""
+    rows = table.select(list(keys)).to_pylist()
+    return pa.array([json.dumps(list(r.values()), default=str) for r in rows], pa.string())
 
 
 def _log_version(name: str) -> int | None:
