@@ -38,7 +38,8 @@ def _lake(root: Path, ids: list[str]) -> DeltaRsTables:
     write_deltalake(f"{root}/enrollments", pa.Table.from_pylist(enrollments, ENROLLMENTS))
     faces = [
         {"enrollment_id": e, "batch_id": "b1", "alignment": "dlib-150",
-         "chip_png": b"chip" + e.encode(), "photo_sha256": "0" * 64, "image_width": 1, "image_height": 1,
+         "chip_png": b"chip" + e.encode(), "photo_sha256": "0" * 64, "image_width": 1,
+         "image_height": 1,
          "box": {"left": 0, "top": 0, "right": 1, "bottom": 1}, "landmarks": [0.0] * 10,
          "quality": dict.fromkeys(FACES.field("quality").type.names, 1.0), "staged_at": T0}
         for e in ids
