@@ -4,6 +4,14 @@ SQLite (the embedded default) has no row locks, so every transaction there start
 ``BEGIN IMMEDIATE``: it takes the database's write lock at once, which makes the claim's
 select-then-update atomic, the equivalent of PostgreSQL's ``FOR UPDATE SKIP LOCKED``
 (claimers wait their turn instead of skipping, which is safe and, at SQLite's scale, quick).
+
+Deleted is not yet erased: a plain DELETE leaves the row's bytes in free pages and in the
+write-ahead log. Every SQLite connection therefore runs with ``secure_delete`` on (deleted
+content is overwritten with zeros), and ``reclaim_deleted`` runs after an erasure commits:
+on SQLite a ``wal_checkpoint(TRUNCATE)`` (the log's older frames, which still hold the rows
+as they were, are copied back and the log cut to nothing); on PostgreSQL a ``VACUUM`` of the
+tables an erasure writes, so their dead tuples are removed now rather than whenever
+autovacuum comes by (docs/ARCHITECTURE.md, "Erasure", says what remains where).
 """
 
 from __future__ import annotations
@@ -52,11 +60,47 @@ def _serialise_sqlite_writes(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten with zeros
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# What an erasure deletes from (``queue_erasure``), children before parents.
+ERASED_TABLES = (
+    "subject_images",
+    "subjects",
+    "case_candidates",
+    "case_members",
+    "judgements",
+    "catch_pairs",
+    "cases",
+)
+
+
+def reclaim_deleted(engine: Engine) -> str:
+    """Make the rows an erasure deleted unreadable from the database's files; what was done.
+
+    Run after the erasure's transaction commits (VACUUM cannot run inside one). SQLite: the
+    deleted pages were zeroed (``secure_delete``) in the write-ahead log; a TRUNCATE
+    checkpoint writes them into the database file and empties the log, where the frames
+    written before the erasure still held the rows. It waits for readers (busy timeout);
+    if one still holds an old snapshot the log cannot be emptied, and this says so.
+    """
+    if is_sqlite(engine):
+        raw = engine.raw_connection()  # no BEGIN: a checkpoint runs outside transactions
+        try:
+            busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            raw.close()
+        if busy:
+            return "SQLite log not emptied: a reader held it; the next erasure retries"
+        return "SQLite log checkpointed and emptied; deleted pages zeroed"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM " + ", ".join(ERASED_TABLES))
+    return "PostgreSQL tables vacuumed: dead tuples removed"
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from dedup.adjudication import accounts, audit_store, catch_trials, intake, queue, views
+from dedup.adjudication import accounts, audit_store, catch_trials, erasure, intake, queue, views
 from dedup.adjudication.access import Actor, Permission, allowed, parse_roles
 from dedup.adjudication.accounts import IdentityProvider, LoginRefusal, Principal
 from dedup.adjudication.audit_chain import ChainCheck
@@ -248,15 +248,17 @@ def export_decisions(context: Context, actor: Actor, batch_id: str | None) -> li
         return found
 
 
-def erase(context: Context, actor: Actor, enrollment_id: str) -> queue.Erasure:
-    with audited(context, actor) as tx:
-        done = queue.erase_enrollment(tx.db, enrollment_id)
-        details = {
-            "cases": str(done.cases_removed),
-            "candidacies": str(done.candidate_rows_removed),
-        }
-        tx.record(Permission.ERASE, "enrollment.erase", f"enrollment:{enrollment_id}", details)
-        return done
+def erase(
+    context: Context,
+    actor: Actor,
+    enrollment_id: str,
+    reason: str,
+    eraser: erasure.RecordEraser | None = None,
+) -> erasure.ErasureReport:
+    """Erase an enrollment everywhere it lives: the records through ``eraser`` (the lake and
+    the gallery; None where the caller has none) and the review queue, audited with who,
+    when and why (``erasure.erase_everywhere``: the API and ``dedup erase`` both call this)."""
+    return erasure.erase_everywhere(context, actor, enrollment_id, reason, eraser)
 
 
 def verify_audit(context: Context, actor: Actor) -> tuple[ChainCheck, tuple[int, str] | None]:

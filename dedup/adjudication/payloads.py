@@ -175,11 +175,21 @@ class QueueOut(_Strict):
     oldest_open_age_seconds: float | None
 
 
+class ErasureIn(_Strict):
+    """Why an enrollment is erased (the legal request it answers): kept in the audit log."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
 class ErasureOut(_Strict):
     enrollment_id: str
     cases_removed: int
     candidate_rows_removed: int
     subject_removed: bool
+    # What the lake and the gallery gave up, by place; None where the service has no eraser.
+    records_removed: dict[str, int] | None = None
+    identity_renamed_to: str | None = None
+    nothing_left: bool = False
 
 
 class LoginIn(_Strict):

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dedup.adjudication import cases
@@ -25,14 +24,13 @@ from dedup.adjudication.case_rows import Conflict as Conflict
 from dedup.adjudication.case_rows import add_judgement, store
 from dedup.adjudication.case_rows import load_case as load_case
 from dedup.adjudication.cases import Case, CaseState, Judgement
+from dedup.adjudication.queue_erasure import Erasure as Erasure
+from dedup.adjudication.queue_erasure import erase_enrollment as erase_enrollment
 from dedup.adjudication.tables import (
     CaseCandidate,
     CaseMember,
     CaseRow,
-    CatchPair,
     JudgementRow,
-    Subject,
-    SubjectImage,
 )
 from dedup.errors import AdjudicationError, StaleLease
 
@@ -233,7 +231,7 @@ def queue_depth(db: Session, now: datetime) -> QueueDepth:
     return QueueDepth(dict(counts), oldest)
 
 
-# ---------------------------------------------------------------- export and erasure
+# ---------------------------------------------------------------- export (erasure: queue_erasure)
 
 
 @dataclass(frozen=True)
@@ -281,42 +279,3 @@ def decisions(db: Session, batch_id: str | None = None) -> list[Decision]:
             for m in members
         ]
     return sorted(out, key=lambda d: d.enrollment_id)
-
-
-@dataclass(frozen=True)
-class Erasure:
-    cases_removed: int
-    candidate_rows_removed: int
-    subject_removed: bool
-
-
-def erase_enrollment(db: Session, enrollment_id: str) -> Erasure:
-    """Remove an enrollment from the queue: its subject, images, cases and candidacies."""
-    case_ids = list(
-        db.execute(select(CaseRow.case_id).where(CaseRow.probe_id == enrollment_id)).scalars()
-    )
-    pairs = list(
-        db.execute(select(CatchPair.id).where(
-            or_(CatchPair.probe_id == enrollment_id, CatchPair.truth_duplicate_of == enrollment_id,
-                CatchPair.source_case_id.in_(case_ids)))).scalars()
-    )  # fmt: skip
-    removed_pairs_cases = list(
-        db.execute(select(CaseRow.case_id).where(CaseRow.catch_pair_id.in_(pairs))).scalars()
-    )
-    every_case = sorted(set(case_ids) | set(removed_pairs_cases))
-    _delete_cases(db, every_case)
-    db.execute(delete(CatchPair).where(CatchPair.id.in_(pairs)))
-    candidacies = db.execute(
-        delete(CaseCandidate).where(CaseCandidate.candidate_id == enrollment_id)
-    ).rowcount  # type: ignore[attr-defined]
-    db.execute(delete(SubjectImage).where(SubjectImage.enrollment_id == enrollment_id))
-    subject = db.execute(delete(Subject).where(Subject.enrollment_id == enrollment_id)).rowcount  # type: ignore[attr-defined]
-    return Erasure(len(every_case), int(candidacies), bool(subject))
-
-
-def _delete_cases(db: Session, case_ids: Sequence[str]) -> None:
-    if not case_ids:
-        return
-    db.execute(delete(JudgementRow).where(JudgementRow.case_id.in_(case_ids)))
-    db.execute(delete(CaseCandidate).where(CaseCandidate.case_id.in_(case_ids)))
-    db.execute(delete(CaseRow).where(CaseRow.case_id.in_(case_ids)))

@@ -26,6 +26,7 @@ from dedup.adjudication import database
 from dedup.adjudication.access import Forbidden
 from dedup.adjudication.accounts import LocalIdentityProvider
 from dedup.adjudication.context import Context, utc_now
+from dedup.adjudication.erasure import RecordEraser, UnknownEnrollment
 from dedup.adjudication.queue import CaseNotFound
 from dedup.adjudication.queue_metrics import service_registry
 from dedup.adjudication.web import api, pages
@@ -47,8 +48,11 @@ def create_app(
     settings: AdjudicationSettings,
     engine: Engine,
     clock: Callable[[], datetime] | None = None,
+    eraser: RecordEraser | None = None,
 ) -> FastAPI:
-    """The service on ``engine`` (already migrated: see ``database.migrate``)."""
+    """The service on ``engine`` (already migrated: see ``database.migrate``). ``eraser`` is
+    the lake and gallery part of an erasure (``dedup serve`` passes the pipelines' one);
+    without it an erasure reaches the review database only, and says so."""
     database.require_current(engine)
     identity = LocalIdentityProvider(
         settings.max_failed_logins, timedelta(minutes=settings.lockout_minutes)
@@ -65,6 +69,7 @@ def create_app(
         ),
     )
     app.state.service = state
+    app.state.eraser = eraser
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -128,6 +133,7 @@ def _error_handlers(app: FastAPI) -> None:
         return _page(request, 403, f"Forbidden: {message}. This refusal was recorded.")
 
     @app.exception_handler(CaseNotFound)
+    @app.exception_handler(UnknownEnrollment)
     async def not_found(request: Request, exc: Exception) -> Response:
         if _wants_json(request):
             return JSONResponse({"detail": str(exc)}, status_code=404)

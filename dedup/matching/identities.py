@@ -111,3 +111,69 @@ def links_in_force(decisions: Iterable[Link], revoked: Iterable[str]) -> list[Li
     """The links of every applied decision not since taken back (by its decision id)."""
     gone = set(revoked)
     return [link for link in decisions if link.decision not in gone]
+
+
+# ---------------------------------------------------------------- erasure
+
+
+def erasure_cause(erased: str) -> str:
+    """The ``cause`` (and decision) of the links and identity events an erasure makes."""
+    return f"erasure:{erased}"
+
+
+def bridge(links: Iterable[Link], erased: str, order: Sequence[str]) -> list[Link]:
+    """The links that keep ``erased``'s identity whole once its own links are gone: each
+    remaining neighbour of ``erased`` linked to the earliest of them in ``order``.
+
+    One capture erased never splits a person into several identities: every part that hung
+    together only through ``erased`` holds one of its neighbours, and the neighbours are
+    joined here. The links are named after the erasure (``erasure:<id>``), so making them
+    again (a re-run) gives the same links.
+
+    >>> bridge([Link("d1", "b", "a"), Link("d2", "c", "a")], "a", ["a", "b", "c"])
+    [Link(decision='erasure:a', probe='c', duplicate_of='b')]
+    """
+    position = {enrollment: index for index, enrollment in enumerate(order)}
+    neighbours = {
+        other
+        for link in links
+        if erased in (link.probe, link.duplicate_of)
+        for other in (link.probe, link.duplicate_of)
+        if other != erased
+    }
+    unknown = sorted(n for n in neighbours if n not in position)
+    if unknown:
+        raise IdentityError(f"enrollment {erased!r} is linked to {unknown[0]!r}, never staged")
+    ranked = sorted(neighbours, key=position.__getitem__)
+    cause = erasure_cause(erased)
+    return [Link(cause, other, ranked[0]) for other in ranked[1:]]
+
+
+def links_after_erasure(links: Iterable[Link], erased: str, order: Sequence[str]) -> list[Link]:
+    """The links in force once ``erased`` is erased: those not naming it, and the bridges
+    (``bridge``) between the enrollments it joined. A bridge already in force is kept once."""
+    listed = list(links)
+    kept = [link for link in listed if erased not in (link.probe, link.duplicate_of)]
+    return kept + [link for link in bridge(listed, erased, order) if link not in kept]
+
+
+def renamed_by_erasure(
+    before: Mapping[str, str], after: Mapping[str, str], erased: str
+) -> str | None:
+    """The id ``erased``'s identity goes by once it is erased, where that changes: only an
+    identity that ``erased`` founded (its own id) is renamed, after its earliest remaining
+    member, the one documented exception to "an identity id never changes" (an erased
+    person's id is withdrawn). None where nothing is renamed (it founded no group).
+
+    >>> renamed_by_erasure({"a": "a", "b": "a"}, {"b": "b"}, "a")
+    'b'
+    """
+    if before.get(erased) != erased:
+        return None
+    members = [e for e, identity in before.items() if identity == erased and e != erased]
+    names = {after[e] for e in members if e in after}
+    if not names:
+        return None
+    if len(names) != 1:
+        raise IdentityError(f"erasing {erased!r} would split its identity over {sorted(names)}")
+    return names.pop()

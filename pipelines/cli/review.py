@@ -45,9 +45,13 @@ def serve_review(settings: Settings, migrate: bool, announce: str | None = None)
     import uvicorn
 
     from dedup.adjudication.service import create_app
+    from pipelines.erasure import LakeEraser
 
     engine = _engine(settings, migrate)
-    app = create_app(with_reports(settings).adjudication, engine)
+    # A supervisor's erasure reaches the lake and the gallery of these settings, as `dedup
+    # erase` does.
+    eraser = LakeEraser.from_settings(settings)
+    app = create_app(with_reports(settings).adjudication, engine, eraser=eraser)
     host, port = settings.adjudication.host, settings.adjudication.port
     console.print(
         f"review service on http://{'localhost' if host == '127.0.0.1' else host}:{port}/"

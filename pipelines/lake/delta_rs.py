@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedup.contracts.schemas import TABLES
+from dedup.contracts.schemas import NATURAL_KEYS, TABLES
 from pipelines.lake.tables import key_match, table_path
 
 
@@ -74,3 +76,117 @@ class DeltaRsTables:
             .when_not_matched_insert_all()
             .execute()
         )
+
+    # ------------------------------------------------------------ erasure (pipelines.erasure)
+
+    def delete_rows(self, name: str, column: str, values: list[str]) -> int:
+        """Delete every row whose ``column`` holds one of ``values``, in one commit; how many.
+
+        The values are matched in Arrow (``is_in`` on the column), never spliced into a SQL
+        predicate, so no id (quotes, backslashes, any byte) can change what is deleted. The
+        table is rewritten whole (an overwrite commit): a MERGE would rewrite only the files
+        concerned, but delta-rs writes the rows it copies as string_view, which the lake's
+        readers cannot filter. The old files stay in the table's history until ``vacuum``.
+        """
+        wanted = pa.array(sorted(set(values)), pa.string())
+        rows = self._current(name)
+        if rows is None or not len(wanted):
+            return 0
+        hit = pc.fill_null(pc.is_in(rows[column], value_set=wanted), False)
+        found = int(pc.sum(hit).as_py() or 0)
+        if found:
+            self._overwrite(name, rows.filter(pc.invert(hit)))
+        return found
+
+    def upsert(self, name: str, rows: pa.Table) -> None:
+        """One commit writing ``rows`` over the rows of the same natural key (adding those the
+        table lacks); values travel as Arrow data, never as SQL text. The table is rewritten
+        whole, as ``delete_rows`` says why."""
+        from deltalake import write_deltalake
+
+        current = self._current(name)
+        if current is None:
+            write_deltalake(table_path(self.lake, name), TABLES[name].empty_table(), mode="append")
+            current = self._current(name)
+            assert current is not None
+        if rows.num_rows == 0:
+            return
+        keys = NATURAL_KEYS[name]
+        replaced = pc.is_in(_key_column(current, keys), value_set=_key_column(rows, keys))
+        kept = current.filter(pc.invert(pc.fill_null(replaced, False)))
+        self._overwrite(
+            name, pa.concat_tables([kept, rows.select(kept.column_names).cast(kept.schema)])
+        )
+
+    def _current(self, name: str) -> pa.Table | None:
+        table = self.open(name)
+        if table is None:
+            return None
+        return plain_strings(table.to_pyarrow_dataset().to_table())
+
+    def _overwrite(self, name: str, rows: pa.Table) -> None:
+        from deltalake import write_deltalake
+
+        write_deltalake(table_path(self.lake, name), rows, mode="overwrite")
+
+    def vacuum(self, name: str) -> list[str]:
+        """Delete, now, every data file no longer in the table's current version; their names.
+
+        Delta keeps removed rows in old versions' files for time travel (7 days by default).
+        An erasure cannot wait for that, so this overrides the retention, as delta-rs
+        documents: ``retention_hours=0, enforce_retention_duration=False``. Not ``full``: a
+        file another writer has written but not yet committed is not in the log either, and
+        must not be deleted under it. A reader still scanning a version older than the
+        erasure may then find a file gone: it fails and reads again.
+        """
+        table = self.open(name)
+        if table is None:
+            return []
+        removed: list[str] = table.vacuum(
+            retention_hours=0, enforce_retention_duration=False, dry_run=False
+        )
+        _drop_orphan_checksums(Path(table_path(self.lake, name)))
+        return removed
+
+    def purge_history(self, name: str) -> int:
+        """Cut the table's log at a new checkpoint; how many log files were deleted.
+
+        Old commits describe files that ``vacuum`` has deleted, and their column statistics
+        (the minimum and maximum of each column per file) can still name an erased row's
+        values. The checkpoint holds the current version whole, so the commits before it are
+        deleted, as Delta's own log clean-up does once they are older than its retention.
+        """
+        table = self.open(name)
+        if table is None:
+            return 0
+        table.create_checkpoint()
+        checkpoint = int(table.version())
+        log = Path(table_path(self.lake, name)) / "_delta_log"
+        deleted = 0
+        for entry in sorted(log.iterdir()):
+            version = _log_version(entry.name)
+            if version is not None and version < checkpoint:
+                entry.unlink()
+                deleted += 1
+        _drop_orphan_checksums(log)
+        return deleted
+
+
+def _key_column(table: pa.Table, keys: tuple[str, ...]) -> pa.Array:
+    """One text per row naming its natural key (the key's values as a JSON list)."""
+    rows = table.select(list(keys)).to_pylist()
+    return pa.array([json.dumps(list(r.values()), default=str) for r in rows], pa.string())
+
+
+def _log_version(name: str) -> int | None:
+    """The version a file of ``_delta_log`` belongs to (commit, checkpoint, checksum)."""
+    head = name.lstrip(".").split(".", 1)[0]
+    return int(head) if len(head) == 20 and head.isdigit() else None
+
+
+def _drop_orphan_checksums(folder: Path) -> None:
+    """Hadoop's local file system (Spark) writes ``.<file>.crc`` beside each file; delta-rs
+    deletes the file and leaves the checksum. Remove those whose file is gone."""
+    for crc in folder.glob(".*.crc"):
+        if not (folder / crc.name[1 : -len(".crc")]).exists():
+            crc.unlink()

@@ -220,10 +220,17 @@ def test_the_web_forms_carry_csrf_and_a_decision_goes_through(world: ReviewWorld
 def test_erasure_is_audited_and_removes_the_case(world: ReviewWorld) -> None:
     imported(world, probes=2)
     sue = world.client("sue")
-    answer = sue.post("/api/v1/erasures/P00000")
+    assert sue.post("/api/v1/erasures/P00000", json={}).status_code == 422  # no reason
+    answer = sue.post("/api/v1/erasures/P00000", json={"reason": "court order 17"})
     assert answer.json() == {"enrollment_id": "P00000", "cases_removed": 1,
-                             "candidate_rows_removed": 0, "subject_removed": True}  # fmt: skip
-    assert entries(world, action="enrollment.erase")[-1].target == "enrollment:P00000"
+                             "candidate_rows_removed": 0, "subject_removed": True,
+                             "records_removed": None, "identity_renamed_to": None,
+                             "nothing_left": False}  # fmt: skip
+    [entry] = entries(world, action="enrollment.erase")
+    assert entry.target == "enrollment:P00000" and entry.details["reason"] == "court order 17"
+    again = sue.post("/api/v1/erasures/P00000", json={"reason": "court order 17"}).json()
+    assert again["nothing_left"] and not again["cases_removed"]
+    assert sue.post("/api/v1/erasures/NOBODY", json={"reason": "r"}).status_code == 404
     depth = world.client("operator").get("/api/v1/queue").json()["depth"]
     assert depth["open"] == 1
 

@@ -155,7 +155,9 @@ def call_for(method: str, route: str, role: Role, matrix: Matrix) -> Call:
         ("POST", "/api/v1/cases/{case_id}/supervision"): Call(
             f"/api/v1/cases/{case}/supervision", 409, {"json": {"outcome": "not_duplicate"}}
         ),
-        ("POST", "/api/v1/erasures/{enrollment_id}"): Call(f"/api/v1/erasures/{NOBODY}", 200, {}),
+        ("POST", "/api/v1/erasures/{enrollment_id}"): Call(
+            f"/api/v1/erasures/{NOBODY}", 404, {"json": {"reason": "court order"}}
+        ),
         ("GET", "/api/v1/audit/verify"): Call("/api/v1/audit/verify", 200, {}),
         ("GET", "/api/v1/audit"): Call("/api/v1/audit", 200, {"params": {"limit": 5}}),
         ("PUT", "/api/v1/catch-trials/rate"): Call(
@@ -397,7 +399,7 @@ CSRF_CALLS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("bob", "POST", "/queue/claim", {"data": {}}),
     ("sue", "PUT", "/api/v1/catch-trials/rate", {"params": {"rate": 0.25}}),
     ("sue", "POST", "/supervisor/catch-trials/rate", {"data": {"rate": "0.25"}}),
-    ("sue", "POST", "/api/v1/erasures/GP00000-0", {}),
+    ("sue", "POST", "/api/v1/erasures/GP00000-0", {"json": {"reason": "court order"}}),
     ("operator", "POST", "/api/v1/batches/B-X/candidates", {"json": batch_payload(1, prefix="X")}),
     ("adam", "POST", "/api/v1/users", {"json": VICTIM}),
     ("adam", "POST", "/admin/users", {"data": VICTIM}),

@@ -21,6 +21,7 @@ from dedup.adjudication.payloads import (
     DecisionOut,
     DecisionsOut,
     EnrollmentId,
+    ErasureIn,
     ErasureOut,
     ImportResult,
     JudgementIn,
@@ -207,18 +208,29 @@ def supervise(
     return {"case_id": case_id, "state": state.value}
 
 
-@router.post("/erasures/{enrollment_id}", response_model=ErasureOut, responses=ERRORS)
+@router.post(
+    "/erasures/{enrollment_id}",
+    response_model=ErasureOut,
+    responses={**ERRORS, 404: {"description": "no such enrollment"}},
+)
 def erase(
     enrollment_id: EnrollmentId,
+    body: ErasureIn,
     request: Request,
     principal: Annotated[Principal, Depends(require(Permission.ERASE))],
 ) -> ErasureOut:
-    done = operations.erase(*acting(request, principal), enrollment_id)
+    """Erase an enrollment everywhere (the lake, the gallery and the queue where the service
+    is wired to them: ``create_app(..., eraser=...)``), audited with the reason given."""
+    eraser = request.app.state.eraser
+    done = operations.erase(*acting(request, principal), enrollment_id, body.reason, eraser)
     return ErasureOut(
         enrollment_id=enrollment_id,
-        cases_removed=done.cases_removed,
-        candidate_rows_removed=done.candidate_rows_removed,
-        subject_removed=done.subject_removed,
+        cases_removed=done.queue.cases_removed,
+        candidate_rows_removed=done.queue.candidate_rows_removed,
+        subject_removed=done.queue.subject_removed,
+        records_removed=None if done.records is None else dict(done.records.removed),
+        identity_renamed_to=None if done.records is None else done.records.identity_renamed_to,
+        nothing_left=done.nothing_left,
     )
 
 
