@@ -26,12 +26,7 @@ from dedup.adjudication.case_rows import load_case as load_case
 from dedup.adjudication.cases import Case, CaseState, Judgement
 from dedup.adjudication.queue_erasure import Erasure as Erasure
 from dedup.adjudication.queue_erasure import erase_enrollment as erase_enrollment
-from dedup.adjudication.tables import (
-    CaseCandidate,
-    CaseMember,
-    CaseRow,
-    JudgementRow,
-)
+from dedup.adjudication.tables import CaseMember, CaseRow, CatchPair, JudgementRow
 from dedup.errors import AdjudicationError, StaleLease
 
 
