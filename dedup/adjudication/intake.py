@@ -83,7 +83,7 @@ def import_batch(
 
     groups = probe_groups(payload.candidates)
     members = [m for group in groups for m in group]
-    # A real case's first member is its key, and a member of it (so both say "taken").
+    # Taken: a member of a real case, or a case's key (so a new case's key is free).
     taken = present(db, CaseMember.enrollment_id, members) | present(
         db, CaseRow.enqueue_key, members
     )
