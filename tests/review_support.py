@@ -205,6 +205,47 @@ def identity_batch_payload() -> dict[str, Any]:
     return {"model_id": "dlib-resnet-v1", "candidates": rows, "subjects": subjects}
 
 
+def expected_cases(
+    rows: Sequence[tuple[str, str, str, float]],
+) -> dict[str, tuple[frozenset[str], dict[str, tuple[str, float]]]]:
+    """What the queue should hold for these ``(probe, candidate, source, score)`` rows, worked
+    out apart from ``intake``: per case probe (the first of its group), its members (the
+    connected group under the ``batch`` rows) and its candidates (source and best score: every
+    member's candidates but the probe, the other members as ``batch``)."""
+    neighbours: dict[str, set[str]] = {}
+    for probe, candidate, source, _ in rows:
+        neighbours.setdefault(probe, set())
+        if source == "batch":
+            neighbours[probe].add(candidate)
+            neighbours.setdefault(candidate, set()).add(probe)
+    cases: dict[str, tuple[frozenset[str], dict[str, tuple[str, float]]]] = {}
+    seen: set[str] = set()
+    for start in sorted(neighbours):
+        if start in seen:
+            continue
+        group, frontier = {start}, [start]
+        while frontier:
+            for other in neighbours[frontier.pop()] - group:
+                group.add(other)
+                frontier.append(other)
+        seen |= group
+        first = min(group)
+        shown: dict[str, tuple[str, float]] = {}
+        for probe, candidate, source, score in rows:
+            if probe in group and candidate != first:
+                kept = shown.get(candidate, (source, score))
+                shown[candidate] = (source, max(score, kept[1]))
+        for member in group - {first}:  # a member that only named others is shown too
+            if member not in shown:
+                shown[member] = (
+                    "batch",
+                    max(s for p, c, _, s in rows if p == member and c in group),
+                )
+            shown[member] = ("batch", shown[member][1])
+        cases[first] = (frozenset(group), shown)
+    return cases
+
+
 @dataclass
 class Clock:
     """A settable clock for leases and session timeouts."""

@@ -8,6 +8,7 @@ the latest supervisor or revision judgement.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -36,21 +37,11 @@ def load_case(db: Session, row: CaseRow) -> Case:
             .order_by(CaseCandidate.rank, CaseCandidate.candidate_id)
         ).scalars()
     )
-    stages: dict[str, JudgementRow] = {}
-    for j in db.execute(
+    judged = db.execute(
         select(JudgementRow).where(JudgementRow.case_id == row.case_id).order_by(JudgementRow.id)
-    ).scalars():
-        # The latest of each stage; a revision overrides the supervisor's decision before it.
-        stages["boss" if j.stage in SUPERVISOR_STAGES else j.stage] = j
-    first, second, boss = (_judgement(stages.get(s)) for s in ("first", "second", "boss"))
+    ).scalars()
     state = CaseState(row.state)
-    final = None
-    if state is CaseState.DECIDED_BY_SUPERVISOR:
-        final = boss
-    elif state is CaseState.DECIDED_DUPLICATE:
-        final = second
-    elif state is CaseState.DECIDED_NOT_DUPLICATE:
-        final = first
+    first, second, final = judgements_of(state, judged)
     lease = None
     if row.lease_holder and row.lease_token and row.lease_until and row.lease_returns_to:
         lease = Lease(
@@ -58,6 +49,24 @@ def load_case(db: Session, row: CaseRow) -> Case:
         )
     revision = row.revision or 0
     return Case(row.probe_id, candidates, state, lease, first, second, final, revision)
+
+
+def judgements_of(
+    state: CaseState, rows: Iterable[JudgementRow]
+) -> tuple[Judgement | None, Judgement | None, Judgement | None]:
+    """A case's first and second judgements and its decision (None until decided), from its
+    judgement rows in the order they were made."""
+    stages: dict[str, JudgementRow] = {}
+    for j in rows:
+        # The latest of each stage; a revision overrides the supervisor's decision before it.
+        stages["boss" if j.stage in SUPERVISOR_STAGES else j.stage] = j
+    first, second, boss = (_judgement(stages.get(s)) for s in ("first", "second", "boss"))
+    final = {
+        CaseState.DECIDED_BY_SUPERVISOR: boss,
+        CaseState.DECIDED_DUPLICATE: second,
+        CaseState.DECIDED_NOT_DUPLICATE: first,
+    }.get(state)
+    return first, second, final
 
 
 def _judgement(row: JudgementRow | None) -> Judgement | None:

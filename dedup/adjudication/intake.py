@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dedup.adjudication import catch_trials
@@ -53,6 +53,7 @@ def import_batch(
     holding whole groups: every candidate row of every member in the same part."""
     if not 1 <= part <= parts:
         raise AdjudicationError(f"part {part} of {parts}: parts are numbered 1 to {parts}")
+    _one_import_at_a_time(db)
     earlier = list(db.scalars(select(Batch).where(Batch.batch_id == batch_id).with_for_update()))
     if any(b.parts != parts or b.model_id != payload.model_id for b in earlier):
         raise AdjudicationError(
@@ -82,7 +83,7 @@ def import_batch(
 
     groups = probe_groups(payload.candidates)
     members = [m for group in groups for m in group]
-    # A real case's first member is its key, and a member of it (so both say "taken").
+    # Taken: a member of a real case, or a case's key (so a new case's key is free).
     taken = present(db, CaseMember.enrollment_id, members) | present(
         db, CaseRow.enqueue_key, members
     )
@@ -196,6 +197,19 @@ def case_candidates(
         )
         for rank, (candidate, row) in enumerate(ranked, start=1)
     ]
+
+
+# The PostgreSQL advisory lock that orders imports (any 64-bit number no other code uses).
+IMPORT_LOCK = 0x646564757067  # "dedupg"
+
+
+def _one_import_at_a_time(db: Session) -> None:
+    """Imports of different batches can name the same enrollments (a batch sent again under
+    another id): they take turns, so that each sees the members the other made and an
+    enrollment lands in one case. A group's first member is also held by the unique
+    ``enqueue_key``; the others only by this. SQLite's write lock orders them already."""
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_LOCK})
 
 
 # Values bound per IN list: under SQLite's 32,766 variables and PostgreSQL's 65,535.

@@ -23,7 +23,7 @@ from dedup.adjudication import accounts, audit_store, catch_trials, erasure, int
 from dedup.adjudication.access import Actor, Permission, allowed, parse_roles
 from dedup.adjudication.accounts import IdentityProvider, LoginRefusal, Principal
 from dedup.adjudication.audit_chain import ChainCheck
-from dedup.adjudication.cases import CaseState, Judgement, Outcome
+from dedup.adjudication.cases import Case, CaseState, Judgement, Outcome
 from dedup.adjudication.context import Context, audited, refuse
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
@@ -205,6 +205,25 @@ def supervise(context: Context, actor: Actor, case_id: str, judgement: Judgement
         details = {**_judgement_details(judgement), "state": after.state.value}
         tx.record(Permission.SUPERVISE, "case.supervise", f"case:{case_id}", details)
         return after.state
+
+
+def revise(context: Context, actor: Actor, case_id: str, judgement: Judgement) -> Case:
+    """A supervisor changes a decided case's decision (``cases.revise``): the decision of
+    every member changes, and the audit entry keeps the decision before and after."""
+    if not allowed(actor.roles, Permission.SUPERVISE):
+        raise refuse(context, actor, Permission.SUPERVISE, "needs permission supervise",
+                     f"case:{case_id}")  # fmt: skip
+    with audited(context, actor) as tx:
+        before = queue.load_case(tx.db, queue.locked_case(tx.db, case_id))
+        after = queue.revise_case(tx.db, case_id, judgement, tx.now)
+        details = _judgement_details(judgement)
+        details.update(state=after.state.value, revision=str(after.revision))
+        if before.final is not None:
+            details["before_outcome"] = before.final.outcome.value
+            if before.final.duplicate_of:
+                details["before_duplicate_of"] = before.final.duplicate_of
+        tx.record(Permission.SUPERVISE, "case.revise", f"case:{case_id}", details)
+        return after
 
 
 def _judgement_details(judgement: Judgement) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Import takes a batch's rows in the ``candidates`` table's shape plus, for every enrollment
 they name, what an adjudicator needs to judge: display fields, capture metadata, quality
-figures and the photo and aligned chip. Export returns the final decision per enrollment.
+figures and the photo and aligned chip. Export returns the decision per enrollment: one row
+per member of every case, each carrying its case's decision and revision.
 """
 
 from __future__ import annotations
@@ -118,19 +119,22 @@ class BatchImport(_Strict):
 class ImportResult(_Strict):
     batch_id: str
     already_imported: bool
-    cases_created: int
-    cases_skipped: int  # probes that already had a case
+    cases_created: int  # one per group of probes that matched each other
+    cases_skipped: int  # groups with a member already in a case
     catch_trials_seeded: int
 
 
 class DecisionOut(_Strict):
-    enrollment_id: str
+    enrollment_id: str  # a member of the case: the case's decision is its decision
     batch_id: str
+    case_id: str
     decision: Literal["duplicate", "not_duplicate"] | None  # None: not decided yet
     duplicate_of: str | None
     state: str
     decided_at: datetime | None
     decided_by: list[str]
+    # How often a supervisor changed the decision: case_id@revision names this decision.
+    revision: int
 
 
 class DecisionsOut(_Strict):
@@ -151,6 +155,14 @@ class SupervisionIn(_Strict):
     outcome: Literal["duplicate", "not_duplicate"]
     duplicate_of: EnrollmentId | None = None
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class RevisionIn(_Strict):
+    """A supervisor's change of a decision already made; the reason is required."""
+
+    outcome: Literal["duplicate", "not_duplicate"]
+    duplicate_of: EnrollmentId | None = None
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 
 class CandidateOut(_Strict):

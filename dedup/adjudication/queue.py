@@ -15,13 +15,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dedup.adjudication import cases
 from dedup.adjudication.case_rows import DECIDED as DECIDED
 from dedup.adjudication.case_rows import Conflict as Conflict
-from dedup.adjudication.case_rows import add_judgement, store
+from dedup.adjudication.case_rows import add_judgement, judgements_of, store
 from dedup.adjudication.case_rows import load_case as load_case
 from dedup.adjudication.cases import Case, CaseState, Judgement
 from dedup.adjudication.queue_erasure import Erasure as Erasure
@@ -249,28 +249,27 @@ class Decision:
 
 def decisions(db: Session, batch_id: str | None = None) -> list[Decision]:
     """One row per member of every real case (never a catch trial), decided or still
-    pending, ordered by enrollment; ``batch_id`` None: every batch."""
-    query = select(CaseRow).where(CaseRow.catch_pair_id.is_(None)).order_by(CaseRow.case_id)
+    pending, ordered by enrollment; ``batch_id`` None: every batch. Three queries, however
+    many cases."""
+    real: list[ColumnElement[bool]] = [CaseRow.catch_pair_id.is_(None)]
     if batch_id is not None:
-        query = query.where(CaseRow.batch_id == batch_id)
+        real.append(CaseRow.batch_id == batch_id)
+    judged: dict[str, list[JudgementRow]] = {}
+    for j in db.scalars(select(JudgementRow).join(CaseRow).where(*real).order_by(JudgementRow.id)):
+        judged.setdefault(j.case_id, []).append(j)
+    members: dict[str, list[str]] = {}
+    for case_id, member in db.execute(
+        select(CaseMember.case_id, CaseMember.enrollment_id).join(CaseRow).where(*real)
+    ):
+        members.setdefault(case_id, []).append(member)
     out = []
-    for row in db.execute(query).scalars():
-        case = load_case(db, row)
-        decided = case.state in DECIDED
-        judged = db.scalars(
-            select(JudgementRow.adjudicator)
-            .where(JudgementRow.case_id == row.case_id)
-            .order_by(JudgementRow.id)
-        )
-        by = tuple(dict.fromkeys(judged)) if decided else ()
-        final = case.final if decided else None
-        members = db.scalars(
-            select(CaseMember.enrollment_id).where(CaseMember.case_id == row.case_id)
-        )
+    for row in db.scalars(select(CaseRow).where(*real)):
+        state, rows = CaseState(row.state), judged.get(row.case_id, [])
+        decided = state in DECIDED
+        final = judgements_of(state, rows)[2] if decided else None
+        by = tuple(dict.fromkeys(j.adjudicator for j in rows)) if decided else ()
         out += [
-            Decision(
-                m, row.batch_id, row.case_id, case.state, final, row.decided_at, by, case.revision
-            )
-            for m in members
+            Decision(m, row.batch_id, row.case_id, state, final, row.decided_at, by, row.revision)
+            for m in members.get(row.case_id, ())
         ]
     return sorted(out, key=lambda d: d.enrollment_id)

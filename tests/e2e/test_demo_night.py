@@ -19,11 +19,12 @@ import pytest
 from sqlalchemy import select
 
 from dedup.adjudication import database
-from dedup.adjudication.tables import CaseCandidate, CaseRow
+from dedup.adjudication.tables import CaseCandidate, CaseMember, CaseRow
 from dedup.contracts.schemas import TABLES
 from dedup.demo.batch import read_demo_batch
 from pipelines.demo_nights import NIGHTS
 from pipelines.steps import STEPS
+from tests.review_support import expected_cases
 from tests.support import delta_snapshot
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -45,18 +46,27 @@ def demo(workdir: Path) -> str:
     return " ".join(done.stdout.split())
 
 
-def review_queue(lake: Path) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """Every case: (case id, probe, its candidates with their source), sorted."""
+Queued = list[tuple[str, str, list[str], list[tuple[str, str]]]]
+
+
+def review_queue(lake: Path) -> Queued:
+    """Every case: (case id, probe, its members, its candidates with their source), sorted."""
     engine = database.connect(f"sqlite:///{lake / 'adjudication.sqlite'}")
     try:
         with database.sessions(engine)() as db:
             probes = {case.case_id: case.probe_id for case in db.scalars(select(CaseRow))}
             found: dict[str, list[tuple[str, str]]] = {case_id: [] for case_id in probes}
+            members: dict[str, list[str]] = {case_id: [] for case_id in probes}
             for candidate in db.scalars(select(CaseCandidate)):
                 found[candidate.case_id].append((candidate.candidate_id, candidate.source))
+            for member in db.scalars(select(CaseMember)):
+                members[member.case_id].append(member.enrollment_id)
     finally:
         engine.dispose()
-    return sorted((case_id, probes[case_id], sorted(found[case_id])) for case_id in probes)
+    return sorted(
+        (case_id, probes[case_id], sorted(members[case_id]), sorted(found[case_id]))
+        for case_id in probes
+    )
 
 
 def test_two_demo_nights_catch_the_recaptures_and_a_second_run_changes_nothing(
@@ -100,6 +110,15 @@ def test_two_demo_nights_catch_the_recaptures_and_a_second_run_changes_nothing(
     assert identities == {e: seeds[p] for e, p in people.items()}
     assert {r["step"] for r in tables["batch_runs"]} == set(STEPS)
     queue = review_queue(lake)
+    expected = expected_cases(
+        [(r["probe_id"], r["candidate_id"], r["source"], r["score"]) for r in tables["candidates"]]
+    )
+    # One case per group of probes that matched each other, every probe in one.
+    assert sorted(probe for _, probe, _, _ in queue) == sorted(expected)
+    for _, probe, members, found in queue:
+        group, shown = expected[probe]
+        assert members == sorted(group)
+        assert found == sorted((c, source) for c, (source, _) in shown.items())
     assert queue and all(state.startswith("decided") for state in decided(lake))
 
     second = demo(workdir)

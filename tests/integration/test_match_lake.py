@@ -127,8 +127,15 @@ def test_enqueue_puts_the_candidates_and_what_adjudicators_see_into_the_queue(
     from sqlalchemy import select
 
     from dedup.adjudication import database
-    from dedup.adjudication.tables import CaseCandidate, CaseRow, Subject, SubjectImage
+    from dedup.adjudication.tables import (
+        CaseCandidate,
+        CaseMember,
+        CaseRow,
+        Subject,
+        SubjectImage,
+    )
     from pipelines.review_feed import enqueue_batch
+    from tests.review_support import expected_cases
 
     with pytest.raises(LakeError, match="no candidates table"):
         enqueue_batch(BatchRun(SECOND, match_lake))
@@ -136,28 +143,33 @@ def test_enqueue_puts_the_candidates_and_what_adjudicators_see_into_the_queue(
     match(match_lake, SECOND, ray=False)
     rows = [r for r in candidates(match_lake) if r["batch_id"] == SECOND]
     result = enqueue_batch(BatchRun(SECOND, match_lake), match_batches[1].folder)
-    assert result.cases_created == len({r["probe_id"] for r in rows}) > 0
+    # Scores are cosines of float32 templates: rounding can lift a self-match a hair over 1.
+    expected = expected_cases(
+        [(r["probe_id"], r["candidate_id"], r["source"], round(min(r["score"], 1.0), 5))
+         for r in rows]
+    )  # fmt: skip
+    # One case per group of the batch's photos that matched each other: one per person.
+    assert (
+        result.cases_created == len(expected) == len(set(staged_people(match_batches[1]).values()))
+    )
     assert enqueue_batch(BatchRun(SECOND, match_lake), match_batches[1].folder).already_imported
 
     engine = database.connect(match_lake.adjudication_database_url())
     with database.sessions(engine)() as db:
         queued = {
-            (case.probe_id, c.candidate_id, round(c.score, 5), c.source)
-            for case, c in db.execute(
-                select(CaseRow, CaseCandidate).join(
-                    CaseCandidate, CaseCandidate.case_id == CaseRow.case_id
-                )
+            case.probe_id: (
+                frozenset(db.scalars(select(CaseMember.enrollment_id).where(
+                    CaseMember.case_id == case.case_id))),
+                {c.candidate_id: (c.source, round(c.score, 5)) for c in db.scalars(
+                    select(CaseCandidate).where(CaseCandidate.case_id == case.case_id))},
             )
-        }
+            for case in db.scalars(select(CaseRow))
+        }  # fmt: skip
         images = {(i.enrollment_id, i.kind): i.data for i in db.scalars(select(SubjectImage))}
         probe = db.get(Subject, rows[0]["probe_id"])
         assert probe is not None and probe.center_id and '"given_name"' in probe.display
     engine.dispose()
-    # Scores are cosines of float32 templates: rounding can lift a self-match a hair over 1.
-    assert queued == {
-        (r["probe_id"], r["candidate_id"], round(min(r["score"], 1.0), 5), r["source"])
-        for r in rows
-    }
+    assert queued == expected
     named = {r["probe_id"] for r in rows} | {r["candidate_id"] for r in rows}
     assert {e for e, kind in images if kind == "chip"} == named
     # This batch's own enrollments also show their photo, downscaled to a JPEG.

@@ -14,11 +14,21 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from dedup.adjudication import audit_store, database
+from dedup.adjudication import audit_store, database, operations
+from dedup.adjudication.access import Actor, Forbidden, Role
 from dedup.adjudication.audit_chain import AuditEntry
+from dedup.adjudication.cases import CaseState, Judgement, Outcome
+from dedup.adjudication.context import Context
 from dedup.adjudication.tables import AuditRow, Subject
 from dedup.settings import AdjudicationSettings
-from tests.review_support import PASSWORD, ReviewWorld, batch_payload, png, review_world
+from tests.review_support import (
+    PASSWORD,
+    ReviewWorld,
+    batch_payload,
+    png,
+    review_world,
+    rows_payload,
+)
 
 
 def entries(
@@ -294,3 +304,105 @@ def test_display_fields_are_stored_as_given_and_shown_as_text(world: ReviewWorld
     for value in [*HOSTILE_DISPLAY.values(), "<b>C-01</b>"]:
         assert value in parts.values
     assert page.text.count("<bdi>") >= len(HOSTILE_DISPLAY) + 1
+
+
+def judged(client: TestClient, outcome: str, duplicate_of: str | None = None) -> str:
+    """The client claims the next case and judges it; the case id."""
+    case = claimed(client)
+    body = {"lease_token": case["lease_token"], "outcome": outcome, "duplicate_of": duplicate_of}
+    answer = client.post(f"/api/v1/cases/{case['case_id']}/judgement", json=body)
+    assert answer.status_code == 200, answer.text
+    return str(case["case_id"])
+
+
+PAIR_BODY = rows_payload(
+    [
+        ("A", "B", "batch", 0.95),
+        ("B", "A", "batch", 0.95),
+        ("A", "G1", "gallery", 0.9),
+    ]
+)
+
+
+def test_a_group_is_one_case_and_the_export_has_a_row_per_member(world: ReviewWorld) -> None:
+    operator = world.client("operator")
+    answer = operator.post("/api/v1/batches/b1/candidates", json=PAIR_BODY)
+    assert answer.json()["cases_created"] == 1
+    case = claimed(world.client("ann"))
+    assert case["probe_id"] == "A"
+    assert [(c["candidate_id"], c["source"]) for c in case["candidates"]] == [
+        ("B", "batch"),
+        ("G1", "gallery"),
+    ]
+    exported = operator.get("/api/v1/decisions", params={"batch_id": "b1"}).json()
+    assert (exported["decided"], exported["pending"]) == (0, 2)
+    assert [(d["enrollment_id"], d["case_id"], d["revision"]) for d in exported["decisions"]] == [
+        ("A", case["case_id"], 0),
+        ("B", case["case_id"], 0),
+    ]
+
+
+def test_a_supervisor_revises_a_duplicate_into_not_duplicate(world: ReviewWorld) -> None:
+    operator = world.client("operator")
+    operator.post("/api/v1/batches/b1/candidates", json=PAIR_BODY)
+    case_id = judged(world.client("ann"), "duplicate", "G1")
+    assert judged(world.client("bob"), "duplicate", "G1") == case_id
+    sue = world.client("sue")
+    change = {"outcome": "not_duplicate", "reason": "twins: the ears differ"}
+    answer = sue.post(f"/api/v1/cases/{case_id}/revision", json=change)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"case_id": case_id, "state": "decided_by_supervisor", "revision": 1}
+    exported = operator.get("/api/v1/decisions").json()
+    assert exported["decided"] == 2
+    for row in exported["decisions"]:
+        assert (row["decision"], row["duplicate_of"], row["revision"]) == ("not_duplicate", None, 1)
+        assert row["decided_by"] == ["ann", "bob", "sue"] and row["case_id"] == case_id
+    [entry] = entries(world, action="case.revise")
+    assert (entry.actor, entry.target, entry.role) == ("sue", f"case:{case_id}", "supervisor")
+    assert entry.details == {
+        "before_outcome": "duplicate",
+        "before_duplicate_of": "G1",
+        "outcome": "not_duplicate",
+        "reason": "twins: the ears differ",
+        "state": "decided_by_supervisor",
+        "revision": "1",
+    }
+
+
+def test_a_revision_is_refused_unless_a_supervisor_gives_a_reason_on_a_decided_case(
+    world: ReviewWorld,
+) -> None:
+    world.client("operator").post("/api/v1/batches/b1/candidates", json=PAIR_BODY)
+    sue = world.client("sue")
+    case_id = claimed(world.client("ann"))["case_id"]  # held by ann, not decided
+    change = {"outcome": "not_duplicate", "reason": "checked"}
+    undecided = sue.post(f"/api/v1/cases/{case_id}/revision", json=change)
+    assert undecided.status_code == 409 and "only a decided case" in undecided.json()["detail"]
+    for who in ("ann", "bob", "operator", "aude", "adam"):
+        path = f"/api/v1/cases/{case_id}/revision"
+        assert world.client(who).post(path, json=change).status_code == 403, who
+        refusal = entries(world, actor=who, action="access.refused")[-1]
+        assert refusal.details["path"] == path and refusal.outcome == "refused"
+    assert sue.post("/api/v1/cases/ffff/revision", json=change).status_code == 404
+    no_reason = sue.post(f"/api/v1/cases/{case_id}/revision", json={"outcome": "not_duplicate"})
+    assert no_reason.status_code == 422
+    blank = sue.post(f"/api/v1/cases/{case_id}/revision", json={**change, "reason": "   "})
+    assert blank.status_code == 409
+    assert entries(world, action="case.revise") == []
+
+
+def test_the_revise_operation_itself_refuses_a_non_supervisor(world: ReviewWorld) -> None:
+    """Callers other than the API (a command, a job) meet the same rule."""
+    world.client("operator").post("/api/v1/batches/b1/candidates", json=PAIR_BODY)
+    case_id = judged(world.client("ann"), "not_duplicate")
+    context = Context(database.sessions(world.engine), AdjudicationSettings(), world.clock)
+    change = Judgement("ann", Outcome.DUPLICATE, "G1", reason="changed my mind")
+    with pytest.raises(Forbidden):
+        operations.revise(context, Actor.local("ann", Role.ADJUDICATOR), case_id, change)
+    refusal = entries(world, actor="ann", action="access.refused")[-1]
+    assert refusal.target == f"case:{case_id}" and refusal.details["why"] == (
+        "needs permission supervise"
+    )
+    boss = Judgement("sue", Outcome.DUPLICATE, "G1", reason="found the earlier photo")
+    after = operations.revise(context, Actor.local("sue", Role.SUPERVISOR), case_id, boss)
+    assert (after.state, after.revision, after.final) == (CaseState.DECIDED_BY_SUPERVISOR, 1, boss)

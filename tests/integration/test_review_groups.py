@@ -4,6 +4,7 @@ supervisor's revision of a decision already made; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -20,7 +21,7 @@ from dedup.adjudication.cases import CaseState, Judgement, Outcome
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.tables import CaseCandidate, CaseMember, CaseRow, CatchPair, JudgementRow
 from dedup.errors import AdjudicationError
-from tests.review_support import migrated, rows_payload, sqlite_url
+from tests.review_support import expected_cases, migrated, rows_payload, sqlite_url
 
 T = TypeVar("T")
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -150,36 +151,15 @@ def test_a_group_split_across_parts_is_refused(review_engine: Engine) -> None:
     assert send(review_engine, [("C", "D", "batch", 0.9)], part=2, parts=2).cases_created == 1
 
 
-def components(rows: list[Row]) -> set[frozenset[str]]:
-    """The connected groups of the rows' probes under their batch rows, found by a search
-    written apart from ``intake``."""
-    neighbours: dict[str, set[str]] = {}
-    for probe, candidate, source, _ in rows:
-        neighbours.setdefault(probe, set())
-        if source == "batch":
-            neighbours[probe].add(candidate)
-            neighbours.setdefault(candidate, set()).add(probe)
-    seen: set[str] = set()
-    found = set()
-    for start in neighbours:
-        if start in seen:
-            continue
-        group, frontier = {start}, [start]
-        while frontier:
-            for other in neighbours[frontier.pop()] - group:
-                group.add(other)
-                frontier.append(other)
-        seen |= group
-        found.add(frozenset(group))
-    return found
-
-
 BATCHES = itertools.count()
 NODES = [f"E{n}" for n in range(12)]
 edges = st.lists(
-    st.tuples(st.sampled_from(NODES), st.sampled_from(NODES), st.booleans()).filter(
-        lambda e: e[0] != e[1]
-    ),
+    st.tuples(
+        st.sampled_from(NODES),
+        st.sampled_from(NODES),
+        st.booleans(),
+        st.sampled_from([0.8, 0.85, 0.9, 0.95]),
+    ).filter(lambda e: e[0] != e[1]),
     min_size=1,
     max_size=25,
 )
@@ -196,29 +176,28 @@ def sqlite_review_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E
 @settings(max_examples=40, deadline=None)
 @given(drawn=edges)
 def test_every_probe_lands_in_the_case_of_its_connected_group(
-    sqlite_review_engine: Engine, drawn: list[tuple[str, str, bool]]
+    sqlite_review_engine: Engine, drawn: list[tuple[str, str, bool, float]]
 ) -> None:
     # Ids of their own per example: one database serves every example.
     tag = f"x{next(BATCHES)}-"
     rows: list[Row] = [
-        (tag + p, tag + c if in_batch else f"{tag}G-{c}", "batch" if in_batch else "gallery", 0.9)
-        for p, c, in_batch in drawn
+        (tag + p, tag + c if in_batch else f"{tag}G-{c}", "batch" if in_batch else "gallery", s)
+        for p, c, in_batch, s in drawn
     ]
     result = send(sqlite_review_engine, rows, batch=tag)
-    expected = components(rows)
+    expected = expected_cases(rows)
     assert result.cases_created == len(expected)
     made = {
         probe: members
         for probe, members in groups(sqlite_review_engine).items()
         if probe.startswith(tag)
     }
-    assert {frozenset(m) for m in made.values()} == expected  # every probe in exactly one
-    for probe, members in made.items():
-        assert probe == min(members)
-        shown = {c for c, *_ in candidates(sqlite_review_engine, probe)}
-        assert set(members) - {probe} <= shown and probe not in shown
-        named = {c for p, c, *_ in rows if p in members} - {probe}
-        assert shown == named | (set(members) - {probe})
+    # Every probe in exactly one case, the cases the connected groups.
+    assert made == {probe: tuple(sorted(members)) for probe, (members, _) in expected.items()}
+    for probe, (_, shown) in expected.items():
+        found = candidates(sqlite_review_engine, probe)
+        assert {c: (source, score) for c, source, score, _ in found} == shown
+        assert [rank for *_, rank in found] == list(range(1, len(found) + 1))
 
 
 # ---------------------------------------------------------------- export per member
@@ -338,3 +317,26 @@ def test_a_revised_catch_pair_takes_the_new_truth(review_engine: Engine) -> None
     assert trial is not None
     with pytest.raises(AdjudicationError, match="catch trial"):
         run(review_engine, lambda db: queue.revise_case(db, trial, change, T0))
+
+
+def test_imports_naming_the_same_enrollments_take_turns(pg_engine: Engine) -> None:
+    """On PostgreSQL two imports run side by side: the second waits for the first, then
+    finds its member taken, so an enrollment never lands in two cases."""
+    first = BatchImport.model_validate(rows_payload([("A", "B", "batch", 0.9)], images=False))
+    # B again, with a probe that sorts after it (so no case key is shared), no subjects.
+    again = BatchImport.model_validate({**rows_payload([("Z", "B", "batch", 0.9)]), "subjects": []})
+    results: list[ImportResult] = []
+    with database.sessions(pg_engine)() as db, db.begin():
+        intake.import_batch(db, "b1", first, "op", T0, 1 << 20)
+        rival = threading.Thread(
+            target=lambda: results.append(
+                run(pg_engine, lambda other: intake.import_batch(other, "b2", again, "op", T0, 1))
+            )
+        )
+        rival.start()
+        rival.join(timeout=1.0)
+        assert rival.is_alive()  # waiting for the first import to end
+    rival.join(timeout=30)
+    [second] = results
+    assert (second.cases_created, second.cases_skipped) == (0, 1)
+    assert groups(pg_engine) == {"A": ("A", "B")}

@@ -75,6 +75,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/cases/{case_id}/blind"): frozenset({ADJUDICATOR}),
     ("POST", "/api/v1/cases/{case_id}/judgement"): frozenset({ADJUDICATOR}),
     ("POST", "/api/v1/cases/{case_id}/supervision"): frozenset({SUPERVISOR}),
+    ("POST", "/api/v1/cases/{case_id}/revision"): frozenset({SUPERVISOR}),
     ("POST", "/api/v1/erasures/{enrollment_id}"): frozenset({SUPERVISOR}),
     ("GET", "/api/v1/audit/verify"): frozenset({AUDITOR}),
     ("GET", "/api/v1/audit"): frozenset({AUDITOR}),
@@ -154,6 +155,11 @@ def call_for(method: str, route: str, role: Role, matrix: Matrix) -> Call:
         ),
         ("POST", "/api/v1/cases/{case_id}/supervision"): Call(
             f"/api/v1/cases/{case}/supervision", 409, {"json": {"outcome": "not_duplicate"}}
+        ),
+        ("POST", "/api/v1/cases/{case_id}/revision"): Call(  # the case is not decided
+            f"/api/v1/cases/{case}/revision",
+            409,
+            {"json": {"outcome": "not_duplicate", "reason": "checked again"}},
         ),
         ("POST", "/api/v1/erasures/{enrollment_id}"): Call(
             f"/api/v1/erasures/{NOBODY}", 404, {"json": {"reason": "court order"}}

@@ -28,6 +28,7 @@ from dedup.adjudication.payloads import (
     LoginIn,
     LoginOut,
     QueueOut,
+    RevisionIn,
     SupervisionIn,
     UserIn,
     VerifyOut,
@@ -90,11 +91,13 @@ def export_decisions(
         DecisionOut(
             enrollment_id=d.enrollment_id,
             batch_id=d.batch_id,
+            case_id=d.case_id,
             decision=None if d.final is None else d.final.outcome.value,
             duplicate_of=None if d.final is None else d.final.duplicate_of,
             state=d.state.value,
             decided_at=d.decided_at,
             decided_by=list(d.decided_by),
+            revision=d.revision,
         )
         for d in found
     ]
@@ -137,7 +140,7 @@ def case_out(context: Context, actor: Actor, view: CaseView) -> CaseOut:
     )
 
 
-def _judgement(actor: Actor, body: JudgementIn | SupervisionIn) -> Judgement:
+def _judgement(actor: Actor, body: JudgementIn | SupervisionIn | RevisionIn) -> Judgement:
     return operations.judgement_from(actor.username, body.outcome, body.duplicate_of, body.reason)
 
 
@@ -206,6 +209,20 @@ def supervise(
     judgement = _judgement(actor, body)
     state = operations.supervise(context, actor, case_id, judgement)
     return {"case_id": case_id, "state": state.value}
+
+
+@router.post("/cases/{case_id}/revision", responses={**ERRORS, 404: {}, 409: {}})
+def revise(
+    case_id: str,
+    body: RevisionIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(require(Permission.SUPERVISE))],
+) -> dict[str, str | int]:
+    """Change the decision of a decided case, with a reason: the case becomes decided by
+    the supervisor, its revision one higher, and every member's exported decision changes."""
+    context, actor = acting(request, principal)
+    after = operations.revise(context, actor, case_id, _judgement(actor, body))
+    return {"case_id": case_id, "state": after.state.value, "revision": after.revision}
 
 
 @router.post(
