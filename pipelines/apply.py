@@ -197,7 +197,7 @@ def _apply(settings: Settings, night: str | None) -> ApplyReport:
     events = _outcome_events(changed, lake.outcomes, now)
     tables.insert_new("outcome_events", events)
     before = {e: r["identity_id"] for e, r in lake.identities.items()}
-    cause = _cause(links, lake.links)
+    cause = _cause(links, lake.links, decisions)
     identity_events = [
         IdentityEvent(_event_id(c.kind, c.identity, c.others, cause), c.kind, c.identity,
                       c.others, cause)
@@ -299,11 +299,21 @@ def _outcome_row(
     return {**_outcome_values(outcome), "changed_at": now, "event_id": outcome.event_id(previous)}
 
 
-def _cause(links: list[Link], before: list[dict[str, Any]]) -> str:
-    """The decisions whose links are new or withdrawn since the last run."""
+def _cause(links: list[Link], before: list[dict[str, Any]], decisions: list[Decision]) -> str:
+    """The decisions whose links are new or withdrawn since the last run; a withdrawn one
+    that a supervisor revised names its revision."""
     now = {link.decision for link in links}
     then = {r["cause"] for r in before}
-    return ",".join(sorted(now ^ then))[:500] or "unchanged decisions"
+    revision = {d.case_id: d.revision for d in decisions}
+    named = []
+    for ref in sorted(now ^ then):
+        case, _, rev = ref.removeprefix("case:").partition("@")
+        later = revision.get(case)
+        if ref in then and rev.isdigit() and later is not None and later > int(rev):
+            named.append(f"{ref} revised as case:{case}@{later}")
+        else:
+            named.append(ref)
+    return ",".join(named)[:500] or "unchanged decisions"
 
 
 def _event_id(kind: str, identity: str, others: tuple[str, ...], cause: str) -> str:
