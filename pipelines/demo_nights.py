@@ -46,15 +46,15 @@ def truth(batches: tuple[DemoBatch, ...]) -> dict[str, str]:
 
 
 def verdict_by(people: dict[str, str]) -> Callable[[dict[str, Any]], Verdict]:
-    """An adjudicator who knows who is in each photo: the best-ranked candidate of the
-    probe's person is the duplicate; no such candidate means not a duplicate."""
+    """An adjudicator who knows who is in each photo: the case's probe (and the group it
+    decides) is a duplicate of the best-ranked candidate of the same person, one already
+    enrolled (``gallery``) before another probe of the batch; none means not a duplicate."""
 
     def verdict(case: dict[str, Any]) -> Verdict:
         person = people.get(case["probe_id"])
-        for candidate in case["candidates"]:
-            if person is not None and people.get(candidate["candidate_id"]) == person:
-                return ("duplicate", candidate["candidate_id"])
-        return ("not_duplicate", None)
+        same = [c for c in case["candidates"] if person and people.get(c["candidate_id"]) == person]
+        same.sort(key=lambda c: c["source"] != "gallery")  # stable: rank order kept within
+        return ("duplicate", same[0]["candidate_id"]) if same else ("not_duplicate", None)
 
     return verdict
 

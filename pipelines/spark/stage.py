@@ -31,7 +31,7 @@ from rich.table import Table
 
 from dedup.atomic_files import write_atomically, write_bytes_atomically
 from dedup.contracts.reasons import RejectReason
-from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED
+from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED, OutcomeStatus
 from dedup.crash_points import crash_point
 from dedup.intake.manifest_reader import read_manifest
 from dedup.intake.manifest_rules import CaptureWindow
@@ -89,14 +89,20 @@ def first_run(work: Path) -> dt.datetime:
 
 def _claimed_elsewhere(enrollments: DataFrame, faces: DataFrame, batch_id: str) -> DataFrame:
     """Ids another batch has staged, or has begun to stage (faces are written first, so a
-    batch that crashed before its enrollments still holds its ids until it is re-run)."""
+    batch that crashed before its enrollments still holds its ids until it is re-run), and
+    ids erased on request, in any batch, this one included: an erased person's photo is
+    never read, staged or searched again, whether the batch is re-run or the id re-sent."""
     others = F.col("batch_id") != batch_id
+    erased = enrollments.where(F.col("status") == OutcomeStatus.ERASED.value)
     staged = enrollments.where((F.col("status") == STATUS_STAGED) & others)
     return (
-        staged.select("enrollment_id", "batch_id")
-        .unionByName(faces.where(others).select("enrollment_id", "batch_id"))
+        staged.select("enrollment_id", "batch_id", F.lit(False).alias("erased"))
+        .unionByName(erased.select("enrollment_id", "batch_id", F.lit(True).alias("erased")))
+        .unionByName(
+            faces.where(others).select("enrollment_id", "batch_id", F.lit(False).alias("erased"))
+        )
         .groupBy("enrollment_id")
-        .agg(F.min("batch_id").alias("earlier_batch"))
+        .agg(F.min("batch_id").alias("earlier_batch"), F.max("erased").alias("was_erased"))
     )
 
 
@@ -125,6 +131,7 @@ def _with_batch_reasons(validated: DataFrame, claimed: DataFrame) -> DataFrame:
                 F.lit(" rows of this batch"),
             ),
         )
+        .when(already & F.col("was_erased"), F.lit("enrollment_id was erased on request"))
         .when(
             already, F.concat(F.lit("enrollment_id was staged by batch "), F.col("earlier_batch"))
         )

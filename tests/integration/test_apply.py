@@ -40,8 +40,9 @@ ANN, BOB = Actor.local("ann", Role.ADJUDICATOR), Actor.local("bob", Role.ADJUDIC
 SUE = Actor.local("sue", Role.SUPERVISOR)
 
 
-def lake_with_two_batches(root: Path) -> Settings:
-    settings = make_settings(root / "lake", adjudication={"hide_scores_until_judgement": False})
+def lake_with_two_batches(root: Path, database_url: str | None = None) -> Settings:
+    review = {"hide_scores_until_judgement": False, "database_url": database_url}
+    settings = make_settings(root / "lake", adjudication=review)
     tables = DeltaRsTables(settings.lake)
     enrollments = [
         {"batch_id": b, "row_index": i, "enrollment_id": e, "status": STATUS_STAGED,
@@ -72,9 +73,13 @@ def lake_with_two_batches(root: Path) -> Settings:
     return settings
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return lake_with_two_batches(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The lake, with its review database on each backend in turn (SQLite in the lake)."""
+    url = None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_server").fresh_database()
+    return lake_with_two_batches(tmp_path, url)
 
 
 def decide(settings: Settings, duplicate_of: dict[str, str | None]) -> None:

@@ -316,3 +316,22 @@ def test_the_supervisors_erasure_through_the_api_does_the_same(
     check_erased(settings, person)
     unknown = sue.post("/api/v1/erasures/nobody", json={"reason": "court order 17/2026"})
     assert unknown.status_code == 404
+
+
+def test_restaging_the_batch_brings_nothing_of_the_person_back(
+    lake: tuple[Settings, Person], spark: Any, match_batches: list[Any]
+) -> None:
+    # The operator re-submits the batch that held the erased person (or a later batch sends
+    # the id again): the row is refused before its photo is read, and nothing comes back.
+    from tests.support import stage
+
+    settings, person = lake
+    assert erase_cli(settings, person.erased).exit_code == 0
+    report = stage(spark, settings, SECOND, match_batches[1].manifest)
+    assert report.rejected_by_reason.get("already_enrolled", 0) >= 1
+    check_erased(settings, person)
+    [refused] = [
+        r for r in _all(DeltaRsTables(settings.lake), "rejects")
+        if r["enrollment_id"] == person.erased
+    ]  # fmt: skip
+    assert refused["detail"] == "enrollment_id was erased on request"
