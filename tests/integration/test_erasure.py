@@ -107,7 +107,7 @@ def _decided_identity(tables: DeltaRsTables, person: Person) -> None:
                            (later, SECOND, "duplicate", first))
     ]  # fmt: skip
     tables.insert_new("outcomes", pa.Table.from_pylist(outcomes, OUTCOMES))
-    events = [{"event_id": f"{o['enrollment_id']}@{s}", **o, "status": s}
+    events = [{**o, "event_id": f"{o['enrollment_id']}@{s}", "status": s}
               for o in outcomes for s in ("pending_review", o["status"])]  # fmt: skip
     tables.insert_new("outcome_events", pa.Table.from_pylist(events, OUTCOME_EVENTS))
 
