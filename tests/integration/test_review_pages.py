@@ -10,13 +10,16 @@ import re
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from dedup.adjudication import audit_store, database
+from dedup.adjudication.tables import CaseCandidate
 from tests.review_support import ReviewWorld, b64, png
 
 PROBE = "P-1"
-# (candidate, identity, score, rank): ranks that disagree with scores, as ranks from two
-# searches can; the identity I-Y has two captures.
+# (candidate, identity, score, rank): ranks that disagree with scores; the identity I-Y has
+# two captures. Import ranks a case's candidates by score, so the ranks are set afterwards,
+# in the database: the pages must order by rank whatever the ranks are.
 ROWS = (("C-X", None, 0.90, 1), ("C-Y2", "I-Y", 0.80, 2), ("C-Y1", "I-Y", 0.95, 3))
 HIDDEN_ORDER = ["C-X", "I-Y"]
 SCORE_ORDER = ["I-Y", "C-X"]
@@ -45,6 +48,13 @@ def holding(world: ReviewWorld) -> tuple[TestClient, str, str]:
     """Ann's client, the case she claimed and its lease token."""
     answer = world.client("operator").post("/api/v1/batches/B1/candidates", json=payload())
     assert answer.status_code == 200, answer.text
+    with database.sessions(world.engine)() as db, db.begin():
+        for candidate, _, _, rank in ROWS:
+            db.execute(
+                update(CaseCandidate)
+                .where(CaseCandidate.candidate_id == candidate)
+                .values(rank=rank)
+            )
     ann = world.client("ann")
     case = ann.post("/api/v1/cases/claim").json()
     return ann, case["case_id"], case["lease_token"]
