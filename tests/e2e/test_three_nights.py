@@ -248,7 +248,7 @@ def test_three_nights_keep_the_registry_free_of_duplicates(
 
     # night 2, clean: O2 is caught against O1, X against B1; both decided through the API
     done = night(registry, "night-2")
-    assert "night night-2: done" in done.stdout
+    assert "night night-2: done" in said(done)
     two = tables(registry)
     pairs = {(r["probe_id"], r["candidate_id"]) for r in two["candidates"]}
     assert pairs == {("O2", "O1"), ("X", "B1")}
@@ -295,20 +295,25 @@ def test_three_nights_keep_the_registry_free_of_duplicates(
     # each step killed after its work and before its record (the night stops there, naming
     # it), and the night itself killed just after a step recorded its completion
     broken = night(crashed, "night-2", crash="stage.before_record")
-    assert broken.returncode == 2 and "the night stopped at step 'stage'" in broken.stderr
+    assert broken.returncode == 2 and "the night stopped at step 'stage'" in said(broken)
     between = night(crashed, "night-2", crash="night.after_stage")
     assert between.returncode == 137, between.stdout[-2000:] + between.stderr[-2000:]
     for step in STEPS[1:]:
         broken = night(crashed, "night-2", crash=f"{step}.before_record")
         assert broken.returncode == 2, broken.stdout[-2000:] + broken.stderr[-2000:]
-        assert f"the night stopped at step '{step}'" in broken.stderr
+        assert f"the night stopped at step '{step}'" in said(broken)
     # the last step records its completion and then its process dies: it is done
     finished = night(crashed, "night-2", crash="report.after_record")
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
-    assert "judged done by the record" in finished.stdout
-    assert "done on an earlier run" in finished.stdout
+    assert "judged done by the record" in said(finished)
+    assert "done on an earlier run" in said(finished)
     assert comparable(tables(crashed)) == comparable(two)
     assert review_queue(crashed) == queue_before_decisions
+
+
+def said(done: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed (both streams), on one line: the console wraps long lines."""
+    return " ".join((done.stdout + done.stderr).split())
 
 
 def comparable(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
