@@ -318,6 +318,18 @@ def said(done: subprocess.CompletedProcess[str]) -> str:
 
 def comparable(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The tables as two runs must agree on them: ``batch_runs`` by its keys only (its
-    figures hold durations, its settings hash the lake's own path)."""
+    figures hold durations, its settings hash the lake's own path); outcomes without the
+    review case's id, which is random, nor the event ids derived from it."""
+    random = {"case_id", "event_id", "previous_event"}
     steps = sorted((r["batch_id"], r["step"]) for r in rows["batch_runs"])
-    return {**{k: v for k, v in rows.items() if k != "batch_runs"}, "batch_runs": steps}
+    out: dict[str, Any] = {
+        name: [{k: v for k, v in r.items() if k not in random} for r in listed]
+        if name in ("outcomes", "outcome_events")
+        else listed
+        for name, listed in rows.items()
+        if name != "batch_runs"
+    }
+    out["outcome_events"] = sorted(
+        out["outcome_events"], key=lambda r: (r["enrollment_id"], r["status"])
+    )
+    return {**out, "batch_runs": steps}
