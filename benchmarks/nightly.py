@@ -98,3 +98,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)  # as the dedup script ends: delta-rs may abort at interpreter teardown
