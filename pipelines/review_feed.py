@@ -186,7 +186,7 @@ class EnqueueReport(JobReport):
             return [f"batch {result.batch_id} was already in the review queue: nothing added"]
         return [
             f"review queue: {result.cases_created} cases from batch {result.batch_id} "
-            f"({result.cases_skipped} probes already had a case; "
+            f"({result.cases_skipped} groups of probes already had a case; "
             f"{result.catch_trials_seeded} catch trials seeded)"
         ]
 

@@ -100,6 +100,8 @@ def add_trial_case(db: Session, pair: CatchPair, batch_id: str, pos: int, now: d
                 score=source.score,
                 rank=source.rank,
                 source=source.source,
+                # as the real case showed them: a trial must not be told by its layout
+                identity_id=source.identity_id,
             )
         )
 

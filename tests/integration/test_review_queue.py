@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from dedup.adjudication import catch_trials, database, intake, queue, views
 from dedup.adjudication.cases import CaseState, Judgement, Outcome
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
-from dedup.adjudication.tables import CaseRow, JudgementRow, Subject, SubjectImage
+from dedup.adjudication.tables import CaseCandidate, CaseRow, JudgementRow, Subject, SubjectImage
 from dedup.errors import AdjudicationError, StaleLease
 from tests.review_support import batch_payload
 
@@ -187,9 +187,22 @@ def test_catch_trials_are_seeded_measured_and_never_exported(review_engine: Engi
     with database.sessions(review_engine)() as db, db.begin():
         for case_id in decided:
             catch_trials.add_catch_pair(db, case_id, "sue", T0)
+        # the decided cases' candidates were shown as one identity each
+        db.execute(
+            update(CaseCandidate)
+            .where(CaseCandidate.case_id.in_(decided))
+            .values(identity_id="I-old")
+        )
     run(review_engine, lambda db: catch_trials.set_catch_rate(db, 0.5))
     result = imported(review_engine, 10, batch="new", rng=random.Random(7))
     assert result.catch_trials_seeded == 5
+    with database.sessions(review_engine)() as db:  # a trial shows them as its source did
+        shown = db.scalars(
+            select(CaseCandidate.identity_id)
+            .join(CaseRow, CaseRow.case_id == CaseCandidate.case_id)
+            .where(CaseRow.catch_pair_id.is_not(None))
+        ).all()
+    assert shown and set(shown) == {"I-old"}
     # Catch cases carry the batch's id, like its own cases, so the queue cannot tell them apart.
     with database.sessions(review_engine)() as db:
         in_batch = db.scalar(
