@@ -39,6 +39,7 @@ from dedup.contracts.schemas import (
     OUTCOME_EVENTS,
     OUTCOMES,
     STATUS_STAGED,
+    TABLES,
     OutcomeStatus,
 )
 from dedup.crash_points import crash_point
@@ -49,7 +50,7 @@ from dedup.settings import Settings
 from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
-from pipelines.lake.readers import staging_order
+from pipelines.lake.readers import STAGING_COLUMNS, staging_order_of
 from pipelines.match import searched
 
 PIPELINE_ACTOR = "pipeline"
@@ -123,7 +124,7 @@ def read_lake(settings: Settings) -> LakeState:
     tables = DeltaRsTables(settings.lake)
     rows = tables.read(
         "enrollments",
-        ["enrollment_id", "batch_id", "status"],
+        [*STAGING_COLUMNS, "status"],
         pc.field("status").isin([STATUS_STAGED, STATUS_ERASED]),
     )
     listed = [] if rows is None else rows.to_pylist()
@@ -144,7 +145,9 @@ def read_lake(settings: Settings) -> LakeState:
     return LakeState(
         staged=staged,
         erased=erased,
-        order=[e for e in staging_order(settings.lake) if e not in erased],
+        order=staging_order_of(
+            [r for r in listed if r["status"] == STATUS_STAGED and r["enrollment_id"] not in erased]
+        ),
         with_candidates=set() if probes is None else set(probes["probe_id"].to_pylist()),
         outcomes=outcomes,
         identities=_by_key(tables.read("identities", IDENTITIES.names), "enrollment_id"),
@@ -195,6 +198,9 @@ def _apply(settings: Settings, night: str | None) -> ApplyReport:
 
     changed = {e: o for e, o in settled.items() if not _same(o, lake.outcomes.get(e))}
     events = _outcome_events(changed, lake.outcomes, now)
+    # the event that recorded each changed state, which its outcomes row names
+    ids, event_ids = events["enrollment_id"].to_pylist(), events["event_id"].to_pylist()
+    recorded = dict(zip(ids, event_ids, strict=True))
     tables.insert_new("outcome_events", events)
     before = {e: r["identity_id"] for e, r in lake.identities.items()}
     cause = _cause(links, lake.links, decisions)
@@ -224,7 +230,7 @@ def _apply(settings: Settings, night: str | None) -> ApplyReport:
     )
     crash_point("apply.after_identities")
     outcome_rows = [
-        _outcome_row(o, lake.outcomes.get(e), changed, events, now) for e, o in settled.items()
+        _outcome_row(o, lake.outcomes.get(e), recorded.get(e), now) for e, o in settled.items()
     ]
     _replace_if_changed(
         tables, "outcomes", outcome_rows, list(lake.outcomes.values()), "enrollment_id"
@@ -287,16 +293,12 @@ def _outcome_events(
 
 
 def _outcome_row(
-    outcome: Outcome,
-    current: Mapping[str, Any] | None,
-    changed: Mapping[str, Outcome],
-    events: pa.Table,
-    now: datetime,
+    outcome: Outcome, current: Mapping[str, Any] | None, event_id: str | None, now: datetime
 ) -> dict[str, Any]:
-    if outcome.enrollment_id not in changed and current is not None:
+    """The outcomes row: as it was, or (``event_id`` of its change given) the new state."""
+    if event_id is None and current is not None:
         return dict(current)
-    previous = (current or {}).get("event_id")
-    return {**_outcome_values(outcome), "changed_at": now, "event_id": outcome.event_id(previous)}
+    return {**_outcome_values(outcome), "changed_at": now, "event_id": event_id}
 
 
 def _cause(links: list[Link], before: list[dict[str, Any]], decisions: list[Decision]) -> str:
@@ -374,8 +376,6 @@ def _replace_if_changed(
     written is written, empty or not, so readers find it)."""
     if tables.open(name) is not None and _sorted(rows, key) == _sorted(before, key):
         return
-    from dedup.contracts.schemas import TABLES
-
     tables.replace(name, pa.Table.from_pylist(_sorted(rows, key), schema=TABLES[name]))
 
 

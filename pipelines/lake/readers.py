@@ -112,21 +112,25 @@ def rows_of_enrollments(
     return [] if rows is None else rows.to_pylist()
 
 
+STAGING_COLUMNS = ["batch_id", "row_index", "enrollment_id", "staged_at"]
+
+
 def staging_order(lake: str) -> list[str]:
-    """Every staged enrollment id, earliest first: batches in the order they were first
-    staged (their earliest ``staged_at``), rows in manifest order within a batch. An identity
-    is named after its earliest member in this order (``dedup.matching.identities``)."""
+    """Every staged enrollment id, earliest first (``staging_order_of``)."""
     rows = DeltaRsTables(lake).read(
-        "enrollments",
-        ["batch_id", "row_index", "enrollment_id", "staged_at"],
-        pc.field("status") == STATUS_STAGED,
+        "enrollments", STAGING_COLUMNS, pc.field("status") == STATUS_STAGED
     )
-    if rows is None or rows.num_rows == 0:
-        return []
-    listed = rows.to_pylist()
+    return [] if rows is None else staging_order_of(rows.to_pylist())
+
+
+def staging_order_of(staged: list[dict[str, Any]]) -> list[str]:
+    """The ids of these staged ``enrollments`` rows, earliest first: batches in the order they
+    were first staged (their earliest ``staged_at``), rows in manifest order within a batch.
+    An identity is named after its earliest member in this order
+    (``dedup.matching.identities``)."""
     first: dict[str, Any] = {}
-    for row in listed:
+    for row in staged:
         seen = first.get(row["batch_id"])
         first[row["batch_id"]] = row["staged_at"] if seen is None else min(seen, row["staged_at"])
-    listed.sort(key=lambda r: (first[r["batch_id"]], r["batch_id"], r["row_index"]))
+    listed = sorted(staged, key=lambda r: (first[r["batch_id"]], r["batch_id"], r["row_index"]))
     return [r["enrollment_id"] for r in listed]
