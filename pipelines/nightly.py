@@ -15,6 +15,7 @@ step while it runs and its result when it ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -159,8 +160,9 @@ def _run_night(run: BatchRun, night: Night, watch: NightWatcher) -> NightReport:
     # Every step reads the same settings: the night's, as resolved here.
     settings_file = run.begin("night") / "settings.json"
     results: list[StepResult] = []
+    recorded = completed(run.lake, run.batch_id)  # the steps an earlier run finished
     for step in STEPS:
-        done = completed(run.lake, run.batch_id).get(step)
+        done = recorded.get(step)
         if done is not None:
             result = StepResult(step, "done before", 0.0, figures=done["figures"])
         else:
@@ -172,12 +174,8 @@ def _run_night(run: BatchRun, night: Night, watch: NightWatcher) -> NightReport:
 
 
 def _resolved(night: Night) -> Night:
-    return Night(
-        night.manifest.resolve(),
-        night.gallery.resolve(),
-        ray=night.ray,
-        threshold=night.threshold,
-        target_fpir=night.target_fpir,
+    return dataclasses.replace(
+        night, manifest=night.manifest.resolve(), gallery=night.gallery.resolve()
     )
 
 
