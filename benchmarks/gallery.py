@@ -40,8 +40,8 @@ from dedup.contracts.schemas import CandidateSource
 from dedup.contracts.vectors import read_templates
 from dedup.evaluation.synthetic import write_synthetic_set
 from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
-from dedup.gallery.layout import index_bytes_per_template
 from dedup.gallery.reader import Gallery, open_gallery
+from dedup.gallery.recipes import index_bytes_per_template
 from dedup.gallery.writer import build_gallery
 from dedup.matching.threshold_policy import gallery_tail
 from dedup.matching.thresholds import expected_false_candidates, review_threshold_for

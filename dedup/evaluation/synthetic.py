@@ -39,16 +39,54 @@ CHUNK = 262_144
 
 @dataclass(frozen=True)
 class ScoreModel:
-    """Weights of the template model; their squares are shares of a template's energy."""
+    """Weights of the template model; their squares are shares of a template's energy.
+
+    Two optional departures from the calibrated model, for testing a gallery index on data it
+    was not tuned on:
+
+    - ``noise_tail_df``: the log of a capture's noise share follows a Student t with this many
+      degrees of freedom instead of a normal, so a few captures are far worse than the rest;
+    - ``cluster_size`` and ``cluster_share``: people come in groups of ``cluster_size`` whose
+      identity directions share ``cluster_share`` of their energy with the group's centre
+      (look-alikes, relatives, twins): two members score far above unrelated people.
+    """
 
     mean_share: float = 0.816  # a^2: what two different people share
     identity_share: float = 0.154  # b^2: what two captures of one person add
     noise_share_median: float = 0.024  # c^2 of a typical capture
     noise_share_spread: float = 0.6  # sigma of log(c^2) across captures
+    noise_tail_df: float | None = None
+    cluster_size: int = 1
+    cluster_share: float = 0.0
 
     def capture_noise(self, rng: np.random.Generator, count: int) -> NDArray[np.float64]:
-        shares = self.noise_share_median * np.exp(rng.normal(0, self.noise_share_spread, count))
+        spread = (
+            rng.normal(0, 1, count)
+            if self.noise_tail_df is None
+            else rng.standard_t(self.noise_tail_df, count)
+        )
+        shares = self.noise_share_median * np.exp(self.noise_share_spread * spread)
         return np.sqrt(np.clip(shares, 0.0, 0.5))
+
+
+# The distributions ``dedup gallery synth --kind`` writes, with their default dimension.
+KINDS: dict[str, tuple[ScoreModel, int]] = {
+    # Fitted to dlib's model on the real portraits (the module docstring).
+    "calibrated": (ScoreModel(), 128),
+    # Heavier-tailed capture noise and groups of four look-alikes scoring about 0.92 apart.
+    "clustered": (
+        ScoreModel(noise_share_spread=0.9, noise_tail_df=3.0, cluster_size=4, cluster_share=0.75),
+        128,
+    ),
+    # In the manner of ArcFace-style 512-d models: a weak shared population direction
+    # (different people about 0.1), same person about 0.65.
+    "arcface512": (
+        ScoreModel(
+            mean_share=0.1, identity_share=0.55, noise_share_median=0.33, noise_share_spread=0.4
+        ),
+        512,
+    ),
+}
 
 
 def unit(vectors: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -63,20 +101,31 @@ class TemplateSynth:
         self.dim, self.seed, self.model = dim, seed, model or ScoreModel()
         self.mean = unit(np.random.default_rng([seed, 0]).normal(size=dim))
 
-    def _block(self, number: int) -> NDArray[np.float64]:
-        return unit(np.random.default_rng([self.seed, 1, number]).normal(size=(CHUNK, self.dim)))
-
     def identities(self, start: int, count: int) -> NDArray[np.float64]:
         """Unit identity directions of persons start..start+count-1, the same on every call."""
         return self.identities_at(np.arange(start, start + count))
 
     def identities_at(self, persons: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Identity directions of any persons, generating each block of them once."""
-        out = np.empty((len(persons), self.dim))
-        blocks = persons // CHUNK
+        """Identity directions of any persons, generating each block of them once; people of
+        one look-alike group (``ScoreModel.cluster_size``) lean towards its centre."""
+        own = self._directions(1, persons)
+        share = self.model.cluster_share
+        if self.model.cluster_size <= 1 or share <= 0:
+            return own
+        centres = self._directions(4, persons // self.model.cluster_size)
+        return unit(np.sqrt(share) * centres + np.sqrt(1.0 - share) * own)
+
+    def _directions(self, stream: int, numbers: NDArray[np.int64]) -> NDArray[np.float64]:
+        out = np.empty((len(numbers), self.dim))
+        blocks = numbers // CHUNK
         for number in np.unique(blocks):
             rows = np.nonzero(blocks == number)[0]
-            out[rows] = self._block(int(number))[persons[rows] % CHUNK]
+            block = unit(
+                np.random.default_rng([self.seed, stream, int(number)]).normal(
+                    size=(CHUNK, self.dim)
+                )
+            )
+            out[rows] = block[numbers[rows] % CHUNK]
         return out
 
     def captures(self, identities: NDArray[np.float64], stream: int) -> Vectors:

@@ -27,6 +27,24 @@ Scores = NDArray[np.float32]
 Ids = NDArray[np.int64]
 
 
+class Searchable(Protocol):
+    """What the engines read of a gallery: a published ``Gallery``, or an index being tried
+    before it is published (``dedup.gallery.recipe_choice``)."""
+
+    @property
+    def shards(self) -> list[tuple[int, faiss.Index]]: ...
+
+    @property
+    def vectors(self) -> Any:
+        """Row g = gallery id g: fancy indexing by ids and slicing, ``len`` = next id."""
+        ...
+
+    @property
+    def tombstones(self) -> Ids: ...
+
+    def is_live(self, ids: Any) -> NDArray[np.bool_]: ...
+
+
 class SearchEngine(Protocol):
     name: str
 
@@ -50,7 +68,7 @@ def top_k(scores: Scores, ids: Ids, k: int) -> tuple[Scores, Ids]:
     )
 
 
-def exact_scores(gallery: Gallery, probes: Scores, ids: Ids) -> Scores:
+def exact_scores(gallery: Searchable, probes: Scores, ids: Ids) -> Scores:
     """Cosine of each probe with each of its candidate ids (-1 gives -inf), from full vectors."""
     safe = np.where(ids >= 0, ids, 0)
     full = np.asarray(gallery.vectors[safe.ravel()], dtype=np.float32).reshape(*ids.shape, -1)
@@ -58,7 +76,7 @@ def exact_scores(gallery: Gallery, probes: Scores, ids: Ids) -> Scores:
     return np.where(ids >= 0, scores, -np.inf).astype(np.float32)
 
 
-def drop_erased(gallery: Gallery, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:
+def drop_erased(gallery: Searchable, scores: Scores, ids: Ids) -> tuple[Scores, Ids]:
     dead = (ids < 0) | ~gallery.is_live(np.where(ids >= 0, ids, 0))
     return np.where(dead, -np.inf, scores).astype(np.float32), np.where(dead, -1, ids)
 
@@ -70,7 +88,7 @@ class IvfPqEngine:
     shortlist: int = 100
     name: str = "ivfpq"
 
-    def search(self, gallery: Gallery, probes: Scores, k: int) -> tuple[Scores, Ids]:
+    def search(self, gallery: Searchable, probes: Scores, k: int) -> tuple[Scores, Ids]:
         per_shard = max(self.shortlist, k)
         found_ids = []
         for _, shard in gallery.shards:
@@ -148,9 +166,9 @@ class ExactSweepEngine:
     # "auto": faiss.knn_gpu in fp16 where FAISS sees a GPU, faiss.knn on the CPU otherwise.
     device: str = "auto"
 
-    def search(self, gallery: Gallery, probes: Scores, k: int) -> tuple[Scores, Ids]:
+    def search(self, gallery: Searchable, probes: Scores, k: int) -> tuple[Scores, Ids]:
         knn = tile_search(self.device, probes)
-        total = int(gallery.manifest.next_id)
+        total = len(gallery.vectors)
         best_scores = np.full((len(probes), k), -np.inf, dtype=np.float32)
         best_ids = np.full((len(probes), k), -1, dtype=np.int64)
         dead = gallery.tombstones

@@ -25,7 +25,6 @@ atomic publish).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ import pyarrow as pa
 
 from dedup.contracts.schemas import UTC_TS
 from dedup.errors import GalleryError
+from dedup.gallery.recall_bands import MeasuredRecall
+from dedup.gallery.recipes import parse_factory
 
 FORMAT_VERSION = 1
 METRIC = "inner_product"
@@ -53,21 +54,6 @@ COMPACTED_FILE = "compacted.parquet"
 LEDGER_FILE = "ledger.parquet"
 # Every file of a version but the manifest and the shards, each listed in ``manifest.files``.
 VERSION_FILES = (TRAINED_FILE, VECTORS_FILE, IDS_FILE, TOMBSTONES_FILE, COMPACTED_FILE, LEDGER_FILE)
-
-# FAISS stores one int64 id beside every code in an inverted list; fast-scan lists hold their
-# codes in blocks of 32, so a list's last block is padded.
-ID_BYTES = 8
-FAST_SCAN_BLOCK = 32
-# The code budget that keeps a billion templates in memory: 32 code bytes + 8 id bytes = 40.
-MAX_CODE_BYTES = 32
-MAX_INDEX_BYTES_PER_TEMPLATE = 48
-# FAISS k-means warns below 39 training points per centroid and learns little beyond ~256.
-TRAIN_POINTS_PER_CENTROID = 64
-# Templates per shard: a shard of 100 M holds 4 GB of codes, one large node or one GPU.
-SHARD_TEMPLATES = 100_000_000
-# Average entries per inverted list and shard that the default recipe keeps at least, so the
-# padded last block of a fast-scan list costs at most 16 / 80 of the code bytes.
-MIN_LIST_OCCUPANCY = 80
 
 IDS_SCHEMA = pa.schema(
     [
@@ -99,7 +85,6 @@ LEDGER_SCHEMA = pa.schema(
 )
 
 _VERSION_NAME = re.compile(r"v(\d{6,})")
-_FACTORY = re.compile(r"IVF(?P<nlist>\d+),PQ(?P<m>\d+)(?:x(?P<nbits>\d+)(?P<fs>fs)?)?(?:np)?")
 
 
 def shard_file(shard_id: int) -> str:
@@ -114,103 +99,6 @@ def parse_version_name(name: str) -> int | None:
     """The version number of a published folder name, or None for anything else (tmp folders)."""
     matched = _VERSION_NAME.fullmatch(name)
     return int(matched.group(1)) if matched else None
-
-
-@dataclass(frozen=True)
-class IvfPqSpec:
-    """The parameters of an ``IVF{nlist},PQ{m}x{nbits}`` index that the storage layer relies on."""
-
-    nlist: int
-    m: int
-    nbits: int = 8
-    # FAISS "fast scan": 4-bit codes laid out in blocks of 32 and scanned with SIMD lookups.
-    fast_scan: bool = False
-
-    @property
-    def code_bytes(self) -> int:
-        return (self.m * self.nbits + 7) // 8
-
-    def list_bytes(self, entries: int) -> int:
-        """Bytes one inverted list of ``entries`` codes takes: codes (whole blocks of
-        ``FAST_SCAN_BLOCK`` under fast scan) plus one int64 id each."""
-        codes = -(-entries // FAST_SCAN_BLOCK) * FAST_SCAN_BLOCK if self.fast_scan else entries
-        return codes * self.code_bytes + entries * ID_BYTES
-
-
-def parse_factory(factory: str, dimension: int | None = None) -> IvfPqSpec:
-    """Read a FAISS factory string; only IVF-PQ, plain or fast-scan, is accepted.
-
-    Shards must be IVF-PQ so that every shard shares the trained quantizers and takes
-    ``add_with_ids`` and ``remove_ids``; other recipes are refused. Fast scan (``x4fs``) needs
-    4-bit codes.
-
-    >>> parse_factory("IVF4096,PQ32", 128)
-    IvfPqSpec(nlist=4096, m=32, nbits=8, fast_scan=False)
-    >>> parse_factory("IVF12288,PQ64x4fs", 128)
-    IvfPqSpec(nlist=12288, m=64, nbits=4, fast_scan=True)
-    """
-    matched = _FACTORY.fullmatch(factory.replace(" ", ""))
-    if not matched:
-        raise GalleryError(
-            f"index factory {factory!r} is not of the form 'IVF<nlist>,PQ<m>[x<nbits>[fs]][np]'"
-        )
-    spec = IvfPqSpec(
-        int(matched["nlist"]),
-        int(matched["m"]),
-        int(matched["nbits"] or 8),
-        fast_scan=matched["fs"] is not None,
-    )
-    if spec.nlist < 1 or spec.m < 1 or not 1 <= spec.nbits <= 16:
-        raise GalleryError(f"index factory {factory!r} has an empty or out-of-range parameter")
-    if spec.fast_scan and spec.nbits != 4:
-        raise GalleryError(f"index factory {factory!r}: fast scan needs 4-bit codes (x4fs)")
-    if dimension is not None and dimension % spec.m:
-        raise GalleryError(f"PQ{spec.m} does not divide the template dimension {dimension}")
-    return spec
-
-
-def default_shards(n: int) -> int:
-    """Shards for ``n`` templates: one per ``SHARD_TEMPLATES``, at least one.
-
-    >>> default_shards(1_000_000), default_shards(1_000_000_000)
-    (1, 10)
-    """
-    return max(1, -(-n // SHARD_TEMPLATES))
-
-
-def default_factory(n: int, dim: int, shards: int = 1) -> str:
-    """The IVF-PQ recipe for ``n`` templates of dimension ``dim`` split over ``shards``.
-
-    - Codes: fast-scan PQ with 4-bit codes, ``m`` the largest divisor of ``dim`` that is at most
-      ``min(64, dim // 2)``: 32 code bytes for 128-d (``PQ64x4fs``) and for 512-d. Fast scan
-      reads a code several times faster than 8-bit PQ (``docs/benchmarks.md``), and 64 4-bit
-      sub-quantizers rank as well as 32 8-bit ones in the same bytes; ``PQ32x4fs`` (16 bytes)
-      was measured to lose planted duplicates from its shortlist.
-    - nlist: ``16 * sqrt(n)``, but at most ``n / (80 * shards)`` so that each shard's lists
-      average 80 entries or more and the padding of their last fast-scan block costs at most a
-      fifth of the code bytes; rounded down to a multiple of 1024 from 1024 up; at least 1.
-      On the calibrated templates the number of lists a probe must visit for 99.5% recall of
-      its true match stayed near 300 to 450 whether nlist was 4,096 or 16,384, so finer lists
-      scan a smaller share of the gallery; ``16 * sqrt(n)`` balances that against the coarse
-      quantizer's ``nlist * d`` per probe.
-
-    >>> default_factory(1_000_000, 128)
-    'IVF12288,PQ64x4fs'
-    >>> default_factory(1_000_000_000, 128, shards=10)
-    'IVF505856,PQ64x4fs'
-    """
-    if n < 1 or dim < 1 or shards < 1:
-        raise GalleryError(f"no index recipe for {n} templates of dimension {dim} in {shards}")
-    target = min(16 * math.sqrt(n), n / (MIN_LIST_OCCUPANCY * shards))
-    nlist = int(target) // 1024 * 1024 if target >= 1024 else int(target)
-    cap = max(1, min(2 * MAX_CODE_BYTES, dim // 2))
-    m = max(k for k in range(1, cap + 1) if dim % k == 0)
-    return f"IVF{max(1, nlist)},PQ{m}x4fs"
-
-
-def default_train_size(n: int, spec: IvfPqSpec) -> int:
-    """How many templates to train on: 64 per centroid of the larger k-means, at most ``n``."""
-    return min(n, TRAIN_POINTS_PER_CENTROID * max(spec.nlist, (1 << spec.nbits)))
 
 
 @dataclass(frozen=True)
@@ -252,6 +140,9 @@ class GalleryManifest:
     created_at: datetime
     metric: str = METRIC
     format_version: int = FORMAT_VERSION
+    # The index's recall by score band, measured on this version's own templates when the
+    # index changed (``dedup.gallery.recall``); None for a gallery too small to measure.
+    recall: MeasuredRecall | None = None
 
     @property
     def version_name(self) -> str:
@@ -280,6 +171,7 @@ class GalleryManifest:
             ],
             "files": dict(sorted(self.files.items())),
             "created_at": self.created_at.isoformat(),
+            "recall": None if self.recall is None else self.recall.to_dict(),
         }
         return json.dumps(document, indent=2) + "\n"
 
@@ -306,6 +198,9 @@ class GalleryManifest:
                 ),
                 files={str(k): str(v) for k, v in raw["files"].items()},
                 created_at=datetime.fromisoformat(raw["created_at"]),
+                recall=(
+                    None if raw.get("recall") is None else MeasuredRecall.from_dict(raw["recall"])
+                ),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise GalleryError(f"gallery manifest is malformed: {error!r}") from error
@@ -336,21 +231,3 @@ class GalleryManifest:
             problems.append(f"size {self.size} / shard counts / next_id {self.next_id} disagree")
         if problems:
             raise GalleryError("gallery manifest is inconsistent: " + "; ".join(problems))
-
-
-def index_bytes_per_template(manifest_or_factory: GalleryManifest | str, dim: int) -> int:
-    """Bytes one template costs in a shard's inverted lists: its PQ code plus its int64 id,
-    before fast scan pads each list's last block (``Gallery.index_bytes`` counts that).
-
-    The coarse quantizer and PQ tables are shared and do not grow with the gallery, so this is
-    the number that decides how many templates a node holds (``IVF131072,PQ32``: 40 bytes).
-
-    >>> index_bytes_per_template("IVF4096,PQ32", 128)
-    40
-    """
-    factory = (
-        manifest_or_factory.factory
-        if isinstance(manifest_or_factory, GalleryManifest)
-        else manifest_or_factory
-    )
-    return parse_factory(factory, dim).code_bytes + ID_BYTES

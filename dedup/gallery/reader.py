@@ -42,9 +42,9 @@ from dedup.gallery.layout import (
     VERSIONS_DIR,
     GalleryManifest,
     ShardEntry,
-    parse_factory,
     parse_version_name,
 )
+from dedup.gallery.recipes import parse_factory
 
 Ids = npt.NDArray[np.int64]
 
@@ -200,6 +200,12 @@ def open_shard(gallery: Path, shard_id: int, *, mmap: bool = False) -> Gallery:
     for name in (TOMBSTONES_FILE, COMPACTED_FILE):
         verify_file(folder, name, manifest.files[name])
     return _load(folder.parent.parent, folder, manifest, verify=False, mmap=mmap, only=entry)
+
+
+def open_draft(root: Path, folder: Path, manifest: GalleryManifest) -> Gallery:
+    """A version being written (``Draft``), opened for searching before it is published: what
+    the writer measures recall on. Its files were just written and checksummed by the writer."""
+    return _load(Path(root), folder, manifest, verify=False, mmap=False)
 
 
 def resolve_version(path: Path) -> tuple[Path, GalleryManifest]:

@@ -1,4 +1,4 @@
-"""Training the shared IVF-PQ at the list counts a large gallery needs.
+"""Training the shared inverted-file index at the list counts a large gallery needs.
 
 A flat k-means over ``nlist`` centroids costs ``n * nlist * d`` per iteration: at 16,384
 lists it took 259 s on 786 k templates on 2 cores. Training uses instead:
@@ -24,16 +24,26 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from dedup.gallery.layout import IvfPqSpec
+from dedup.gallery.recipes import IndexSpec
 
 TWO_LEVEL_FROM = 2048
 KMEANS_ITERATIONS = 10
 
 
 def train_index(
-    recipe: str, spec: IvfPqSpec, sample: NDArray[np.float32], seed: int
+    recipe: str,
+    spec: IndexSpec,
+    sample: NDArray[np.float32],
+    seed: int,
+    centroids: NDArray[np.float32] | None = None,
 ) -> faiss.Index:
-    """The trained, empty inner-product IVF-PQ every shard is a copy of."""
+    """The trained, empty inner-product index every shard is a copy of.
+
+    ``centroids`` (unit, ``spec.nlist`` of them) replace the coarse k-means, so that recipes
+    tried side by side share one coarse quantizer. Under an OPQ rotation the rotation is trained
+    first and the centroids are rotated with it (a rotation keeps inner products, so every
+    template keeps its list).
+    """
     dimension = sample.shape[1]
     index = faiss.index_factory(dimension, recipe, faiss.METRIC_INNER_PRODUCT)
     top: Any = index  # (faiss's stubs omit most attributes)
@@ -43,9 +53,15 @@ def train_index(
     ivf: Any = faiss.extract_index_ivf(index)
     ivf.cp.seed = seed
     ivf.cp.niter = KMEANS_ITERATIONS
-    if spec.nlist >= TWO_LEVEL_FROM:
-        ivf.quantizer.add(two_level_centroids(sample, spec.nlist, seed))
-    # With the quantizer already filled, FAISS trains only the product quantizer.
+    if centroids is None and spec.nlist >= TWO_LEVEL_FROM:
+        centroids = two_level_centroids(sample, spec.nlist, seed)
+    if centroids is not None:
+        if spec.opq:
+            rotation: Any = faiss.downcast_VectorTransform(top.chain.at(0))
+            rotation.train(sample)
+            centroids = np.ascontiguousarray(rotation.apply(centroids), dtype=np.float32)
+        ivf.quantizer.add(centroids)
+    # With the quantizer already filled, FAISS trains only the codes (and any rotation left).
     index.train(sample)
     return index
 

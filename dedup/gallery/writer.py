@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -35,31 +36,46 @@ from dedup.gallery.layout import (
     LEDGER_SCHEMA,
     TOMBSTONES_FILE,
     TOMBSTONES_SCHEMA,
-    TRAIN_POINTS_PER_CENTROID,
     TRAINED_FILE,
     VECTOR_DTYPES,
     VECTORS_FILE,
     GalleryManifest,
     PqSpec,
-    default_factory,
-    default_shards,
-    default_train_size,
-    parse_factory,
 )
 from dedup.gallery.publish import Draft, next_version, writer_lock
 from dedup.gallery.reader import (
     Ids,
     current_version,
     live_rows,
+    open_draft,
     read_shard,
     read_table,
     verified_vectors,
     verify_file,
 )
+from dedup.gallery.recall import measure_recall
+from dedup.gallery.recall_bands import nprobe_ladder
+from dedup.gallery.recipe_choice import RecallTarget, RecipeChoice, choose_recipe
+from dedup.gallery.recipes import (
+    TRAIN_POINTS_PER_CENTROID,
+    default_factory,
+    default_shards,
+    default_train_size,
+    parse_factory,
+)
 from dedup.gallery.training import jittered, train_index
 
 UNIT_TOLERANCE = 1e-3
 COPY_ROWS = 1 << 20  # rows of vectors.npy copied at a time, so a copy never holds the gallery
+# What a measurement re-scores and keeps when no goal says (the search settings' defaults).
+DEFAULT_SHORTLIST = 300
+DEFAULT_K = 10
+# Planted mates an add measures, half of them in the batch just added.
+ADD_QUERIES = 1000
+# A build measures on 2,000 queries, a gallery below ``SMALL_GALLERY`` on one in ten of its
+# templates (200 at least): the cost model gives so small a gallery the exact sweep anyway.
+BUILD_QUERIES = 2000
+SMALL_GALLERY = 20_000
 
 Vectors = npt.NDArray[np.float32]
 
@@ -76,11 +92,16 @@ def build_gallery(
     vector_dtype: str = "float16",
     train_size: int | None = None,
     seed: int = 0,
+    goal: RecallTarget | None = None,
+    choices: list[RecipeChoice] | None = None,
 ) -> GalleryManifest:
-    """Train the shared IVF-PQ on a seeded sample, split ids 0..N-1 over shards, publish v1.
+    """Train the shared index on a seeded sample, split ids 0..N-1 over shards, measure its
+    recall by score band (recorded in the manifest), publish v1.
 
-    ``factory`` defaults to ``default_factory(N, d)``; ``train_size`` to 64 points per
-    centroid of the larger k-means (coarse lists or PQ codebook), at most N.
+    ``factory`` defaults to the recipe ``choose_recipe`` measures best for ``goal`` (the
+    default recipe when no goal is given); the choice, with what was tried, is appended to
+    ``choices`` if given. ``train_size`` defaults to 64 points per centroid of the larger
+    k-means (coarse lists or PQ codebook), at most N.
     """
     root = Path(root)
     names = _checked_enrollment_ids(enrollment_ids)
@@ -91,7 +112,15 @@ def build_gallery(
     shards = shards or default_shards(n)
     if shards < 1 or vector_dtype not in VECTOR_DTYPES:
         raise GalleryError(f"need shards >= 1 and vector_dtype in {VECTOR_DTYPES}")
-    recipe = factory or default_factory(n, dimension, shards)
+    if factory is not None:
+        choice = RecipeChoice(factory, "given")
+    elif goal is not None:
+        choice = choose_recipe(data, shards, goal, seed=seed)
+    else:
+        choice = RecipeChoice(default_factory(n, dimension, shards), "the default (no goal)")
+    if choices is not None:
+        choices.append(choice)
+    recipe = choice.factory
     spec = parse_factory(recipe, dimension)
     sample = min(n, train_size or default_train_size(n, spec))
     needed = max(spec.nlist, (1 << spec.nbits))
@@ -138,7 +167,7 @@ def build_gallery(
             files=draft.files,
             created_at=datetime.now(UTC),
         )
-        return draft.publish(manifest)
+        return draft.publish(_measured(root, draft, manifest, goal))
 
 
 def add_batch(
@@ -148,6 +177,7 @@ def add_batch(
     vectors: np.ndarray[Any, Any],
     *,
     model_id: str,
+    goal: RecallTarget | None = None,
 ) -> GalleryManifest:
     """Add one batch under new ids; a batch already in the ledger changes nothing at all.
 
@@ -203,9 +233,70 @@ def add_batch(
         draft.link(COMPACTED_FILE, manifest.files[COMPACTED_FILE])
         added = _ledger_rows(batch_id, manifest.next_id, len(names))
         draft.write_table(LEDGER_FILE, pa.concat_tables([ledger, added]))
-        return draft.publish(
-            next_version(manifest, draft, entries, manifest.size + len(names), new_ids.size)
+        added_version = next_version(
+            manifest, draft, entries, manifest.size + len(names), new_ids.size
         )
+        return draft.publish(_measured(root, draft, added_version, goal, new_ids))
+
+
+def _measured(
+    root: Path,
+    draft: Draft,
+    manifest: GalleryManifest,
+    goal: RecallTarget | None,
+    new_ids: Ids | None = None,
+) -> GalleryManifest:
+    """``manifest`` with its index's recall measured on the draft's own templates.
+
+    A build (``new_ids`` None) measures against the exact search at every power-of-two
+    ``nprobe``. An add measures only planted mates (no exact sweep, so its cost does not grow
+    with the gallery), half of them among the batch just added, at the ``nprobe`` values around
+    the operating point measured before (``ADD_QUERIES`` queries).
+    """
+    if manifest.size < 2:
+        return manifest
+    gallery = open_draft(root, draft.path, manifest)
+    previous = manifest.recall
+    if new_ids is None or previous is None:
+        shortlist, k = (goal.shortlist, goal.k) if goal else (DEFAULT_SHORTLIST, DEFAULT_K)
+        measured = measure_recall(
+            gallery,
+            nprobe_ladder(manifest.nlist),
+            shortlist=shortlist,
+            k=k,
+            queries=build_queries(manifest.size),
+            method="exact",
+        )
+        return dataclasses.replace(manifest, recall=measured)
+    point = previous.operating_point(goal.floor_score, goal.target) if goal else None
+    nprobes = (
+        nprobe_ladder(manifest.nlist, around=point.nprobe)
+        if point is not None
+        else [p.nprobe for p in previous.points]
+    )
+    rng = np.random.default_rng([manifest.version, 3])
+    older = manifest.next_id - len(new_ids)
+    old = rng.choice(older, size=min(older, ADD_QUERIES), replace=False) if older else new_ids[:0]
+    picked = np.concatenate([rng.permutation(new_ids)[: ADD_QUERIES // 2], old])
+    measured = measure_recall(
+        gallery,
+        nprobes,
+        shortlist=previous.shortlist,
+        k=previous.k,
+        queries=min(ADD_QUERIES, build_queries(manifest.size)),
+        method="mates",
+        seed=manifest.version,
+        pick_from=np.sort(picked).astype(np.int64),
+    )
+    return dataclasses.replace(manifest, recall=measured)
+
+
+def build_queries(size: int) -> int:
+    """
+    >>> build_queries(1_500), build_queries(19_999), build_queries(1_000_000)
+    (200, 1999, 2000)
+    """
+    return BUILD_QUERIES if size >= SMALL_GALLERY else max(200, size // 10)
 
 
 def _checked_enrollment_ids(enrollment_ids: Sequence[str]) -> list[str]:

@@ -21,11 +21,14 @@ from dedup.gallery.layout import (
     MANIFEST_FILE,
     VERSIONS_DIR,
     GalleryManifest,
+)
+from dedup.gallery.reader import Gallery, open_gallery, open_shard, verify_gallery
+from dedup.gallery.recipes import (
+    candidate_factories,
     default_factory,
     index_bytes_per_template,
     parse_factory,
 )
-from dedup.gallery.reader import Gallery, open_gallery, open_shard, verify_gallery
 from dedup.gallery.writer import add_batch, build_gallery
 
 N, DIM, SHARDS, FACTORY, NLIST = 4000, 32, 4, "IVF16,PQ8", 16
@@ -164,16 +167,33 @@ def test_mmap_open_gives_the_same_search_results(
 
 
 def test_default_factory_follows_the_documented_rule() -> None:
-    assert default_factory(1_000_000, 128) == "IVF12288,PQ64x4fs"  # 16 * sqrt(n) = 16,000
-    assert default_factory(10_000_000, 128) == "IVF50176,PQ64x4fs"
-    assert default_factory(1_000_000, 128, shards=4) == "IVF3072,PQ64x4fs"  # n / (80 * 4)
-    assert default_factory(1_000_000, 512) == "IVF12288,PQ64x4fs"
-    assert default_factory(N, DIM) == "IVF50,PQ16x4fs"  # 4,000 / 80
+    assert default_factory(1_000_000, 128) == "IVF12288,PQ64x4fsr"  # 16 * sqrt(n) = 16,000
+    assert default_factory(10_000_000, 128) == "IVF50176,PQ64x4fsr"
+    assert default_factory(1_000_000, 128, shards=4) == "IVF3072,PQ64x4fsr"  # n / (80 * 4)
+    assert default_factory(1_000_000, 512) == "IVF12288,PQ64x4fsr"
+    assert default_factory(N, DIM) == "IVF50,PQ16x4fsr"  # 4,000 / 80
     for n in (1, 100, 5_000, 10**6, 10**9):
         for shards in (1, 4, 10):
             spec = parse_factory(default_factory(n, 128, shards), 128)
-            assert spec.fast_scan and spec.code_bytes == 32
+            assert spec.fast_scan and spec.residual and spec.code_bytes == 32
             assert spec.nlist == 1 or n / (shards * spec.nlist) >= 80
+
+
+def test_candidates_fit_the_memory_budget_and_every_one_builds() -> None:
+    small = candidate_factories(200_000, 128)
+    assert {"IVF2048,PQ64x4fs", "IVF2048,PQ64x4fsr", "IVF2048,SQ8", "IVF2048,Flat"} <= set(small)
+    assert "OPQ64,IVF2048,PQ64x4fsr" in small and "IVF2048,RaBitQfs" in small
+    # A billion templates in ten shards: 48 bytes a template at most, so no SQ8 or Flat.
+    large = candidate_factories(10**9, 128, shards=10)
+    assert all(parse_factory(f, 128).bytes_per_template <= 48 for f in large)
+    assert not any(f.endswith(("SQ8", "Flat")) for f in large) and len(large) >= 4
+    for factory in candidate_factories(40_000, DIM):
+        spec = parse_factory(factory, DIM)
+        index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+        assert faiss.extract_index_ivf(index).nlist == spec.nlist
+        # The code size the budget counts is the one FAISS stores.
+        assert faiss.extract_index_ivf(index).code_size == spec.code_bytes, factory
+        assert spec.residual == bool(faiss.extract_index_ivf(index).by_residual), factory
 
 
 def test_index_bytes_count_codes_padding_and_ids(built: Path) -> None:
@@ -182,7 +202,7 @@ def test_index_bytes_count_codes_padding_and_ids(built: Path) -> None:
     assert index_bytes_per_template("IVF16,PQ8x4", DIM) == 4 + 8
     gallery = open_gallery(built)
     code_size = faiss.extract_index_ivf(gallery.shards[0][1]).code_size
-    assert index_bytes_per_template(gallery.manifest, DIM) == code_size + 8
+    assert index_bytes_per_template(gallery.manifest.factory, DIM) == code_size + 8
     assert gallery.index_bytes() == N * (code_size + 8)  # 8-bit PQ: no padding
     fast = parse_factory("IVF16,PQ16x4fs", DIM)
     assert (fast.list_bytes(0), fast.list_bytes(1), fast.list_bytes(32)) == (

@@ -12,8 +12,8 @@ import pytest
 from dedup.evaluation.synthetic import TemplateSynth
 from dedup.gallery import training
 from dedup.gallery.engines import IvfPqEngine
-from dedup.gallery.layout import parse_factory
 from dedup.gallery.reader import open_gallery
+from dedup.gallery.recipes import parse_factory
 from dedup.gallery.training import split_lists, train_index, two_level_centroids
 from dedup.gallery.writer import build_gallery
 
@@ -96,6 +96,6 @@ def test_a_gallery_smaller_than_the_codebook_builds_on_jittered_copies(tmp_path:
     names = [f"e{i}" for i in range(5)]
     build_gallery(tmp_path / "g", names, data, model_id="m", batch_id="b")
     gallery = open_gallery(tmp_path / "g")
-    assert gallery.manifest.factory == "IVF1,PQ16x4fs" and gallery.size == 5
+    assert gallery.manifest.factory == "IVF1,PQ16x4fsr" and gallery.size == 5
     _, ids = IvfPqEngine(nprobe=1, shortlist=5).search(gallery, data, 1)
     np.testing.assert_array_equal(ids[:, 0], np.arange(5))
