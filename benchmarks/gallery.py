@@ -126,7 +126,7 @@ def main() -> None:
     build_seconds = time.perf_counter() - started
     gallery = open_gallery(work / "gallery", verify=False)
     shard_bytes = sum((gallery.path / s.file).stat().st_size for s in manifest.shards)
-    nominal = index_bytes_per_template(manifest, vectors.shape[1])
+    nominal = index_bytes_per_template(manifest.factory, vectors.shape[1])
     print(f"build: {manifest.factory}, {len(manifest.shards)} shards, {build_seconds:.1f} s")
     print(
         f"memory: {gallery.index_bytes() / n:.1f} bytes per template in the inverted lists "
