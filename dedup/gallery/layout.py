@@ -43,6 +43,7 @@ import pyarrow as pa
 
 from dedup.contracts.schemas import UTC_TS
 from dedup.errors import GalleryError
+from dedup.gallery.segments import IDS_SCHEMA as IDS_SCHEMA  # declared with the segments
 from dedup.gallery.segments import SegmentEntry, check_segments
 
 # 2: segmented (this module's docstring). Version 1 galleries (one vectors.npy per version)
@@ -78,14 +79,6 @@ SHARD_TEMPLATES = 100_000_000
 # padded last block of a fast-scan list costs at most 16 / 80 of the code bytes.
 MIN_LIST_OCCUPANCY = 80
 
-IDS_SCHEMA = pa.schema(
-    [
-        pa.field("gallery_id", pa.int64(), nullable=False),
-        pa.field("enrollment_id", pa.string(), nullable=False),
-        pa.field("shard", pa.int32(), nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-    ]
-)
 TOMBSTONES_SCHEMA = pa.schema(
     [
         pa.field("gallery_id", pa.int64(), nullable=False),

@@ -20,10 +20,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 SEGMENTS_DIR = "segments"
 SEGMENT_VECTORS = "vectors.npy"
 SEGMENT_IDS = "ids.parquet"
+# A segment's ids.parquet: each of its gallery ids -> enrollment id, shard, batch.
+IDS_SCHEMA = pa.schema(
+    [
+        pa.field("gallery_id", pa.int64(), nullable=False),
+        pa.field("enrollment_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+    ]
+)
 # Compaction merges runs of this many adjacent segments of one size tier (sizes within a
 # factor of MERGE_FANOUT), so a template is rewritten about log_8(N / batch) times in its life.
 MERGE_FANOUT = 8
