@@ -50,9 +50,8 @@ from dedup.contracts.schemas import (
 from dedup.crash_points import crash_point
 from dedup.gallery.erasure import compact
 from dedup.gallery.erasure import erase as tombstone
-from dedup.gallery.layout import CURRENT_FILE, IDS_FILE, IDS_SCHEMA, TOMBSTONES_FILE
-from dedup.gallery.layout import TOMBSTONES_SCHEMA as PENDING_SCHEMA
-from dedup.gallery.reader import current_version, live_rows, read_table
+from dedup.gallery.layout import CURRENT_FILE
+from dedup.gallery.reader import live_ids
 from dedup.matching.identities import (
     Link,
     assign,
@@ -125,10 +124,7 @@ class LakeEraser:
     def _tombstone(self, x: str) -> int:
         if not (self.gallery / CURRENT_FILE).exists():
             return 0
-        folder, manifest = current_version(self.gallery)
-        ids = read_table(folder, manifest, IDS_FILE, IDS_SCHEMA, verify=True)
-        pending = read_table(folder, manifest, TOMBSTONES_FILE, PENDING_SCHEMA, verify=True)
-        live = live_rows(ids, pending["gallery_id"].to_numpy())
+        live = live_ids(self.gallery)
         found = int(pc.sum(pc.equal(live["enrollment_id"], x)).as_py() or 0)
         if found:
             tombstone(self.gallery, x)

@@ -1,19 +1,24 @@
 """Erasing templates from a gallery: tombstone at once, compact later, prune old versions.
 
 An erasure takes effect at search time as soon as it is published: every engine drops
-tombstoned ids. Compaction then removes the templates physically, and every older version
-that still holds them; ``prune_versions`` reclaims the disk that older versions hold.
+tombstoned ids. Compaction then removes the templates physically: every segment holding one
+is rewritten without it (its vector row zeroed, its ids row and codes gone), and every older
+version, with the segments only it named, is deleted. Compaction also merges segments by the
+tiered policy of ``dedup.gallery.segments.plan_merges``, so the count stays bounded.
 
 Example::
 
     erase(root, "E-0042")  # never returned by a search from now on
-    compact(root)  # gone from the shards, vectors.npy, ids.parquet and older versions
+    compact(root)  # gone from every segment and every older version
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,26 +28,22 @@ from dedup.errors import GalleryError
 from dedup.gallery.layout import (
     COMPACTED_FILE,
     COMPACTED_SCHEMA,
-    IDS_FILE,
-    IDS_SCHEMA,
     LEDGER_FILE,
+    LEDGER_SCHEMA,
     TOMBSTONES_FILE,
     TOMBSTONES_SCHEMA,
-    TRAINED_FILE,
-    VECTORS_FILE,
-    VERSIONS_DIR,
     GalleryManifest,
-    parse_version_name,
 )
-from dedup.gallery.publish import Draft, next_version, remove_folder, writer_lock
+from dedup.gallery.publish import Draft, next_version, prune_locked
 from dedup.gallery.reader import (
-    current_version,
-    read_shard,
-    read_table,
-    verified_vectors,
-    verify_file,
+    Ids,
+    current_manifest,
+    read_ids,
+    read_version_table,
 )
-from dedup.gallery.writer import write_vectors
+from dedup.gallery.segment_files import load_shard, open_vectors, read_trained, write_segment
+from dedup.gallery.segments import SegmentEntry, plan_merges
+from dedup.gallery.storage import GalleryStorage, LocalStorage
 
 
 def erase(root: Path, enrollment_id: str) -> GalleryManifest:
@@ -51,103 +52,159 @@ def erase(root: Path, enrollment_id: str) -> GalleryManifest:
     Erasing an already-erased enrollment changes nothing. Once compacted away, the gallery no
     longer knows the enrollment id at all, so it is then reported unknown.
     """
-    root = Path(root)
-    with writer_lock(root):
-        folder, manifest = current_version(root)
-        ids = read_table(folder, manifest, IDS_FILE, IDS_SCHEMA, verify=True)
-        pending = read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True)
+    storage = LocalStorage(Path(root))
+    with storage.lock():
+        prefix, manifest = current_manifest(storage)
+        ids = read_ids(storage, manifest, verify=True)
+        pending, compacted, ledger = _version_tables(storage, prefix, manifest)
         rows = ids.filter(pc.equal(ids["enrollment_id"], enrollment_id))
         if not rows.num_rows:
             raise GalleryError(f"enrollment {enrollment_id!r} is not in the gallery")
         erased = np.setdiff1d(rows["gallery_id"].to_numpy(), pending["gallery_id"].to_numpy())
         if not erased.size:
             return manifest
-        draft = Draft(root, previous=folder, current_version=manifest.version)
-        for name in (TRAINED_FILE, VECTORS_FILE, IDS_FILE, COMPACTED_FILE, LEDGER_FILE):
-            draft.link(name, manifest.files[name])
-        entries = [draft.link_shard(entry) for entry in manifest.shards]
+        draft = Draft(storage, current=manifest)
         now = datetime.now(UTC)
         added = pa.table(
             {"gallery_id": erased, "erased_at": [now] * erased.size}, schema=TOMBSTONES_SCHEMA
         )
         draft.write_table(TOMBSTONES_FILE, pa.concat_tables([pending, added]))
-        return draft.publish(next_version(manifest, draft, entries, manifest.size - erased.size, 0))
+        draft.write_table(COMPACTED_FILE, compacted)
+        draft.write_table(LEDGER_FILE, ledger)
+        size = manifest.size - erased.size
+        return draft.publish(next_version(manifest, draft, manifest.segments, size, 0))
 
 
-def compact(root: Path) -> GalleryManifest:
-    """Remove tombstoned templates physically: from their shards, vectors.npy and ids.parquet.
+def compact(root: Path, *, full: bool = False) -> GalleryManifest:
+    """Remove tombstoned templates physically and merge segments; keep only this version.
 
-    Gallery ids of the others do not change; the compacted ids are kept in compacted.parquet
-    so they are never reused and stay reported dead. Older versions still hold the erased
-    templates, so compaction then removes every version but the one it published.
+    Every segment holding a tombstoned id is rewritten without it, and runs of segments are
+    merged by the tiered policy (``plan_merges``; ``full`` merges them all into one). Gallery
+    ids of the others do not change; the compacted ids are kept in compacted.parquet so they
+    are never reused and stay reported dead. Older versions still hold the erased templates,
+    so compaction then removes every version but the one it published, and the segments that
+    only they named.
     """
-    root = Path(root)
-    with writer_lock(root):
-        folder, manifest = current_version(root)
-        pending = read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True)
-        if pending.num_rows:
-            manifest = _compact_locked(root, folder, manifest, pending)
-        _prune_locked(root, keep=1)
+    storage = LocalStorage(Path(root))
+    with storage.lock():
+        prefix, manifest = current_manifest(storage)
+        pending, compacted, ledger = _version_tables(storage, prefix, manifest)
+        erased = np.sort(pending["gallery_id"].to_numpy()).astype(np.int64)
+        groups = _groups(manifest.segments, erased, full=full)
+        if groups:
+            manifest = _rewrite(storage, manifest, groups, erased, pending, compacted, ledger)
+        prune_locked(storage, manifest, keep=1)
         return manifest
 
 
 def prune_versions(root: Path, *, keep: int = 2) -> list[str]:
     """Remove published versions older than the newest ``keep``; returns their names.
 
-    Every add writes a new vectors.npy, so old versions cost disk until pruned. A reader that
-    already opened a pruned version keeps working (its files stay open); one that reads
-    ``CURRENT`` at that very moment retries once in ``open_gallery``.
+    Segments that no remaining version names are deleted with them. A reader that already
+    opened a pruned version keeps working (its files stay open); one that reads ``CURRENT``
+    at that very moment retries once in ``open_gallery``.
     """
     if keep < 1:
         raise GalleryError("keep at least the published version")
-    with writer_lock(Path(root)):
-        return _prune_locked(Path(root), keep)
+    storage = LocalStorage(Path(root))
+    with storage.lock():
+        _, manifest = current_manifest(storage)
+        return prune_locked(storage, manifest, keep)
 
 
-def _compact_locked(
-    root: Path, folder: Path, manifest: GalleryManifest, pending: pa.Table
+def _version_tables(
+    storage: GalleryStorage, prefix: str, manifest: GalleryManifest
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(tombstones, compacted, ledger) of a version, verified: a writer copies them."""
+    return (
+        read_version_table(storage, prefix, manifest, name, schema, verify=True)
+        for name, schema in (
+            (TOMBSTONES_FILE, TOMBSTONES_SCHEMA),
+            (COMPACTED_FILE, COMPACTED_SCHEMA),
+            (LEDGER_FILE, LEDGER_SCHEMA),
+        )
+    )  # type: ignore[return-value]
+
+
+def _groups(segments: Sequence[SegmentEntry], erased: Ids, *, full: bool) -> list[range]:
+    """Runs of adjacent segments to rewrite as one each: the merge plan, widened to cover
+    every segment that holds a tombstoned id."""
+    if full:
+        planned = [range(len(segments))] if len(segments) > 1 else []
+    else:
+        planned = plan_merges([s.rows for s in segments])
+    covered = {i for group in planned for i in group}
+    for number, segment in enumerate(segments):
+        inside = np.searchsorted(erased, [segment.first_id, segment.end_id])
+        if inside[1] > inside[0] and number not in covered:
+            planned.append(range(number, number + 1))
+    return sorted(planned, key=lambda group: group.start)
+
+
+def _rewrite(
+    storage: GalleryStorage,
+    manifest: GalleryManifest,
+    groups: list[range],
+    erased: Ids,
+    pending: pa.Table,
+    compacted: pa.Table,
+    ledger: pa.Table,
 ) -> GalleryManifest:
-    ids = read_table(folder, manifest, IDS_FILE, IDS_SCHEMA, verify=True)
-    erased = pending["gallery_id"].to_numpy().astype(np.int64)
-    doomed = pc.is_in(ids["gallery_id"], value_set=pa.array(erased))
-    doomed_rows = ids.filter(doomed)
-    draft = Draft(root, previous=folder, current_version=manifest.version)
-    draft.link(TRAINED_FILE, manifest.files[TRAINED_FILE])
-    draft.link(LEDGER_FILE, manifest.files[LEDGER_FILE])
-    entries = []
-    for entry in manifest.shards:
-        in_shard = doomed_rows.filter(pc.equal(doomed_rows["shard"], entry.id))
-        if not in_shard.num_rows:
-            entries.append(draft.link_shard(entry))
-            continue
-        verify_file(folder, entry.file, entry.sha256)
-        index = read_shard(folder, manifest, entry, mmap=False)
-        removed = index.remove_ids(in_shard["gallery_id"].to_numpy().astype(np.int64))
-        if removed != in_shard.num_rows:
-            raise GalleryError(f"shard {entry.file} held {removed} of {in_shard.num_rows} ids")
-        entries.append(draft.write_shard(entry.id, index))
-    old = verified_vectors(folder, manifest)
-    draft.write(VECTORS_FILE, lambda path: write_vectors(path, [old], old.dtype, zero=erased))
-    draft.write_table(IDS_FILE, ids.filter(pc.invert(doomed)))
+    draft = Draft(storage, current=manifest)
+    trained = read_trained(storage, manifest, verify=True)
+    kept: list[SegmentEntry] = []
+    at = 0
+    for group in groups:
+        kept.extend(manifest.segments[at : group.start])
+        part = manifest.segments[group.start : group.stop]
+        kept.append(_merged_segment(storage, manifest, trained, part, erased))
+        at = group.stop
+    kept.extend(manifest.segments[at:])
     draft.write_table(TOMBSTONES_FILE, TOMBSTONES_SCHEMA.empty_table())
-    compacted = read_table(folder, manifest, COMPACTED_FILE, COMPACTED_SCHEMA, verify=True)
     now = pa.array(
         [datetime.now(UTC)] * pending.num_rows, COMPACTED_SCHEMA.field("compacted_at").type
     )
     done = pending.append_column(COMPACTED_SCHEMA.field("compacted_at"), now)
     draft.write_table(COMPACTED_FILE, pa.concat_tables([compacted, done.cast(COMPACTED_SCHEMA)]))
-    return draft.publish(next_version(manifest, draft, entries, manifest.size, 0))
+    draft.write_table(LEDGER_FILE, ledger)
+    return draft.publish(next_version(manifest, draft, tuple(kept), manifest.size, 0))
 
 
-def _prune_locked(root: Path, keep: int) -> list[str]:
-    _, manifest = current_version(root)
-    versions = root / VERSIONS_DIR
-    published = sorted(
-        (number, entry)
-        for entry in versions.iterdir()
-        if (number := parse_version_name(entry.name)) is not None and number <= manifest.version
+def _merged_segment(
+    storage: GalleryStorage,
+    manifest: GalleryManifest,
+    trained: Any,
+    segments: Sequence[SegmentEntry],
+    erased: Ids,
+) -> SegmentEntry:
+    """One segment made of adjacent ``segments``, without the ``erased`` ids."""
+    part = dataclasses.replace(manifest, segments=tuple(segments))
+    first, end = segments[0].first_id, segments[-1].end_id
+    doomed = erased[(erased >= first) & (erased < end)]
+    ids = read_ids(storage, part, verify=True)
+    gone = pc.is_in(ids["gallery_id"], value_set=pa.array(doomed, pa.int64()))
+    doomed_rows = ids.filter(gone)
+    indexes = {}
+    for shard in range(manifest.shard_count):
+        if not any(s.shard_counts[shard] for s in segments):
+            continue
+        index = load_shard(storage, part, trained, shard, mmap=False, verify=True)
+        in_shard = doomed_rows.filter(pc.equal(doomed_rows["shard"], shard))
+        if in_shard.num_rows:
+            removed = index.remove_ids(in_shard["gallery_id"].to_numpy().astype(np.int64))
+            if removed != in_shard.num_rows:
+                raise GalleryError(
+                    f"shard {shard} of segments {segments[0].name}.. held {removed} of "
+                    f"{in_shard.num_rows} erased ids"
+                )
+        indexes[shard] = index
+    return write_segment(
+        storage,
+        first_id=first,
+        parts=[open_vectors(storage, part, verify=True)],  # type: ignore[list-item]
+        dtype=manifest.vector_dtype,
+        ids=ids.filter(pc.invert(gone)).combine_chunks(),
+        shards=indexes,
+        shard_count=manifest.shard_count,
+        zero=doomed,
     )
-    doomed = [entry for _, entry in published[:-keep]]
-    for entry in doomed:
-        remove_folder(entry)
-    return [entry.name for entry in doomed]

@@ -1,25 +1,33 @@
 """What a gallery looks like on disk: the folder layout, the manifest, and the index recipe.
 
-A gallery root holds immutable version folders and one pointer to the published one::
+A gallery root holds immutable segments, immutable version folders that name them, and one
+pointer to the published version::
 
     <root>/
       CURRENT                  the name of the published version folder, replaced atomically
+      trained/<token>.faiss    the trained, empty IVF-PQ every shard is a copy of (shared)
+      segments/<name>/         one batch as added (or merged by compaction), never modified:
+         vectors.npy           full vectors of gallery ids first_id..first_id+rows-1 (exact
+                               re-scoring); rows of compacted ids are zeroed
+         ids.parquet           those ids -> enrollment id, shard, batch
+         shard-00000.faiss     per shard that got some: the trained index without its coarse
+                               quantizer, holding this segment's codes (ids = gallery ids)
       versions/v000001/        a published version, never modified after publish
-         manifest.json         this module's ``GalleryManifest``
-         trained.faiss         the trained, empty IVF-PQ index every shard is a copy of
-         shard-00000.faiss     a shard: the trained index holding some vectors, ids = gallery ids
-         vectors.npy           full vectors, row g = gallery id g (exact re-scoring)
-         ids.parquet           gallery id -> enrollment id, shard, batch
+         manifest.json         this module's ``GalleryManifest``: its segments, by name and sha256
          tombstones.parquet    erased ids not yet compacted away
          compacted.parquet     erased ids already compacted away (kept so ids are never reused
-                               and exact sweeps over vectors.npy skip their zeroed rows)
+                               and exact sweeps skip their zeroed rows)
          ledger.parquet        batches already added, so that re-adding one changes nothing
-      versions/.tmp-*/         a version being written (or left by a crash): readers ignore it
+      versions/.tmp-*/, segments/.tmp-*/   being written (or left by a crash): readers ignore them
 
-The manifest names every file with its sha256, so a reader can prove it reads what the writer
-wrote. The storage mechanics live beside this module: ``reader`` (open, verify), ``writer``
-(build, add), ``erasure`` (erase, compact, prune) and ``publish`` (drafts, hard links, the
-atomic publish).
+An add writes one segment and a new version folder of small files; a version's shard is the
+merge of its segments' shard files into a copy of the trained index. Segments and trained
+indexes that no remaining version names are deleted by the next writer. The manifest names
+every file with its sha256, so a reader can prove it reads what the writer wrote. The
+mechanics live beside this module: ``storage`` (the file operations), ``segments`` (segment
+entries, their vectors, the merge policy), ``reader`` (open, verify), ``writer`` (build,
+add), ``erasure`` (erase, compact, prune) and ``publish`` (drafts, sweeping, the atomic
+publish).
 """
 
 from __future__ import annotations
@@ -36,8 +44,12 @@ from dedup.contracts.schemas import UTC_TS
 from dedup.errors import GalleryError
 from dedup.gallery.recall_bands import MeasuredRecall
 from dedup.gallery.recipes import parse_factory
+from dedup.gallery.segments import IDS_SCHEMA as IDS_SCHEMA  # declared with the segments
+from dedup.gallery.segments import SegmentEntry, check_segments
 
-FORMAT_VERSION = 1
+# 2: segmented (this module's docstring). Version 1 galleries (one vectors.npy per version)
+# are refused: rebuild them.
+FORMAT_VERSION = 2
 METRIC = "inner_product"
 VECTOR_DTYPES = ("float16", "float32")
 
@@ -46,23 +58,13 @@ LOCK_FILE = "LOCK"
 VERSIONS_DIR = "versions"
 TMP_PREFIX = ".tmp-"
 MANIFEST_FILE = "manifest.json"
-TRAINED_FILE = "trained.faiss"
-VECTORS_FILE = "vectors.npy"
-IDS_FILE = "ids.parquet"
+TRAINED_DIR = "trained"
 TOMBSTONES_FILE = "tombstones.parquet"
 COMPACTED_FILE = "compacted.parquet"
 LEDGER_FILE = "ledger.parquet"
-# Every file of a version but the manifest and the shards, each listed in ``manifest.files``.
-VERSION_FILES = (TRAINED_FILE, VECTORS_FILE, IDS_FILE, TOMBSTONES_FILE, COMPACTED_FILE, LEDGER_FILE)
+# Every file of a version folder but the manifest, each listed in ``manifest.files``.
+VERSION_FILES = (TOMBSTONES_FILE, COMPACTED_FILE, LEDGER_FILE)
 
-IDS_SCHEMA = pa.schema(
-    [
-        pa.field("gallery_id", pa.int64(), nullable=False),
-        pa.field("enrollment_id", pa.string(), nullable=False),
-        pa.field("shard", pa.int32(), nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-    ]
-)
 TOMBSTONES_SCHEMA = pa.schema(
     [
         pa.field("gallery_id", pa.int64(), nullable=False),
@@ -91,6 +93,11 @@ def shard_file(shard_id: int) -> str:
     return f"shard-{shard_id:05d}.faiss"
 
 
+def version_key(name: str, file: str = "") -> str:
+    """The storage key of a version folder (or of a file in it)."""
+    return f"{VERSIONS_DIR}/{name}/{file}" if file else f"{VERSIONS_DIR}/{name}"
+
+
 def version_name(version: int) -> str:
     return f"v{version:06d}"
 
@@ -103,12 +110,16 @@ def parse_version_name(name: str) -> int | None:
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One shard file of a version: ``count`` vectors, ids = gallery ids."""
+    """One shard of a version: ``count`` entries (erased ones included until compaction),
+    summed over the version's segments."""
 
     id: int
-    file: str
     count: int
-    sha256: str
+
+    @property
+    def file(self) -> str:
+        """The name of this shard's file in each segment that holds some of it."""
+        return shard_file(self.id)
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,8 @@ class GalleryManifest:
 
     ``size`` counts live templates (erased ones excluded); ``next_id`` is the next gallery id
     to hand out, so ids are dense ``0..next_id-1`` and never reused, even after compaction.
-    ``files`` maps every file but the manifest and the shards to its sha256.
+    ``segments`` tile those ids in order; ``trained`` is the key of the trained index;
+    ``files`` maps every file of the version folder but the manifest to its sha256.
     """
 
     version: int
@@ -135,7 +147,10 @@ class GalleryManifest:
     vector_dtype: str
     size: int
     next_id: int
-    shards: tuple[ShardEntry, ...]
+    shard_count: int
+    trained: str
+    trained_sha256: str
+    segments: tuple[SegmentEntry, ...]
     files: Mapping[str, str]
     created_at: datetime
     metric: str = METRIC
@@ -148,9 +163,21 @@ class GalleryManifest:
     def version_name(self) -> str:
         return version_name(self.version)
 
+    @property
+    def shards(self) -> tuple[ShardEntry, ...]:
+        """Each shard with its entry count over every segment."""
+        return tuple(
+            ShardEntry(shard, sum(s.shard_counts[shard] for s in self.segments))
+            for shard in range(self.shard_count)
+        )
+
     def checksums(self) -> dict[str, str]:
-        """Every file of the version (shards included) with its sha256."""
-        return {**self.files, **{shard.file: shard.sha256 for shard in self.shards}}
+        """Every file the version reads, by storage key (root-relative), with its sha256."""
+        found = {version_key(self.version_name, n): h for n, h in self.files.items()}
+        found[self.trained] = self.trained_sha256
+        for segment in self.segments:
+            found.update({segment.key(name): h for name, h in segment.files.items()})
+        return found
 
     def to_json(self) -> str:
         document = {
@@ -165,10 +192,9 @@ class GalleryManifest:
             "vector_dtype": self.vector_dtype,
             "size": self.size,
             "next_id": self.next_id,
-            "shards": [
-                {"id": s.id, "file": s.file, "count": s.count, "sha256": s.sha256}
-                for s in self.shards
-            ],
+            "shard_count": self.shard_count,
+            "trained": {"key": self.trained, "sha256": self.trained_sha256},
+            "segments": [segment.to_dict() for segment in self.segments],
             "files": dict(sorted(self.files.items())),
             "created_at": self.created_at.isoformat(),
             "recall": None if self.recall is None else self.recall.to_dict(),
@@ -180,8 +206,17 @@ class GalleryManifest:
         """Parse and check a manifest; anything malformed is a ``GalleryError``."""
         try:
             raw = json.loads(text)
+            found = int(raw["format_version"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise GalleryError(f"gallery manifest is malformed: {error!r}") from error
+        if found != FORMAT_VERSION:
+            raise GalleryError(
+                f"gallery format version {found} is not supported (this release reads version "
+                f"{FORMAT_VERSION}, segmented): rebuild the gallery with `dedup gallery build`"
+            )
+        try:
             manifest = cls(
-                format_version=int(raw["format_version"]),
+                format_version=found,
                 version=int(raw["version"]),
                 model_id=str(raw["model_id"]),
                 dimension=int(raw["dimension"]),
@@ -192,10 +227,10 @@ class GalleryManifest:
                 vector_dtype=str(raw["vector_dtype"]),
                 size=int(raw["size"]),
                 next_id=int(raw["next_id"]),
-                shards=tuple(
-                    ShardEntry(int(s["id"]), str(s["file"]), int(s["count"]), str(s["sha256"]))
-                    for s in raw["shards"]
-                ),
+                shard_count=int(raw["shard_count"]),
+                trained=str(raw["trained"]["key"]),
+                trained_sha256=str(raw["trained"]["sha256"]),
+                segments=tuple(SegmentEntry.from_dict(s) for s in raw["segments"]),
                 files={str(k): str(v) for k, v in raw["files"].items()},
                 created_at=datetime.fromisoformat(raw["created_at"]),
                 recall=(
@@ -221,12 +256,13 @@ class GalleryManifest:
         spec = parse_factory(self.factory, self.dimension)
         if (spec.nlist, spec.m, spec.nbits) != (self.nlist, self.pq.m, self.pq.nbits):
             problems.append(f"factory {self.factory!r} disagrees with nlist/pq")
-        if [s.id for s in self.shards] != list(range(len(self.shards))) or not self.shards:
-            problems.append("shard ids are not 0..n-1")
+        if self.shard_count < 1:
+            problems.append("no shard")
         if set(self.files) != set(VERSION_FILES):
             problems.append(f"files {sorted(self.files)} are not {sorted(VERSION_FILES)}")
-        if any(s.file != shard_file(s.id) for s in self.shards):
-            problems.append("a shard file is misnamed")
+        if not self.trained.startswith(f"{TRAINED_DIR}/") or ".." in self.trained:
+            problems.append(f"trained index {self.trained!r} is not under {TRAINED_DIR}/")
+        problems += check_segments(self.segments, self.next_id, self.shard_count)
         if not 0 <= self.size <= sum(s.count for s in self.shards) <= self.next_id:
             problems.append(f"size {self.size} / shard counts / next_id {self.next_id} disagree")
         if problems:

@@ -1,153 +1,190 @@
-"""Publishing a gallery version: the draft folder, the atomic publish, the one writer's lock.
+"""Publishing a gallery version: the draft, the atomic publish, sweeping what nothing names.
 
-Every change publishes a new immutable version folder (see ``dedup.gallery.layout``): files are
-written into ``versions/.tmp-<random>/``, the folder is renamed to ``versions/vNNNNNN``, then
-``CURRENT`` is replaced. A reader follows ``CURRENT``, so it sees the old version or the new one,
-never half of one, and a crash anywhere leaves the previous version published and intact; the
-next publish sweeps what the crash left. Files a change does not touch are hard-linked from the
-previous version, so erasing one template costs a tombstone file, not a copy of the gallery.
-One writer at a time holds ``LOCK``.
+Every change publishes a new immutable version (see ``dedup.gallery.layout``). Its new
+segments are written whole first (``segments/.tmp-*`` renamed into place), then its small
+files into ``versions/.tmp-<random>/``, which is renamed to ``versions/vNNNNNN``; then
+``CURRENT`` is replaced. A reader follows ``CURRENT``, so it sees the old version or the new
+one, never half of one, and a crash anywhere leaves the previous version published and
+intact. What a crash leaves (staged folders, a renamed version ``CURRENT`` never named,
+segments no version names) is swept by the next writer when it starts its draft. Segments and
+the trained index are shared by name between versions, never copied. One writer at a time
+holds the storage's lock.
 
 Example (what ``dedup.gallery.writer`` and ``dedup.gallery.erasure`` do)::
 
     with writer_lock(root):
-        folder, manifest = current_version(root)
-        draft = Draft(root, previous=folder, current_version=manifest.version)
-        draft.link(TRAINED_FILE, manifest.files[TRAINED_FILE])
+        storage, manifest = LocalStorage(root), current_manifest(root)
+        draft = Draft(storage, current=manifest)
+        segment = draft.add_segment(...)
+        draft.write_table(LEDGER_FILE, ledger)
         ...
-        draft.publish(next_version(manifest, draft, shards, size, added))
+        draft.publish(next_version(manifest, draft, segments, size, added))
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import os
-import secrets
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import faiss
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dedup.atomic_files import sha256_file, write_atomically, write_bytes_atomically
 from dedup.crash_points import crash_point
+from dedup.errors import GalleryError
 from dedup.gallery.layout import (
-    CURRENT_FILE,
-    LOCK_FILE,
     MANIFEST_FILE,
-    TMP_PREFIX,
+    TRAINED_DIR,
     VERSIONS_DIR,
     GalleryManifest,
-    ShardEntry,
     parse_version_name,
-    shard_file,
+    version_key,
+    version_name,
 )
+from dedup.gallery.reader import Gallery, load_version
+from dedup.gallery.segments import SEGMENTS_DIR, SegmentEntry
+from dedup.gallery.storage import TMP_PREFIX, GalleryStorage, LocalStorage
 
 
 class Draft:
-    """A version being written in ``versions/.tmp-<random>/``, invisible until ``publish``.
+    """A version being written, invisible until ``publish``.
 
-    Starting one first sweeps what a crashed publish left: ``.tmp-*`` folders and version
-    folders newer than the published one (renamed, but never named by ``CURRENT``).
+    Starting one first sweeps what a crash or a prune left (``sweep``).
     """
 
-    def __init__(self, root: Path, *, previous: Path | None, current_version: int) -> None:
-        self.root = root
-        self.previous = previous
-        versions = root / VERSIONS_DIR
-        versions.mkdir(parents=True, exist_ok=True)
-        for entry in list(versions.iterdir()):
-            number = parse_version_name(entry.name)
-            if entry.name.startswith(TMP_PREFIX) or (number or 0) > current_version:
-                remove_folder(entry)
-        self.path = versions / f"{TMP_PREFIX}{secrets.token_hex(8)}"
-        self.path.mkdir()
+    def __init__(self, storage: GalleryStorage, *, current: GalleryManifest | None) -> None:
+        self.storage = storage
+        self.current = current
+        sweep(storage, current.version if current else 0)
+        number = (current.version if current else 0) + 1
+        self.prefix = storage.staging(version_key(version_name(number)))
         self.files: dict[str, str] = {}
 
-    def write(self, name: str, writer: Callable[[Path], object]) -> str:
-        path = write_atomically(self.path / name, writer)
-        path.chmod(0o444)  # published files are never opened for writing again
-        self.files[name] = sha256_file(path)
-        return self.files[name]
+    @property
+    def path(self) -> Path:
+        """The local folder of the draft version (where an unpublished draft is opened)."""
+        return self.storage.local_path(self.prefix)
 
     def write_table(self, name: str, table: pa.Table) -> str:
-        return self.write(name, lambda path: pq.write_table(table, path))
+        self.files[name] = self.storage.write(
+            f"{self.prefix}/{name}", lambda path: pq.write_table(table, path)
+        )
+        return self.files[name]
 
-    def write_shard(self, shard_id: int, index: faiss.Index) -> ShardEntry:
-        name = shard_file(shard_id)
-        sha256 = self.write(name, lambda path: faiss.write_index(index, str(path)))
-        del self.files[name]  # shards are listed apart, with their counts
-        return ShardEntry(shard_id, name, int(index.ntotal), sha256)
+    def write_trained(self, index: faiss.Index, token: str) -> tuple[str, str]:
+        """The key and sha256 of a new trained index (a build, once per gallery)."""
+        key = f"{TRAINED_DIR}/{token}.faiss"
+        return key, self.storage.write(key, lambda path: faiss.write_index(index, str(path)))
 
-    def link(self, name: str, sha256: str) -> None:
-        assert self.previous is not None
-        os.link(self.previous / name, self.path / name)
-        self.files[name] = sha256
-
-    def link_shard(self, entry: ShardEntry) -> ShardEntry:
-        assert self.previous is not None
-        os.link(self.previous / entry.file, self.path / entry.file)
-        return entry
+    def gallery(self, manifest: GalleryManifest, *, mmap: bool = False) -> Gallery:
+        """The draft opened for searching before it is published (to measure it, say)."""
+        manifest.check()
+        return load_version(self.storage, self.prefix, manifest, verify=False, mmap=mmap)
 
     def publish(self, manifest: GalleryManifest) -> GalleryManifest:
         manifest.check()
-        write_bytes_atomically(self.path / MANIFEST_FILE, manifest.to_json().encode("utf-8"))
-        (self.path / MANIFEST_FILE).chmod(0o444)
-        _fsync_dir(self.path)
+        self.storage.write_bytes(
+            f"{self.prefix}/{MANIFEST_FILE}", manifest.to_json().encode("utf-8")
+        )
         crash_point("gallery.publish.after_files")
-        final = self.root / VERSIONS_DIR / manifest.version_name
-        os.rename(self.path, final)
-        _fsync_dir(final.parent)
+        self.storage.commit(self.prefix, version_key(manifest.version_name))
         crash_point("gallery.publish.after_rename")
-        write_bytes_atomically(self.root / CURRENT_FILE, f"{manifest.version_name}\n".encode())
-        _fsync_dir(self.root)
+        expected = self.current.version_name if self.current else None
+        self.storage.replace_current(manifest.version_name, expected=expected)
         return manifest
 
 
 def next_version(
-    manifest: GalleryManifest, draft: Draft, shards: list[ShardEntry], size: int, added: int
+    manifest: GalleryManifest,
+    draft: Draft,
+    segments: tuple[SegmentEntry, ...],
+    size: int,
+    added: int,
 ) -> GalleryManifest:
     """The manifest of the version a draft makes of ``manifest``'s: ``size`` live templates,
-    ``added`` new ids, the draft's files and ``shards``."""
+    ``added`` new ids, the draft's files and ``segments``."""
     return dataclasses.replace(
         manifest,
         version=manifest.version + 1,
         size=size,
         next_id=manifest.next_id + added,
-        shards=tuple(shards),
+        segments=segments,
         files=dict(draft.files),
         created_at=datetime.now(UTC),
     )
 
 
+def sweep(storage: GalleryStorage, current: int) -> list[str]:
+    """Delete what no published version needs; returns the keys deleted.
+
+    Staged folders, versions newer than ``current`` (renamed but never named by ``CURRENT``),
+    and segments and trained indexes that no remaining version's manifest names. If some
+    remaining manifest cannot be read, no segment is deleted: what it names is unknown.
+    """
+    deleted = []
+    kept: list[str] = []
+    for name in storage.list(VERSIONS_DIR):
+        number = parse_version_name(name)
+        if name.startswith(TMP_PREFIX) or (number or 0) > current:
+            deleted.append(version_key(name))
+        elif number is not None:
+            kept.append(name)
+    for key in deleted:
+        storage.delete(key)
+    named: set[str] = set()
+    for name in kept:
+        try:
+            text = storage.read_bytes(version_key(name, MANIFEST_FILE)).decode("utf-8")
+            manifest = GalleryManifest.from_json(text)
+        except (FileNotFoundError, UnicodeDecodeError, GalleryError):
+            return deleted + _staged_only(storage)
+        named.add(manifest.trained)
+        named.update(segment.prefix for segment in manifest.segments)
+    for folder in (SEGMENTS_DIR, TRAINED_DIR):
+        for name in storage.list(folder):
+            if f"{folder}/{name}" not in named:
+                storage.delete(f"{folder}/{name}")
+                deleted.append(f"{folder}/{name}")
+    return deleted
+
+
+def _staged_only(storage: GalleryStorage) -> list[str]:
+    staged = [
+        f"{folder}/{name}"
+        for folder in (SEGMENTS_DIR, TRAINED_DIR)
+        for name in storage.list(folder)
+        if name.startswith(TMP_PREFIX)
+    ]
+    for key in staged:
+        storage.delete(key)
+    return staged
+
+
+def prune_locked(storage: GalleryStorage, current: GalleryManifest, keep: int) -> list[str]:
+    """Delete published versions older than the newest ``keep``, then what only they named."""
+    published = sorted(
+        (number, name)
+        for name in storage.list(VERSIONS_DIR)
+        if (number := parse_version_name(name)) is not None and number <= current.version
+    )
+    doomed = [name for _, name in published[:-keep]]
+    for name in doomed:
+        storage.delete(version_key(name))
+    sweep(storage, current.version)
+    return doomed
+
+
 @contextmanager
 def writer_lock(root: Path) -> Iterator[None]:
     """One writer per gallery: a second one waits (an erase request during the nightly add)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / LOCK_FILE).open("a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with LocalStorage(Path(root)).lock():
+        yield
 
 
-def remove_folder(path: Path) -> None:
-    """Rename away first, so a crash mid-removal leaves a ``.tmp-*`` folder, not half a version."""
-    doomed = path.parent / f"{TMP_PREFIX}removing-{secrets.token_hex(8)}"
-    os.rename(path, doomed)
-    shutil.rmtree(doomed)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable: without it a power cut may undo it."""
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+def storage_for(root: Any) -> GalleryStorage:
+    """The storage of a gallery root (a local folder; object stores come later)."""
+    return LocalStorage(Path(root))

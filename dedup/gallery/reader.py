@@ -1,9 +1,10 @@
 """Reading a published gallery version: open, verify, resolve a version, load shards.
 
 A reader follows ``CURRENT`` (see ``dedup.gallery.publish``), so it sees one whole version. A
-file that is read is verified against its sha256 in the manifest first (``verify_file``): a
+file that is read is verified against its sha256 in the manifest first (``verify_key``): a
 corrupt file is refused by name, and a writer that reads one to make a new file never launders
-the corruption into a fresh, valid-looking checksum.
+the corruption into a fresh, valid-looking checksum. A version's shards and vectors are read
+from its segments (``dedup.gallery.segment_files``).
 
 Example::
 
@@ -25,50 +26,58 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dedup.atomic_files import sha256_file
 from dedup.errors import GalleryError
 from dedup.gallery.layout import (
     COMPACTED_FILE,
     COMPACTED_SCHEMA,
-    CURRENT_FILE,
-    IDS_FILE,
     IDS_SCHEMA,
     LEDGER_FILE,
     LEDGER_SCHEMA,
     MANIFEST_FILE,
     TOMBSTONES_FILE,
     TOMBSTONES_SCHEMA,
-    VECTORS_FILE,
     VERSIONS_DIR,
     GalleryManifest,
-    ShardEntry,
     parse_version_name,
+    version_key,
 )
 from dedup.gallery.recipes import parse_factory
+from dedup.gallery.segment_files import (
+    load_shard,
+    open_vectors,
+    read_trained,
+    verify_key,
+)
+from dedup.gallery.segments import SEGMENT_IDS, SegmentEntry, SegmentVectors
+from dedup.gallery.storage import GalleryStorage, LocalStorage
 
 Ids = npt.NDArray[np.int64]
+Vectors = np.ndarray[Any, Any] | SegmentVectors
 
 
 class Gallery:
-    """One published version, opened for reading; a searcher holds it for the whole batch.
+    """One version, opened for reading; a searcher holds it for the whole batch.
 
-    ``shards`` are FAISS indexes whose ids are gallery ids; ``vectors`` is the memory-mapped
-    ``vectors.npy`` (row g = gallery id g) for exact re-scoring. Erased ids stay in the shards
-    until ``compact``, so every search must drop hits that ``is_live`` refuses.
+    ``shards`` are FAISS indexes whose ids are gallery ids; ``vectors`` are the full vectors
+    (row g = gallery id g, memory-mapped: one segment's array, or ``SegmentVectors`` over
+    several) for exact re-scoring. Erased ids stay in the shards until ``compact``, so every
+    search must drop hits that ``is_live`` refuses.
     """
 
     def __init__(
         self,
-        root: Path,
-        path: Path,
+        storage: GalleryStorage,
+        prefix: str,
         manifest: GalleryManifest,
         shards: list[tuple[int, faiss.Index]],
-        vectors: np.ndarray[Any, Any],
+        vectors: Vectors,
         pending: Ids,
         compacted: Ids,
     ) -> None:
-        self.root = root
-        self.path = path
+        self.storage = storage
+        self.prefix = prefix
+        self.root = storage.local_path("")
+        self.path = storage.local_path(prefix)
         self.manifest = manifest
         self.shards = shards
         self.vectors = vectors
@@ -90,7 +99,7 @@ class Gallery:
 
     @cached_property
     def _live_ids(self) -> pa.Table:
-        table = read_table(self.path, self.manifest, IDS_FILE, IDS_SCHEMA, verify=False)
+        table = read_ids(self.storage, self.manifest, verify=False)
         return live_rows(table, self._pending)
 
     def index_bytes(self) -> int:
@@ -146,38 +155,47 @@ class Gallery:
 def open_gallery(root: Path, *, verify: bool = True, mmap: bool = False) -> Gallery:
     """Open the version ``CURRENT`` names; with ``verify``, prove every file's sha256 first.
 
-    ``mmap=True`` memory-maps the shards' inverted lists (``IO_FLAG_MMAP``) instead of reading
-    them into memory: a node can serve more shards than it has RAM for, read-only.
+    ``mmap=True`` memory-maps the shards' inverted lists (``IO_FLAG_MMAP``) where a shard lies
+    in one segment (a compacted gallery) instead of reading them into memory: a node can then
+    serve more shards than it has RAM for, read-only. A shard spread over several segments is
+    merged in memory.
     """
-    root = Path(root)
-    folder, manifest = current_version(root)
+    storage = LocalStorage(Path(root))
+    prefix, manifest = current_manifest(storage)
     try:
-        return _load(root, folder, manifest, verify=verify, mmap=mmap)
+        return load_version(storage, prefix, manifest, verify=verify, mmap=mmap)
     except GalleryError:
         # A writer may have published a newer version and pruned this one while we read it.
-        newer, newer_manifest = current_version(root)
-        if newer == folder:
+        newer, newer_manifest = current_manifest(storage)
+        if newer == prefix:
             raise
-        return _load(root, newer, newer_manifest, verify=verify, mmap=mmap)
+        return load_version(storage, newer, newer_manifest, verify=verify, mmap=mmap)
 
 
 def verify_gallery(root: Path) -> GalleryManifest:
     """Check every checksum and that the files agree with each other and with the manifest."""
     gallery = open_gallery(root, verify=True, mmap=True)
-    manifest = gallery.manifest
-    ids = read_table(gallery.path, manifest, IDS_FILE, IDS_SCHEMA, verify=False)
-    ledger = read_table(gallery.path, manifest, LEDGER_FILE, LEDGER_SCHEMA, verify=False)
-    gallery_ids = ids["gallery_id"].to_numpy()
-    per_shard = np.bincount(ids["shard"].to_numpy(), minlength=len(manifest.shards))
+    manifest, storage = gallery.manifest, gallery.storage
     problems = []
-    if np.any(np.diff(gallery_ids) <= 0) or (
-        len(gallery_ids) and gallery_ids[-1] >= manifest.next_id
-    ):
-        problems.append("ids.parquet gallery ids are not unique, sorted and below next_id")
+    for segment in manifest.segments:
+        rows = read_segment_ids(storage, segment, verify=False)
+        ids = rows["gallery_id"].to_numpy()
+        counts = np.bincount(rows["shard"].to_numpy(), minlength=manifest.shard_count)
+        if np.any(np.diff(ids) <= 0) or (
+            len(ids) and (ids[0] < segment.first_id or ids[-1] >= segment.end_id)
+        ):
+            problems.append(f"segment {segment.name}: gallery ids not unique, sorted, in range")
+        if counts.tolist() != list(segment.shard_counts):
+            problems.append(f"segment {segment.name}: ids disagree with its shard counts")
+    ids = read_ids(storage, manifest, verify=False)
+    per_shard = np.bincount(ids["shard"].to_numpy(), minlength=manifest.shard_count)
     if per_shard.tolist() != [s.count for s in manifest.shards]:
-        problems.append("ids.parquet disagrees with the shard counts")
+        problems.append("the segments' ids disagree with the shard counts")
+    if [index.ntotal for _, index in gallery.shards] != per_shard.tolist():
+        problems.append("the shards hold other counts than the segments' ids")
     if ids.num_rows - len(gallery._pending) != manifest.size:
-        problems.append("ids.parquet minus tombstones disagrees with the live size")
+        problems.append("the segments' ids minus tombstones disagree with the live size")
+    ledger = read_version_table(storage, gallery.prefix, manifest, LEDGER_FILE, LEDGER_SCHEMA)
     if sum(ledger["count"].to_pylist()) != manifest.next_id:
         problems.append("the ledger's batches do not add up to next_id")
     if problems:
@@ -187,148 +205,133 @@ def verify_gallery(root: Path) -> GalleryManifest:
 
 def open_shard(gallery: Path, shard_id: int, *, mmap: bool = False) -> Gallery:
     """One shard of a version as a ``Gallery`` (a Ray shard actor's view): ``gallery`` is a
-    version folder, or a root whose published version is taken. Only this shard's file and the
-    erasure lists are read, each after its sha256 matches the manifest."""
-    folder, manifest = resolve_version(Path(gallery))
-    entry = next((s for s in manifest.shards if s.id == shard_id), None)
-    if entry is None:
+    version folder, or a root whose published version is taken. Only the trained index, this
+    shard's files in the segments and the erasure lists are read, each after its sha256
+    matches the manifest; the vectors are memory-mapped."""
+    storage, prefix, manifest = _resolve(Path(gallery))
+    if not 0 <= shard_id < manifest.shard_count:
         raise GalleryError(
-            f"gallery version {folder} has shards 0..{len(manifest.shards) - 1}, "
-            f"not shard {shard_id}"
+            f"gallery version {storage.local_path(prefix)} has shards "
+            f"0..{manifest.shard_count - 1}, not shard {shard_id}"
         )
-    verify_file(folder, entry.file, entry.sha256)
-    for name in (TOMBSTONES_FILE, COMPACTED_FILE):
-        verify_file(folder, name, manifest.files[name])
-    return _load(folder.parent.parent, folder, manifest, verify=False, mmap=mmap, only=entry)
-
-
-def open_draft(root: Path, folder: Path, manifest: GalleryManifest) -> Gallery:
-    """A version being written (``Draft``), opened for searching before it is published: what
-    the writer measures recall on. Its files were just written and checksummed by the writer."""
-    return _load(Path(root), folder, manifest, verify=False, mmap=False)
+    return load_version(storage, prefix, manifest, verify=False, mmap=mmap, only=shard_id)
 
 
 def resolve_version(path: Path) -> tuple[Path, GalleryManifest]:
     """A version folder (it holds ``manifest.json``) as it is, or a root's published version."""
-    path = Path(path)
+    storage, prefix, manifest = _resolve(Path(path))
+    return storage.local_path(prefix), manifest
+
+
+def _resolve(path: Path) -> tuple[GalleryStorage, str, GalleryManifest]:
+    """The gallery's storage, the version's key and its manifest."""
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
-        return current_version(path)
+        storage: GalleryStorage = LocalStorage(path)
+        return (storage, *current_manifest(storage))
     manifest = GalleryManifest.from_json(manifest_path.read_text(encoding="utf-8"))
     if manifest.version_name != path.name:
         raise GalleryError(f"{manifest_path} describes version {manifest.version}, not {path.name}")
-    return path, manifest
+    return LocalStorage(path.parent.parent), version_key(path.name), manifest
 
 
-def _load(
-    root: Path,
-    folder: Path,
+def load_version(
+    storage: GalleryStorage,
+    prefix: str,
     manifest: GalleryManifest,
     *,
     verify: bool,
     mmap: bool,
-    only: ShardEntry | None = None,
+    only: int | None = None,
 ) -> Gallery:
+    """The version whose small files are under ``prefix`` (published, or a draft's) as a
+    ``Gallery``: every shard, or ``only`` that one (whose files are then verified)."""
     if verify:
-        for name, expected in manifest.checksums().items():
-            verify_file(folder, name, expected)
-    entries = manifest.shards if only is None else (only,)
-    shards = [(s.id, read_shard(folder, manifest, s, mmap=mmap)) for s in entries]
-    pending = read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=False)
-    compacted = read_table(folder, manifest, COMPACTED_FILE, COMPACTED_SCHEMA, verify=False)
+        for key, expected in manifest.checksums().items():
+            if not key.startswith(f"{VERSIONS_DIR}/"):
+                verify_key(storage, key, expected)
+        for name, expected in manifest.files.items():
+            verify_key(storage, f"{prefix}/{name}", expected)
+    if only is not None:
+        for name in (TOMBSTONES_FILE, COMPACTED_FILE):
+            verify_key(storage, f"{prefix}/{name}", manifest.files[name])
+    trained = read_trained(storage, manifest, verify=only is not None)
+    wanted = range(manifest.shard_count) if only is None else (only,)
+    shards = [
+        (s, load_shard(storage, manifest, trained, s, mmap=mmap, verify=only is not None))
+        for s in wanted
+    ]
+    pending = read_version_table(storage, prefix, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA)
+    compacted = read_version_table(storage, prefix, manifest, COMPACTED_FILE, COMPACTED_SCHEMA)
     return Gallery(
-        root,
-        folder,
+        storage,
+        prefix,
         manifest,
         shards,
-        open_vectors(folder, manifest),
+        open_vectors(storage, manifest, verify=False),
         np.sort(pending["gallery_id"].to_numpy()).astype(np.int64),
         np.sort(compacted["gallery_id"].to_numpy()).astype(np.int64),
     )
 
 
-def current_version(root: Path) -> tuple[Path, GalleryManifest]:
-    """The folder and manifest of the version ``CURRENT`` names (what a writer starts from)."""
-    pointer = root / CURRENT_FILE
-    try:
-        name = pointer.read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError) as error:
-        raise GalleryError(f"no gallery at {root}: {CURRENT_FILE} is missing") from error
+def current_manifest(storage: GalleryStorage) -> tuple[str, GalleryManifest]:
+    """The key and manifest of the version ``CURRENT`` names (what a writer starts from)."""
+    name = storage.read_current()
+    if name is None:
+        raise GalleryError(f"no gallery at {storage.local_path('')}: CURRENT is missing")
     if parse_version_name(name) is None:
-        raise GalleryError(f"{pointer} names {name!r}, which is not a version folder")
-    folder = root / VERSIONS_DIR / name
+        raise GalleryError(f"CURRENT names {name!r}, which is not a version folder")
+    prefix = version_key(name)
     try:
-        manifest = GalleryManifest.from_json((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        text = storage.read_bytes(f"{prefix}/{MANIFEST_FILE}").decode("utf-8")
     except FileNotFoundError as error:
-        raise GalleryError(f"gallery version {folder} has no {MANIFEST_FILE}") from error
+        raise GalleryError(f"gallery version {prefix} has no {MANIFEST_FILE}") from error
+    manifest = GalleryManifest.from_json(text)
     if manifest.version_name != name:
-        raise GalleryError(f"{folder / MANIFEST_FILE} describes version {manifest.version}")
-    return folder, manifest
+        raise GalleryError(f"{prefix}/{MANIFEST_FILE} describes version {manifest.version}")
+    return prefix, manifest
 
 
-def verify_file(folder: Path, name: str, expected: str) -> Path:
-    """The path of ``name`` in ``folder`` once its sha256 is ``expected``; corrupt or missing
-    files are refused by name, with what to do."""
-    path = folder / name
-    try:
-        actual = sha256_file(path)
-    except FileNotFoundError as error:
-        raise GalleryError(f"gallery file {name} is missing from {folder}") from error
-    if actual != expected:
-        raise GalleryError(
-            f"gallery file {name} in {folder} is corrupt: sha256 {actual[:16]}..., the manifest "
-            f"says {expected[:16]}...; restore it from a backup or rebuild the gallery"
-        )
-    return path
+def current_version(root: Path) -> tuple[Path, GalleryManifest]:
+    """The folder and manifest of the published version of a local gallery root."""
+    storage = LocalStorage(Path(root))
+    prefix, manifest = current_manifest(storage)
+    return storage.local_path(prefix), manifest
 
 
-def read_table(
-    folder: Path, manifest: GalleryManifest, name: str, schema: pa.Schema, *, verify: bool
+def read_version_table(
+    storage: GalleryStorage,
+    prefix: str,
+    manifest: GalleryManifest,
+    name: str,
+    schema: pa.Schema,
+    *,
+    verify: bool = False,
 ) -> pa.Table:
-    """A Parquet file of the version cast to its declared schema (verified first if asked)."""
-    path = verify_file(folder, name, manifest.files[name]) if verify else folder / name
+    """A Parquet file of the version folder cast to its declared schema (verified if asked)."""
+    if verify:
+        verify_key(storage, f"{prefix}/{name}", manifest.files[name])
+    return _read_parquet(storage, f"{prefix}/{name}", schema)
+
+
+def read_segment_ids(storage: GalleryStorage, segment: SegmentEntry, *, verify: bool) -> pa.Table:
+    key = segment.key(SEGMENT_IDS)
+    if verify:
+        verify_key(storage, key, segment.files[SEGMENT_IDS])
+    return _read_parquet(storage, key, IDS_SCHEMA)
+
+
+def read_ids(storage: GalleryStorage, manifest: GalleryManifest, *, verify: bool) -> pa.Table:
+    """Every ids row of the version (tombstoned ones included), sorted by gallery id."""
+    tables = [read_segment_ids(storage, s, verify=verify) for s in manifest.segments]
+    return pa.concat_tables(tables) if tables else IDS_SCHEMA.empty_table()
+
+
+def _read_parquet(storage: GalleryStorage, key: str, schema: pa.Schema) -> pa.Table:
     try:
-        return pq.read_table(path).select(schema.names).cast(schema)
+        return pq.read_table(storage.local_path(key)).select(schema.names).cast(schema)
     except (OSError, KeyError, pa.ArrowException) as error:
-        raise GalleryError(f"gallery file {name} in {folder} is unreadable: {error}") from error
-
-
-def read_shard(
-    folder: Path, manifest: GalleryManifest, entry: ShardEntry, *, mmap: bool
-) -> faiss.Index:
-    """A shard's FAISS index (memory-mapped if asked), refused unless it holds what the manifest
-    says: its dimension, template count and list count."""
-    try:
-        if mmap:
-            index = faiss.read_index(str(folder / entry.file), faiss.IO_FLAG_MMAP)
-        else:
-            index = faiss.read_index(str(folder / entry.file))
-    except RuntimeError as error:
-        raise GalleryError(f"gallery shard {entry.file} in {folder} is unreadable") from error
-    ivf = faiss.extract_index_ivf(index)
-    if (index.d, index.ntotal, ivf.nlist) != (manifest.dimension, entry.count, manifest.nlist):
-        raise GalleryError(
-            f"gallery shard {entry.file} holds {index.ntotal} {index.d}-d templates in "
-            f"{ivf.nlist} lists; the manifest says {entry.count}, {manifest.dimension}-d, "
-            f"{manifest.nlist} lists"
-        )
-    return index
-
-
-def open_vectors(folder: Path, manifest: GalleryManifest) -> np.ndarray[Any, Any]:
-    """``vectors.npy`` memory-mapped read-only; refused unless its shape and dtype are the
-    manifest's."""
-    try:
-        vectors: np.ndarray[Any, Any] = np.load(folder / VECTORS_FILE, mmap_mode="r")
-    except (OSError, ValueError) as error:
-        raise GalleryError(f"gallery file {VECTORS_FILE} in {folder} is unreadable") from error
-    expected = (manifest.next_id, manifest.dimension)
-    if vectors.shape != expected or vectors.dtype != np.dtype(manifest.vector_dtype):
-        raise GalleryError(
-            f"gallery file {VECTORS_FILE} is {vectors.dtype}{vectors.shape}, the manifest says "
-            f"{manifest.vector_dtype}{expected}"
-        )
-    return vectors
+        raise GalleryError(f"gallery file {key} is unreadable: {error}") from error
 
 
 def live_rows(ids: pa.Table, pending: Ids) -> pa.Table:
@@ -338,7 +341,12 @@ def live_rows(ids: pa.Table, pending: Ids) -> pa.Table:
     return ids.filter(pc.invert(pc.is_in(ids["gallery_id"], value_set=pa.array(pending))))
 
 
-def verified_vectors(folder: Path, manifest: GalleryManifest) -> np.ndarray[Any, Any]:
-    """``open_vectors`` after the sha256 check: for a writer that copies them into a new version."""
-    verify_file(folder, VECTORS_FILE, manifest.files[VECTORS_FILE])
-    return open_vectors(folder, manifest)
+def live_ids(root: Path) -> pa.Table:
+    """The live ids rows (gallery_id, enrollment_id, shard, batch_id) of the published
+    version, verified: what an eraser looks an enrollment up in."""
+    storage = LocalStorage(Path(root))
+    prefix, manifest = current_manifest(storage)
+    pending = read_version_table(
+        storage, prefix, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True
+    )
+    return live_rows(read_ids(storage, manifest, verify=True), pending["gallery_id"].to_numpy())

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -29,29 +30,22 @@ from dedup.errors import GalleryError
 from dedup.gallery.layout import (
     COMPACTED_FILE,
     COMPACTED_SCHEMA,
-    CURRENT_FILE,
-    IDS_FILE,
     IDS_SCHEMA,
     LEDGER_FILE,
     LEDGER_SCHEMA,
     TOMBSTONES_FILE,
     TOMBSTONES_SCHEMA,
-    TRAINED_FILE,
     VECTOR_DTYPES,
-    VECTORS_FILE,
     GalleryManifest,
     PqSpec,
 )
-from dedup.gallery.publish import Draft, next_version, writer_lock
+from dedup.gallery.publish import Draft, next_version
 from dedup.gallery.reader import (
     Ids,
-    current_version,
+    current_manifest,
     live_rows,
-    open_draft,
-    read_shard,
-    read_table,
-    verified_vectors,
-    verify_file,
+    read_ids,
+    read_version_table,
 )
 from dedup.gallery.recall import measure_recall
 from dedup.gallery.recall_bands import nprobe_ladder
@@ -63,10 +57,12 @@ from dedup.gallery.recipes import (
     default_train_size,
     parse_factory,
 )
+from dedup.gallery.segment_files import read_trained, write_segment
+from dedup.gallery.segments import SegmentEntry
+from dedup.gallery.storage import LocalStorage
 from dedup.gallery.training import jittered, train_index
 
 UNIT_TOLERANCE = 1e-3
-COPY_ROWS = 1 << 20  # rows of vectors.npy copied at a time, so a copy never holds the gallery
 # What a measurement re-scores and keeps when no goal says (the search settings' defaults).
 DEFAULT_SHORTLIST = 300
 DEFAULT_K = 10
@@ -129,27 +125,20 @@ def build_gallery(
             f"{recipe} needs at least {max(spec.nlist, (1 << spec.nbits))} training templates, "
             f"got {sample}: choose a smaller factory"
         )
-    with writer_lock(root):
-        if (root / CURRENT_FILE).exists():
+    storage = LocalStorage(root)
+    with storage.lock():
+        if storage.read_current() is not None:
             raise GalleryError(f"a gallery already exists at {root}; add batches to it instead")
         rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
         training = np.ascontiguousarray(data[rows])
         if len(training) < needed:  # only the default recipe gets here: a tiny gallery
             training = jittered(training, TRAIN_POINTS_PER_CENTROID * needed, seed)
         trained = train_index(recipe, spec, training, seed)
-        ids = np.arange(n, dtype=np.int64)
         assignment = _fill_smallest_first([0] * shards, n)
-        draft = Draft(root, previous=None, current_version=0)
-        draft.write(TRAINED_FILE, lambda path: faiss.write_index(trained, str(path)))
-        entries = []
-        for shard in range(shards):
-            chosen = assignment == shard
-            index = faiss.clone_index(trained)
-            index.add_with_ids(data[chosen], ids[chosen])
-            entries.append(draft.write_shard(shard, index))
-        draft.write(VECTORS_FILE, lambda path: write_vectors(path, [data], vector_dtype))
-        table = _ids_rows(ids, names, assignment, batch_id)
-        draft.write_table(IDS_FILE, table)
+        draft = Draft(storage, current=None)
+        trained_key, trained_sha256 = draft.write_trained(trained, secrets.token_hex(8))
+        segment = _write_batch_segment(draft, trained, 0, data, names, assignment, batch_id,
+                                       shards, vector_dtype)  # fmt: skip
         draft.write_table(TOMBSTONES_FILE, TOMBSTONES_SCHEMA.empty_table())
         draft.write_table(COMPACTED_FILE, COMPACTED_SCHEMA.empty_table())
         draft.write_table(LEDGER_FILE, _ledger_rows(batch_id, 0, n))
@@ -163,11 +152,14 @@ def build_gallery(
             vector_dtype=vector_dtype,
             size=n,
             next_id=n,
-            shards=tuple(entries),
+            shard_count=shards,
+            trained=trained_key,
+            trained_sha256=trained_sha256,
+            segments=(segment,),
             files=draft.files,
             created_at=datetime.now(UTC),
         )
-        return draft.publish(_measured(root, draft, manifest, goal))
+        return draft.publish(_measured(draft, manifest, goal))
 
 
 def add_batch(
@@ -181,66 +173,96 @@ def add_batch(
 ) -> GalleryManifest:
     """Add one batch under new ids; a batch already in the ledger changes nothing at all.
 
-    New templates fill the smallest shards first; only the shards that receive some are
-    rewritten, the others are hard-linked from the previous version.
+    The batch becomes one new segment (its vectors, ids and per-shard codes), and the new
+    version names the previous version's segments as they are: the add writes O(batch)
+    bytes, whatever the gallery's size. New templates fill the smallest shards first.
     """
     root = Path(root)
     names = _checked_enrollment_ids(enrollment_ids)
     data = _checked_vectors(vectors, len(names))
-    with writer_lock(root):
-        folder, manifest = current_version(root)
+    storage = LocalStorage(root)
+    with storage.lock():
+        prefix, manifest = current_manifest(storage)
         if model_id != manifest.model_id:
             raise GalleryError(
                 f"batch {batch_id!r} holds {model_id!r} templates but the gallery holds "
                 f"{manifest.model_id!r} ones: a gallery never mixes models"
             )
-        ledger = read_table(folder, manifest, LEDGER_FILE, LEDGER_SCHEMA, verify=True)
+        ledger = read_version_table(
+            storage, prefix, manifest, LEDGER_FILE, LEDGER_SCHEMA, verify=True
+        )
         if batch_id in ledger["batch_id"].to_pylist():
             return manifest
         if data.shape[1] != manifest.dimension:
             raise GalleryError(
                 f"templates are {data.shape[1]}-d, the gallery {manifest.dimension}-d"
             )
-        ids = read_table(folder, manifest, IDS_FILE, IDS_SCHEMA, verify=True)
-        pending = read_table(folder, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True)
-        live = live_rows(ids, pending["gallery_id"].to_numpy())
+        pending, compacted = (
+            read_version_table(storage, prefix, manifest, name, schema, verify=True)
+            for name, schema in (
+                (TOMBSTONES_FILE, TOMBSTONES_SCHEMA),
+                (COMPACTED_FILE, COMPACTED_SCHEMA),
+            )
+        )
+        live = live_rows(read_ids(storage, manifest, verify=True), pending["gallery_id"].to_numpy())
         clash = live.filter(pc.is_in(live["enrollment_id"], value_set=pa.array(names, pa.string())))
         if clash.num_rows:
             raise GalleryError(
                 f"{clash.num_rows} enrollments of batch {batch_id!r} are already in the gallery "
                 f"(e.g. {clash['enrollment_id'][0].as_py()!r})"
             )
-        new_ids = np.arange(manifest.next_id, manifest.next_id + len(names), dtype=np.int64)
         assignment = _fill_smallest_first([s.count for s in manifest.shards], len(names))
-        draft = Draft(root, previous=folder, current_version=manifest.version)
-        draft.link(TRAINED_FILE, manifest.files[TRAINED_FILE])
-        entries = []
-        for entry in manifest.shards:
-            chosen = assignment == entry.id
-            if not chosen.any():
-                entries.append(draft.link_shard(entry))
-                continue
-            verify_file(folder, entry.file, entry.sha256)
-            index = read_shard(folder, manifest, entry, mmap=False)
-            index.add_with_ids(data[chosen], new_ids[chosen])
-            entries.append(draft.write_shard(entry.id, index))
-        old = verified_vectors(folder, manifest)
-        draft.write(VECTORS_FILE, lambda path: write_vectors(path, [old, data], old.dtype))
-        draft.write_table(
-            IDS_FILE, pa.concat_tables([ids, _ids_rows(new_ids, names, assignment, batch_id)])
-        )
-        draft.link(TOMBSTONES_FILE, manifest.files[TOMBSTONES_FILE])
-        draft.link(COMPACTED_FILE, manifest.files[COMPACTED_FILE])
+        draft = Draft(storage, current=manifest)
+        segments = manifest.segments
+        if names:
+            trained = read_trained(storage, manifest, verify=True)
+            segment = _write_batch_segment(draft, trained, manifest.next_id, data, names,
+                                           assignment, batch_id, manifest.shard_count,
+                                           manifest.vector_dtype)  # fmt: skip
+            segments = (*segments, segment)
+        draft.write_table(TOMBSTONES_FILE, pending)
+        draft.write_table(COMPACTED_FILE, compacted)
         added = _ledger_rows(batch_id, manifest.next_id, len(names))
         draft.write_table(LEDGER_FILE, pa.concat_tables([ledger, added]))
         added_version = next_version(
-            manifest, draft, entries, manifest.size + len(names), new_ids.size
+            manifest, draft, segments, manifest.size + len(names), len(names)
         )
-        return draft.publish(_measured(root, draft, added_version, goal, new_ids))
+        new_ids = np.arange(manifest.next_id, manifest.next_id + len(names), dtype=np.int64)
+        return draft.publish(_measured(draft, added_version, goal, new_ids))
+
+
+def _write_batch_segment(
+    draft: Draft,
+    trained: faiss.Index,
+    first_id: int,
+    data: Vectors,
+    names: Sequence[str],
+    assignment: npt.NDArray[np.int32],
+    batch_id: str,
+    shard_count: int,
+    vector_dtype: str,
+) -> SegmentEntry:
+    """One batch as a segment: ids ``first_id..``, each shard's codes in a trained copy."""
+    ids = np.arange(first_id, first_id + len(names), dtype=np.int64)
+    indexes = {}
+    for shard in range(shard_count):
+        chosen = assignment == shard
+        if chosen.any():
+            index = faiss.clone_index(trained)
+            index.add_with_ids(data[chosen], ids[chosen])
+            indexes[shard] = index
+    return write_segment(
+        draft.storage,
+        first_id=first_id,
+        parts=[data],
+        dtype=vector_dtype,
+        ids=_ids_rows(ids, names, assignment, batch_id),
+        shards=indexes,
+        shard_count=shard_count,
+    )
 
 
 def _measured(
-    root: Path,
     draft: Draft,
     manifest: GalleryManifest,
     goal: RecallTarget | None,
@@ -253,9 +275,9 @@ def _measured(
     with the gallery), half of them among the batch just added, at the ``nprobe`` values around
     the operating point measured before (``ADD_QUERIES`` queries).
     """
-    if manifest.size < 2:
+    if manifest.size < 2 or (new_ids is not None and not len(new_ids)):
         return manifest
-    gallery = open_draft(root, draft.path, manifest)
+    gallery = draft.gallery(manifest)
     previous = manifest.recall
     if new_ids is None or previous is None:
         shortlist, k = (goal.shortlist, goal.k) if goal else (DEFAULT_SHORTLIST, DEFAULT_K)
@@ -352,24 +374,6 @@ def _fill_smallest_first(counts: Sequence[int], new: int) -> npt.NDArray[np.int3
             after[at_low] = higher.min()
             remaining -= room
     return np.repeat(np.arange(len(before), dtype=np.int32), after - before)
-
-
-def write_vectors(
-    path: Path, parts: Sequence[np.ndarray[Any, Any]], dtype: Any, *, zero: Ids | None = None
-) -> None:
-    """Concatenate ``parts`` into one .npy, a slice at a time, zeroing the ``zero`` rows."""
-    rows = sum(len(part) for part in parts)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, parts[0].shape[1]))
-    start = 0
-    for part in parts:
-        for at in range(0, len(part), COPY_ROWS):
-            chunk = part[at : at + COPY_ROWS]
-            out[start + at : start + at + len(chunk)] = chunk
-        start += len(part)
-    if zero is not None and len(zero):
-        out[np.sort(zero)] = 0
-    out.flush()
-    del out
 
 
 def _ids_rows(

@@ -2,8 +2,9 @@
 
 ``RayShardSearch`` is a ``SearchEngine`` (see ``dedup.gallery.engines``) that gives the same
 answer as the in-process ``IvfPqEngine``, with the work spread the way the brief wants it at
-scale: one ``ShardActor`` per shard loads only its own shard file (after proving its sha256
-against the version's manifest) and memory-maps ``vectors.npy``. A search puts the probes in
+scale: one ``ShardActor`` per shard loads only the trained index and its own shard's files in
+the version's segments (after proving their sha256 against the version's manifest) and
+memory-maps the segments' vectors. A search puts the probes in
 the object store once and every actor, at the same time,
 
 1. takes its compressed-domain shortlist (IVF-PQ, ``nprobe`` lists),
@@ -84,7 +85,7 @@ class ShardInfo:
 class ShardActor:
     """One shard of one published version, ready to search; the body of a Ray actor.
 
-    Only this shard's file is read, and only after its sha256 matches the manifest: a corrupt
+    Only this shard's files are read, and only after their sha256 matches the manifest: a corrupt
     shard raises ``GalleryError`` here and the actor never serves. Tombstones come from the same
     immutable version, so the ids the actor drops are exactly those the driver's ``Gallery``
     refuses. A plain class, so it can also be used, and tested, without Ray.

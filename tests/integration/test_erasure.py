@@ -232,7 +232,7 @@ def test_before_an_erasure_the_files_do_hold_the_person(lake: tuple[Settings, Pe
     assert any(f.startswith("faces/") and "chip slice" in f for f in found)
     assert any(f.startswith("adjudication.sqlite") and "chip" in f for f in found)
     assert any(f.startswith("templates/") and "template slice" in f for f in found)
-    assert any(f.startswith("versions/") and "template fp16" in f for f in found)
+    assert any(f.startswith("segments/") and "template fp16" in f for f in found)
     assert any(f.startswith("_work/stage/") and "chip slice" in f for f in found)
 
 

@@ -200,7 +200,7 @@ def test_a_corrupt_shard_is_refused_by_its_actor(
 ) -> None:
     root = copy_gallery(built, tmp_path / "gallery")
     gallery = open_gallery(root)  # read intact: the file goes bad afterwards, on the actor's node
-    shard = gallery.path / shard_file(1)
+    shard = root / gallery.manifest.segments[0].key(shard_file(1))
     shard.chmod(0o644)
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF

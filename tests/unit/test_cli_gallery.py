@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from dedup.contracts.schemas import CANDIDATES
+from dedup.gallery.reader import open_gallery
 from pipelines.cli import app
 
 runner = CliRunner()
@@ -149,8 +150,8 @@ def test_operator_path(tmp_path: Path) -> None:
 
 def test_verify_names_a_corrupt_shard(tmp_path: Path) -> None:
     _, gal = synth_and_build(tmp_path, n=2000, dim=16, duplicates=10, probes=50, lists=8)
-    version = gal / "versions" / (gal / "CURRENT").read_text().strip()
-    shard = version / "shard-00001.faiss"
+    [segment] = open_gallery(gal).manifest.segments
+    shard = gal / segment.key("shard-00001.faiss")
     os.chmod(shard, 0o644)
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -29,6 +29,7 @@ from dedup.gallery.recipes import (
     index_bytes_per_template,
     parse_factory,
 )
+from dedup.gallery.segments import SEGMENTS_DIR, SegmentVectors
 from dedup.gallery.writer import add_batch, build_gallery
 
 N, DIM, SHARDS, FACTORY, NLIST = 4000, 32, 4, "IVF16,PQ8", 16
@@ -138,7 +139,7 @@ def test_manifest_round_trips_and_checksums_match_the_files(built: Path) -> None
     assert GalleryManifest.from_json(manifest.to_json()) == manifest
     on_disk = (gallery.path / MANIFEST_FILE).read_text(encoding="utf-8")
     assert GalleryManifest.from_json(on_disk) == manifest
-    assert {name: sha256_file(gallery.path / name) for name in manifest.checksums()} == dict(
+    assert {key: sha256_file(built / key) for key in manifest.checksums()} == dict(
         manifest.checksums()
     )
     assert (built / CURRENT_FILE).read_text(encoding="utf-8").strip() == "v000001"
@@ -222,9 +223,10 @@ def test_index_bytes_count_codes_padding_and_ids(built: Path) -> None:
 # ---------------------------------------------------------------------------------- add
 
 
-def test_add_batch_continues_ids_keeps_balance_and_links_untouched_shards(
+def test_add_batch_continues_ids_keeps_balance_and_shares_the_old_segment(
     root: Path, vectors: npt.NDArray[np.float32]
 ) -> None:
+    first = open_gallery(root).manifest
     new = unit_vectors(3, seed=3)
     manifest = add_batch(root, "night-2", names("n", 3), new, model_id=MODEL)
     counts = [s.count for s in manifest.shards]
@@ -233,24 +235,52 @@ def test_add_batch_continues_ids_keeps_balance_and_links_untouched_shards(
     gallery = open_gallery(root)
     assert gallery.gallery_ids(names("n", 3)).tolist() == [N, N + 1, N + 2]
     assert gallery.enrollment_id(N + 1) == "n00001" and gallery.enrollment_id(5) == "e00005"
+    assert isinstance(gallery.vectors, SegmentVectors) and gallery.vectors.shape == (N + 3, DIM)
     np.testing.assert_allclose(gallery.vectors[N:].astype(np.float32), new, atol=1e-3)
+    np.testing.assert_allclose(gallery.vectors[[N + 2, 7]].astype(np.float32),
+                               np.stack([new[2], vectors[7]]), atol=1e-3)  # fmt: skip
     found = search_all(gallery, new, k=10)
     assert all(N + i in hits for i, hits in enumerate(found))
 
-    before, after = root / VERSIONS_DIR / "v000001", gallery.path
-    untouched = [s.file for s in manifest.shards if s.count == N // SHARDS]
-    assert len(untouched) == 1  # three shards took one template each
-    for name in [*untouched, "trained.faiss", "tombstones.parquet"]:
-        assert (after / name).stat().st_ino == (before / name).stat().st_ino
-    for shard in manifest.shards:
-        if shard.file not in untouched:
-            assert (after / shard.file).stat().st_ino != (before / shard.file).stat().st_ino
+    # The new version names the old segment as it is, and one new segment of 3 rows.
+    old, added = manifest.segments
+    assert old == first.segments[0] and (added.first_id, added.rows) == (N, 3)
+    assert sorted(added.shard_counts) == [0, 1, 1, 1]  # three shards took one template each
+    assert sorted(p.name for p in (root / SEGMENTS_DIR).iterdir()) == sorted([old.name, added.name])
 
     # The same batch again changes nothing, not even the version.
     again = add_batch(root, "night-2", names("n", 3), new, model_id=MODEL)
     assert again == manifest
     assert (root / CURRENT_FILE).read_text(encoding="utf-8").strip() == "v000002"
     assert verify_gallery(root) == manifest
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in ("LOCK", CURRENT_FILE)
+    }
+
+
+def bytes_written_by(root: Path, batch: str, count: int, seed: int) -> int:
+    """Bytes of the files an add creates; it must change no file that was there."""
+    before = files_under(root)
+    add_batch(root, batch, names(batch, count), unit_vectors(count, seed), model_id=MODEL)
+    after = files_under(root)
+    assert {key: after[key] for key in before} == before  # nothing rewritten, nothing linked
+    return sum(size for key, (_, size, _) in after.items() if key not in before)
+
+
+def test_an_add_writes_bytes_in_proportion_to_the_batch_not_the_gallery(root: Path) -> None:
+    small = bytes_written_by(root, "a", 8, seed=11)
+    bytes_written_by(root, "b", N, seed=12)  # the gallery doubles
+    again = bytes_written_by(root, "c", 8, seed=13)
+    gallery_bytes = sum(size for _, size, _ in files_under(root).values())
+    assert again <= small * 1.02 + 256  # (the ledger grew by two rows)
+    assert again < gallery_bytes / 5
+    assert len(open_gallery(root).manifest.segments) == 4
+    assert verify_gallery(root).size == 2 * N + 16
 
 
 def test_add_batch_refuses_another_model_duplicates_and_wrong_dimension(root: Path) -> None:
@@ -275,6 +305,8 @@ def test_an_empty_batch_is_recorded_and_old_versions_can_be_pruned(root: Path) -
     assert prune_versions(root, keep=2) == ["v000001"]
     assert sorted(p.name for p in (root / VERSIONS_DIR).iterdir()) == ["v000002", "v000003"]
     assert verify_gallery(root).version == 3
+    # v000002 and v000003 still name the first segment: pruning v000001 kept it.
+    assert len(list((root / SEGMENTS_DIR).iterdir())) == 2
 
 
 # ---------------------------------------------------------------------------------- erase
@@ -391,7 +423,7 @@ def test_open_shard_reads_one_verified_shard_of_the_published_or_a_named_version
     assert open_shard(root, 0).tombstones.tolist() == [3]
     with pytest.raises(GalleryError, match="not shard 9"):
         open_shard(root, 9)
-    shard_path = open_gallery(root).path / "shard-00001.faiss"
+    shard_path = root / open_gallery(root).manifest.segments[0].key("shard-00001.faiss")
     shard_path.chmod(0o644)
     data = bytearray(shard_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
