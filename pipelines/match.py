@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,16 +43,18 @@ from dedup.errors import DedupError
 from dedup.gallery.engines import Scores
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.reader import open_gallery, resolve_version
+from dedup.gallery.recipe_choice import RecallTarget
 from dedup.gallery.writer import add_batch, build_gallery
-from dedup.matching.batch_search import SearchReport, check_audit, search_gallery
+from dedup.matching.batch_search import SearchReport, search_gallery
 from dedup.matching.candidates import batch_candidates
+from dedup.matching.genuine_band import genuine_band
 from dedup.matching.threshold_policy import ReviewThreshold, review_threshold
 from dedup.observability.job_metrics import job_metrics, publish, search_registry
 from dedup.settings import Settings
 from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
-from pipelines.lake.readers import batch_templates
+from pipelines.lake.readers import batch_templates, duplicate_scores
 
 JOB = "dedup_match"
 # The batch's candidate rows as its search found them, written once the search is done.
@@ -134,6 +137,7 @@ def search_candidates(
     threshold: float | None,
     target_fpir: float | None,
     log_file: Path | None = None,
+    duplicate_scores: Sequence[float] = (),
 ) -> tuple[pa.Table, SearchReport | None, ReviewThreshold]:
     """The batch's candidate rows (``CANDIDATES``), the search's report when it had a
     gallery to search, and the threshold the policy chose."""
@@ -151,7 +155,7 @@ def search_candidates(
 
             shards = stack.enter_context(
                 RayShardSearch(
-                    settings.search.nprobe,
+                    settings.search.nprobe or 1,  # search_gallery sets the operating point
                     settings.search.shortlist,
                     address=settings.embed.ray_address,
                     log_file=log_file,
@@ -166,6 +170,7 @@ def search_candidates(
             target_fpir=target_fpir,
             model_id=settings.model,
             approximate=shards,
+            duplicate_scores=duplicate_scores,
         )
         return found, report, report.review
 
@@ -214,6 +219,7 @@ def _match(
         settings.lake, batch_id, settings.model, settings.model_spec.dimension
     )
     results = run.begin("match") / RESULTS_FILE
+    scores = duplicate_scores(settings.lake, settings.model)
     report = None
     threshold_used = None
     metrics_sent: list[str] = []
@@ -231,11 +237,11 @@ def _match(
             threshold=threshold,
             target_fpir=target_fpir,
             log_file=results.parent / "ray.log",
+            duplicate_scores=scores,
         )
         threshold_used = review.sentence()
         if report is not None:
             metrics_sent = publish_search(settings, batch_id, report)
-            check_audit(report)
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
         searched_figures = search_figures(review, report)
         figures_json = json.dumps(searched_figures, sort_keys=True).encode("utf-8")
@@ -249,7 +255,8 @@ def _match(
     flagged = set(rows["probe_id"].to_pylist())
     unique = [name for name in ids if name not in flagged]
     sources = rows["source"].to_pylist()
-    manifest = add_to_gallery(settings, gallery_root, batch_id, ids, vectors)
+    goal = recall_goal(settings, scores)
+    manifest = add_to_gallery(settings, gallery_root, batch_id, ids, vectors, goal)
     return MatchReport(
         batch_id=batch_id,
         model_id=settings.model,
@@ -311,8 +318,23 @@ def publish_search(settings: Settings, batch_id: str, report: SearchReport) -> l
         return [f"not published: {error}"]
 
 
+def recall_goal(settings: Settings, duplicate_scores: Sequence[float]) -> RecallTarget:
+    """What the gallery's index must reach, measured when it is built or grows: the target
+    recall in the genuine band (``genuine_band``) at the search settings' shortlist and k."""
+    band = genuine_band(
+        settings, settings.model, settings.matching.review_threshold, duplicate_scores
+    )
+    search = settings.search
+    return RecallTarget(band.floor, search.target_recall, search.shortlist, search.k)
+
+
 def add_to_gallery(
-    settings: Settings, gallery_root: Path, batch_id: str, ids: list[str], vectors: Scores
+    settings: Settings,
+    gallery_root: Path,
+    batch_id: str,
+    ids: list[str],
+    vectors: Scores,
+    goal: RecallTarget | None = None,
 ) -> tuple[int, int]:
     """Add the batch's enrollments to the gallery (building it for the first batch);
     (version, size) of the gallery afterwards, (0, 0) when there is still none."""
@@ -323,7 +345,9 @@ def add_to_gallery(
             return 0, 0
         _, manifest = resolve_version(gallery_root)  # the manifest only, no shard loaded
     elif exists:
-        manifest = add_batch(gallery_root, batch_id, names, vectors, model_id=settings.model)
+        manifest = add_batch(
+            gallery_root, batch_id, names, vectors, model_id=settings.model, goal=goal
+        )
     else:
         manifest = build_gallery(
             gallery_root,
@@ -332,5 +356,6 @@ def add_to_gallery(
             model_id=settings.model,
             batch_id=batch_id,
             vector_dtype="float16",
+            goal=goal,
         )
     return manifest.version, manifest.size

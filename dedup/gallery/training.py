@@ -28,6 +28,8 @@ from dedup.gallery.recipes import IndexSpec
 
 TWO_LEVEL_FROM = 2048
 KMEANS_ITERATIONS = 10
+OPQ_ITERATIONS = 8
+OPQ_TRAIN_POINTS = 16_384
 
 
 def train_index(
@@ -55,15 +57,25 @@ def train_index(
     ivf.cp.niter = KMEANS_ITERATIONS
     if centroids is None and spec.nlist >= TWO_LEVEL_FROM:
         centroids = two_level_centroids(sample, spec.nlist, seed)
+    elif spec.opq:
+        _quick_opq(faiss.downcast_VectorTransform(top.chain.at(0)))
     if centroids is not None:
         if spec.opq:
             rotation: Any = faiss.downcast_VectorTransform(top.chain.at(0))
+            _quick_opq(rotation)
             rotation.train(sample)
             centroids = np.ascontiguousarray(rotation.apply(centroids), dtype=np.float32)
         ivf.quantizer.add(centroids)
     # With the quantizer already filled, FAISS trains only the codes (and any rotation left).
     index.train(sample)
     return index
+
+
+def _quick_opq(rotation: Any) -> None:
+    """FAISS's OPQ defaults (50 rounds of an 8-bit PQ on 65,536 points) took minutes on 30 k
+    templates on 2 cores; 8 rounds on 16,384 points learn the rotation in seconds."""
+    rotation.niter = OPQ_ITERATIONS
+    rotation.max_train_points = OPQ_TRAIN_POINTS
 
 
 def jittered(

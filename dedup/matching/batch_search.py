@@ -1,8 +1,15 @@
-"""A batch searched end to end: engine choice, search, recall audit, candidates, the report."""
+"""A batch searched end to end: engine choice, search, recall audit, candidates, the report.
+
+When the recall audit finds the approximate search below its floor in the genuine band, the
+batch is searched again rather than failed: at the smallest higher ``nprobe`` that the gallery
+measured to reach the target (audited again on the same probes), else with the exact sweep.
+The report says so (``fallback``), and so does a metric an alert watches.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +24,16 @@ from dedup.contracts.vectors import read_templates
 from dedup.gallery.engines import (
     ExactSweepEngine,
     IvfPqEngine,
+    Scores,
     SearchEngine,
     check_probes,
     gpu_count,
 )
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.matching.candidates import assemble_candidates
-from dedup.matching.cost_model import choose_engine
-from dedup.matching.recall_audit import RecallAudit, RecallBelowFloor, audit_recall
+from dedup.matching.cost_model import EngineChoice, choose_engine
+from dedup.matching.genuine_band import GenuineBand, genuine_band
+from dedup.matching.recall_audit import RecallAudit, audit_recall
 from dedup.matching.threshold_policy import ReviewThreshold, review_threshold
 from dedup.matching.thresholds import expected_false_candidates
 from dedup.observability.job_metrics import SearchFigures
@@ -43,6 +52,12 @@ class SearchReport:
     from_batch: int
     seconds: float
     audit: RecallAudit | None
+    band: GenuineBand | None = None
+    nprobe: int | None = None
+    # How the batch was searched again after its audit fell below the floor ("nprobe 2048",
+    # "exact"), and the audit that failed; None when it was not.
+    fallback: str | None = None
+    failed_audit: RecallAudit | None = None
 
     @property
     def threshold(self) -> float:
@@ -63,6 +78,10 @@ class SearchReport:
             audit_exact_candidates=None if audit is None else audit.exact_candidates,
             audit_found=None if audit is None else audit.found,
             audit_floor=None if audit is None else audit.floor,
+            audit_band_floor=None if audit is None else audit.band_floor,
+            audit_band_pairs=None if audit is None else audit.band_pairs,
+            audit_band_found=None if audit is None else audit.band_found,
+            fallback=self.fallback,
         )
 
     def lines(self) -> list[str]:
@@ -78,19 +97,20 @@ class SearchReport:
                 f"predicted false candidates at this threshold: {self.expected_false:.1f} "
                 "(impostor tail fitted on the gallery)"
             )
+        if self.band is not None:
+            out.append(self.band.sentence())
+        if self.failed_audit is not None:
+            out.append(f"{self.failed_audit.line()}: below the floor")
+            out.append(f"the batch was searched again ({self.fallback})")
         if self.audit is not None:
-            a = self.audit
-            out.append(
-                f"recall audit: {a.found}/{a.exact_candidates} exact candidates found on "
-                f"{a.probes_sampled} sampled probes: recall {a.recall:.4f} (floor {a.floor})"
-            )
+            out.append(self.audit.line())
         return out
 
 
-def engine_for(name: str, settings: Settings) -> SearchEngine:
-    if name == "exact":
+def engine_for(choice: EngineChoice, settings: Settings) -> SearchEngine:
+    if choice.engine == "exact":
         return ExactSweepEngine(device=settings.search.device)
-    return IvfPqEngine(nprobe=settings.search.nprobe, shortlist=settings.search.shortlist)
+    return IvfPqEngine(nprobe=choice.nprobe, shortlist=settings.search.shortlist)
 
 
 def search_probes(
@@ -105,10 +125,8 @@ def search_probes(
     engine: str | None = None,
     model_id: str | None = None,
 ) -> SearchReport:
-    """Search a template file, audit (approximate engine only), write the candidates atomically.
-
-    Raises ``RecallBelowFloor`` after writing nothing when the audit fails.
-    """
+    """Search a template file, audit (approximate engine only; below the floor the batch is
+    searched again), write the candidates atomically."""
     gallery: Gallery = open_gallery(gallery_root)
     probe_ids, probes = read_templates(probes_path)
     candidates, report = search_gallery(
@@ -122,20 +140,8 @@ def search_probes(
         engine=engine,
         model_id=model_id,
     )
-    check_audit(report)
     write_atomically(out, lambda path: pq.write_table(candidates, path))
     return report
-
-
-def check_audit(report: SearchReport) -> None:
-    """Raise ``RecallBelowFloor`` when the batch's recall audit failed."""
-    audit = report.audit
-    if audit is not None and not audit.passed:
-        raise RecallBelowFloor(
-            f"recall audit failed: {audit.found}/{audit.exact_candidates} exact candidates "
-            f"found ({audit.recall:.4f} < floor {audit.floor}); raise search.nprobe or use "
-            "the exact engine. No candidates were written."
-        )
 
 
 def search_gallery(
@@ -150,20 +156,23 @@ def search_gallery(
     engine: str | None = None,
     model_id: str | None = None,
     approximate: SearchEngine | None = None,
+    duplicate_scores: Sequence[float] = (),
 ) -> tuple[pa.Table, SearchReport]:
     """The ``candidates`` of a batch of probes, against the gallery and within the batch.
 
     The threshold comes from the one threshold policy (``review_threshold``), whose sentence
-    the report's lines carry. The cost model picks the engine; ``approximate`` replaces the
-    in-process IVF-PQ engine (the Ray shard actors, for example). The caller checks the audit
-    (``check_audit``) before it keeps any candidate, after publishing the figures if it
-    publishes them.
+    the report's lines carry. The cost model picks the engine from the gallery's measured
+    recall in the genuine band (``genuine_band``: from ``duplicate_scores``, the scores of
+    adjudicated duplicates, or from settings); ``approximate`` replaces
+    the in-process IVF engine (the Ray shard actors, for example) and must take an ``nprobe``
+    attribute. An audit below its floor makes the batch be searched again (module docstring).
     """
     started = time.perf_counter()
     k = k or settings.search.k
     review = review_threshold(
         settings.matching, gallery, threshold=threshold, target_fpir=target_fpir
     )
+    band = genuine_band(settings, gallery.model_id, review.value, duplicate_scores)
     tail = review.tail
     expected = (
         None
@@ -181,23 +190,24 @@ def search_gallery(
         gallery.manifest.nlist,
         search_settings,
         gpu=on_gpu,
+        recall=gallery.manifest.recall,
+        band_floor=band.floor,
     )
     matrix = check_probes(gallery, probes, model_id)
-    chosen = engine_for(choice.engine, settings)
-    if choice.engine != "exact" and approximate is not None:
+    approximate_engine = choice.engine != "exact"
+    chosen = engine_for(choice, settings)
+    if approximate_engine and approximate is not None:
+        approximate.nprobe = choice.nprobe  # type: ignore[attr-defined]
         chosen = approximate
     scores, ids = chosen.search(gallery, matrix, k)
-    audit = None
-    if choice.engine != "exact":
-        audit = audit_recall(
-            gallery,
-            matrix,
-            scores,
-            ids,
-            threshold=review.value,
-            fraction=settings.search.audit_fraction,
-            floor=settings.search.recall_floor,
-        )
+    audit = failed = fallback = None
+    if approximate_engine:
+        audit = _audit(gallery, matrix, scores, ids, settings, review.value, band.floor)
+        if not audit.passed:
+            failed = audit
+            scores, ids, audit, fallback = _search_again(
+                gallery, matrix, k, chosen, choice, settings, review.value, band.floor
+            )
     candidates = assemble_candidates(
         gallery, probe_ids, matrix, scores, ids, k=k, threshold=review.value
     )
@@ -205,7 +215,7 @@ def search_gallery(
     return candidates, SearchReport(
         probes=len(probes),
         gallery_size=gallery.size,
-        engine=chosen.name if choice.engine != "exact" else choice.engine,
+        engine=chosen.name if approximate_engine else choice.engine,
         reason=choice.reason,
         review=review,
         expected_false=expected,
@@ -213,4 +223,59 @@ def search_gallery(
         from_batch=sources.count(CandidateSource.BATCH),
         seconds=time.perf_counter() - started,
         audit=audit,
+        band=band,
+        nprobe=choice.nprobe if approximate_engine else None,
+        fallback=fallback,
+        failed_audit=failed,
     )
+
+
+def _audit(
+    gallery: Gallery,
+    matrix: Scores,
+    scores: Scores,
+    ids: NDArray[np.int64],
+    settings: Settings,
+    threshold: float,
+    band_floor: float,
+) -> RecallAudit:
+    return audit_recall(
+        gallery,
+        matrix,
+        scores,
+        ids,
+        threshold=threshold,
+        band_floor=band_floor,
+        fraction=settings.search.audit_fraction,
+        floor=settings.search.recall_floor,
+    )
+
+
+def _search_again(
+    gallery: Gallery,
+    matrix: Scores,
+    k: int,
+    engine: SearchEngine,
+    choice: EngineChoice,
+    settings: Settings,
+    threshold: float,
+    band_floor: float,
+) -> tuple[Scores, NDArray[np.int64], RecallAudit | None, str]:
+    """After a failed audit: the smallest higher nprobe the gallery measured to reach the
+    target, if its audit (same probes) passes, else the exact sweep (no audit: nothing to
+    miss)."""
+    recall = gallery.manifest.recall
+    target = settings.search.target_recall
+    higher = [
+        p.nprobe
+        for p in (recall.points if recall else ())
+        if p.nprobe > choice.nprobe and (p.recall_at_or_above(band_floor) or 0.0) >= target
+    ]
+    if higher and hasattr(engine, "nprobe"):
+        engine.nprobe = higher[0]
+        scores, ids = engine.search(gallery, matrix, k)
+        audit = _audit(gallery, matrix, scores, ids, settings, threshold, band_floor)
+        if audit.passed:
+            return scores, ids, audit, f"nprobe {higher[0]}"
+    scores, ids = ExactSweepEngine(device=settings.search.device).search(gallery, matrix, k)
+    return scores, ids, None, "exact"

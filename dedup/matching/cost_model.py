@@ -5,21 +5,24 @@ the dimension d and rates measured on the hardware (``SearchSettings``):
 
 - exact sweep: 2 * B * N * d floating-point operations at the measured matrix-product rate
   (CPU or GPU);
-- IVF-PQ: each probe ranks the nlist coarse centroids (2 * nlist * d operations at the
+- IVF: each probe ranks the nlist coarse centroids (2 * nlist * d operations at the
   matrix-product rate), scans about nprobe / nlist of the N codes at the measured time per
   code, and pays a measured fixed cost (fan-out, merge, gathering and re-scoring the
   shortlist).
 
-IVF-PQ is only eligible when its recall, as last measured at the configured ``nprobe``, reaches
-the batch's target; otherwise the exact sweep is chosen whatever it costs. The choice and its
-reason are reported with every search; ``dedup.matching.recall_audit`` then checks what the
-approximate engine missed.
+The IVF index is only eligible when its recall in the genuine band, as measured on the
+gallery's own templates and recorded in its manifest (``dedup.gallery.recall``), reaches the
+target at the ``nprobe`` it would run at: ``search.nprobe`` if set, else the gallery's
+operating point (the smallest measured nprobe that reaches it). Otherwise the exact sweep is
+chosen whatever it costs. The choice and its reason are reported with every search;
+``dedup.matching.recall_audit`` then checks what the approximate engine missed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dedup.gallery.recall_bands import MeasuredRecall, RecallPoint
 from dedup.settings import SearchSettings
 
 
@@ -29,49 +32,85 @@ class EngineChoice:
     reason: str
     exact_seconds: float
     ivf_seconds: float
+    # The nprobe IVF runs (or would run) at, and its measured recall in the genuine band there
+    # (None where the gallery has no measurement covering it).
+    nprobe: int = 0
+    measured_recall: float | None = None
 
 
 def predict_seconds(
-    batch: int, gallery: int, dim: int, nlist: int, settings: SearchSettings, gpu: bool
+    batch: int,
+    gallery: int,
+    dim: int,
+    nlist: int,
+    settings: SearchSettings,
+    gpu: bool,
+    nprobe: int | None = None,
 ) -> tuple[float, float]:
-    """(exact sweep, IVF-PQ) predicted seconds for B probes against N templates."""
+    """(exact sweep, IVF) predicted seconds for B probes against N templates."""
     gflops = settings.exact_gflops_gpu if gpu else settings.exact_gflops_cpu
     exact = 2.0 * batch * gallery * dim / (gflops * 1e9)
-    scanned = gallery * min(1.0, settings.nprobe / max(nlist, 1))
+    lists = nprobe or settings.nprobe or nlist
+    scanned = gallery * min(1.0, lists / max(nlist, 1))
     ranking = 2.0 * nlist * dim / (gflops * 1e9)
     per_probe = ranking + scanned * settings.ivf_ns_per_code * 1e-9
     ivf = batch * (per_probe + settings.ivf_us_per_probe * 1e-6)
     return exact, ivf
 
 
+def operating_point(
+    recall: MeasuredRecall | None, settings: SearchSettings, band_floor: float
+) -> tuple[int | None, RecallPoint | None]:
+    """(nprobe, its measured point): ``search.nprobe`` if set, else the smallest nprobe the
+    gallery measured to reach the target in the genuine band; (None, None) when neither."""
+    if settings.nprobe is not None:
+        return settings.nprobe, None if recall is None else recall.at(settings.nprobe)
+    point = None if recall is None else recall.operating_point(band_floor, settings.target_recall)
+    return (None, None) if point is None else (point.nprobe, point)
+
+
 def choose_engine(
-    batch: int, gallery: int, dim: int, nlist: int, settings: SearchSettings, gpu: bool = False
+    batch: int,
+    gallery: int,
+    dim: int,
+    nlist: int,
+    settings: SearchSettings,
+    gpu: bool = False,
+    *,
+    recall: MeasuredRecall | None = None,
+    band_floor: float = 1.0,
 ) -> EngineChoice:
-    exact, ivf = predict_seconds(batch, gallery, dim, nlist, settings, gpu)
+    nprobe, point = operating_point(recall, settings, band_floor)
+    measured = None if point is None else point.recall_at_or_above(band_floor)
+    running = nprobe or nlist
+    exact, ivf = predict_seconds(batch, gallery, dim, nlist, settings, gpu, running)
     where = "GPU" if gpu else "CPU"
+
+    def chosen(engine: str, reason: str) -> EngineChoice:
+        return EngineChoice(engine, reason, exact, ivf, running, measured)
+
     if settings.engine != "auto":
-        return EngineChoice(settings.engine, "set by search.engine", exact, ivf)
-    if settings.ivf_measured_recall < settings.target_recall:
-        return EngineChoice(
-            "exact",
-            f"IVF-PQ at nprobe {settings.nprobe} was measured at recall "
-            f"{settings.ivf_measured_recall:.4f}, below the target {settings.target_recall:.4f}",
-            exact,
-            ivf,
-        )
+        return chosen(settings.engine, "set by search.engine")
+    target = settings.target_recall
+    if measured is None or measured < target:
+        if recall is None:
+            why = "the gallery has no recall measurement"
+        elif nprobe is None:
+            why = f"no nprobe the gallery measured reaches recall {target:.4f}"
+        elif measured is None:
+            why = f"the gallery measured no pair at and above {band_floor:.4f} at nprobe {nprobe}"
+        else:
+            why = f"at nprobe {nprobe} the gallery measured recall {measured:.4f} < {target:.4f}"
+        return chosen("exact", f"{why} in the genuine band (from {band_floor:.4f})")
     if exact <= ivf:
-        return EngineChoice(
+        return chosen(
             "exact",
             f"the exact sweep is predicted faster on {where} ({exact:.3g} s vs {ivf:.3g} s) "
             "and has no recall loss",
-            exact,
-            ivf,
         )
-    return EngineChoice(
+    return chosen(
         "ivfpq",
-        f"IVF-PQ is predicted {exact / ivf:.1f}x faster on {where} ({ivf:.3g} s vs "
-        f"{exact:.3g} s) and reached recall {settings.ivf_measured_recall:.4f} >= target "
-        f"{settings.target_recall:.4f}",
-        exact,
-        ivf,
+        f"IVF is predicted {exact / ivf:.1f}x faster on {where} ({ivf:.3g} s vs {exact:.3g} s) "
+        f"and the gallery measured recall {measured:.4f} >= {target:.4f} at nprobe {nprobe} "
+        f"in the genuine band (from {band_floor:.4f})",
     )

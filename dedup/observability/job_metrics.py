@@ -57,6 +57,11 @@ class SearchFigures:
     audit_exact_candidates: int | None = None
     audit_found: int | None = None
     audit_floor: float | None = None
+    audit_band_floor: float | None = None
+    audit_band_pairs: int | None = None
+    audit_band_found: int | None = None
+    # How the batch was searched again after a failed audit ("exact", "nprobe N"), or None.
+    fallback: str | None = None
 
 
 def search_registry(figures: SearchFigures) -> CollectorRegistry:
@@ -101,8 +106,29 @@ def search_registry(figures: SearchFigures) -> CollectorRegistry:
         )
         gauge(
             "dedup_search_recall_floor",
-            "Recall below which the run fails",
+            "Genuine-band recall below which the batch is searched again",
             figures.audit_floor or 0,
+        )
+        pairs, band_found = figures.audit_band_pairs or 0, figures.audit_band_found or 0
+        gauge(
+            "dedup_search_audit_band_pairs", "Exact pairs of the sample in the genuine band", pairs
+        )
+        gauge(
+            "dedup_search_audit_band_recall",
+            "Recall of the approximate search in the genuine band (1 with no pair there)",
+            band_found / pairs if pairs else 1.0,
+        )
+        gauge(
+            "dedup_search_audit_band_floor",
+            "The genuine band's floor score the audit applied",
+            figures.audit_band_floor or 0,
+        )
+    if figures.engine != "exact":
+        gauge(
+            "dedup_search_recall_fallback",
+            "1 when the audit fell below its floor and the batch was searched again",
+            1 if figures.fallback else 0,
+            {"fallback": figures.fallback or "none"},
         )
     return registry
 

@@ -35,6 +35,24 @@ def _describe(manifest: Any) -> str:
     )
 
 
+def _measured_line(manifest: Any, goal: Any) -> str:
+    recall = manifest.recall
+    if recall is None:
+        return "recall: not measured (fewer than two templates)"
+    point = recall.operating_point(goal.floor_score, goal.target)
+    if point is None:
+        best = max(p.recall_at_or_above(goal.floor_score) or 0.0 for p in recall.points)
+        return (
+            f"measured recall at and above {goal.floor_score:.4f}: at most {best:.4f} "
+            f"< {goal.target}: searches will use the exact sweep"
+        )
+    return (
+        f"measured recall at and above {goal.floor_score:.4f}: "
+        f"{point.recall_at_or_above(goal.floor_score):.4f} at nprobe {point.nprobe} of "
+        f"{manifest.nlist} lists ({recall.queries} queries, {point.us_per_query:.0f} us each)"
+    )
+
+
 @gallery_app.command("synth")
 def synth(
     n: Annotated[int, typer.Option("--n", help="Gallery people.")],
@@ -43,11 +61,24 @@ def synth(
     duplicates: Annotated[int, typer.Option("--duplicates", help="Planted in the gallery.")] = 1000,
     probes: Annotated[int, typer.Option("--probes")] = 10_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="calibrated (dlib on real faces), clustered (heavy-tailed noise, look-alike "
+            "groups) or arcface512 (512-d, a weak shared direction; --dim defaults to 512).",
+        ),
+    ] = "calibrated",
 ) -> None:
-    """Calibrated synthetic templates with planted duplicates and their ground truth."""
-    from dedup.evaluation.synthetic import write_synthetic_set
+    """Synthetic templates with planted duplicates and their ground truth."""
+    from dedup.evaluation.synthetic import KINDS, write_synthetic_set
 
-    made = write_synthetic_set(out, n, dim, duplicates, probes, seed=seed)
+    if kind not in KINDS:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(KINDS)}")
+    model, kind_dim = KINDS[kind]
+    if kind == "arcface512" and dim == 128:
+        dim = kind_dim
+    made = write_synthetic_set(out, n, dim, duplicates, probes, seed=seed, model=model)
     console.print(
         f"{made.gallery_size} gallery templates, {made.probes} probes "
         f"({made.gallery_duplicates} gallery duplicates, {made.batch_duplicates} in-batch) "
@@ -65,13 +96,34 @@ def build(
     factory: Annotated[str | None, typer.Option("--factory", help="FAISS factory.")] = None,
     model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
     batch_id: Annotated[str, typer.Option("--batch-id")] = "initial",
+    genuine_floor: Annotated[
+        float | None,
+        typer.Option(
+            "--genuine-floor",
+            help="Floor of the genuine score band the index must reach its target recall in "
+            "(default: the model's genuine_floor setting, else matching.review_threshold).",
+        ),
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
-    """Train the shared quantizer and publish version 1 of a new gallery."""
+    """Measure the candidate index recipes on the templates, keep the fastest that reaches
+    the target recall in the genuine band, and publish version 1 of a new gallery."""
     from dedup.contracts.vectors import read_templates
+    from dedup.gallery.recipe_choice import RecallTarget, RecipeChoice
     from dedup.gallery.writer import build_gallery
+    from dedup.matching.genuine_band import genuine_band
 
+    settings = settings_from(config)
+    floor = (
+        genuine_floor
+        if genuine_floor is not None
+        else genuine_band(settings, model_id, settings.matching.review_threshold).floor
+    )
+    search = settings.search
+    goal = RecallTarget(floor, search.target_recall, search.shortlist, search.k)
     ids, vectors = read_templates(templates)
-    with console.status(f"training and filling the shards with {len(ids)} templates"):
+    choices: list[RecipeChoice] = []
+    with console.status(f"choosing a recipe and filling the shards with {len(ids)} templates"):
         manifest = build_gallery(
             out,
             ids,
@@ -80,8 +132,14 @@ def build(
             batch_id=batch_id,
             shards=shards,
             factory=factory,
+            goal=goal,
+            choices=choices,
         )
+    for choice in choices:
+        for line in choice.lines():
+            console.print(line)
     console.print(_describe(manifest))
+    console.print(_measured_line(manifest, goal))
 
 
 @gallery_app.command("add")

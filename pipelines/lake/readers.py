@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedup.contracts.schemas import CANDIDATES, FACES, STATUS_STAGED
+from dedup.contracts.schemas import CANDIDATES, FACES, STATUS_STAGED, OutcomeStatus
 from dedup.contracts.vectors import Matrix, matrix_of
 from dedup.errors import LakeError
 from pipelines.lake.delta_rs import DeltaRsTables
@@ -134,3 +134,32 @@ def staging_order_of(staged: list[dict[str, Any]]) -> list[str]:
         first[row["batch_id"]] = row["staged_at"] if seen is None else min(seen, row["staged_at"])
     listed = sorted(staged, key=lambda r: (first[r["batch_id"]], r["batch_id"], r["row_index"]))
     return [r["enrollment_id"] for r in listed]
+
+
+def duplicate_scores(lake: str, model_id: str) -> list[float]:
+    """Scores of the candidate pairs adjudicators decided were the same person: a probe decided
+    ``duplicate`` and a candidate of the same identity (``dedup.matching.genuine_band``)."""
+    tables = DeltaRsTables(lake)
+    outcomes = tables.read("outcomes", ["enrollment_id", "status", "identity_id"])
+    if outcomes is None:
+        return []
+    identity = {
+        r["enrollment_id"]: r["identity_id"] for r in outcomes.to_pylist() if r["identity_id"]
+    }
+    duplicates = {
+        r["enrollment_id"] for r in outcomes.to_pylist() if r["status"] == OutcomeStatus.DUPLICATE
+    }
+    if not duplicates:
+        return []
+    rows = tables.read(
+        "candidates",
+        ["probe_id", "candidate_id", "score"],
+        (pc.field("model_id") == model_id)
+        & pc.field("probe_id").isin(pa.array(sorted(duplicates), pa.string())),
+    )
+    return [
+        float(r["score"])
+        for r in ([] if rows is None else rows.to_pylist())
+        if identity.get(r["candidate_id"]) is not None
+        and identity.get(r["candidate_id"]) == identity.get(r["probe_id"])
+    ]
