@@ -143,7 +143,8 @@ def test_operator_path(tmp_path: Path) -> None:
         "--config",
         str(config),
     )
-    assert "recall audit" in audited and "recall 1.0000" in audited
+    assert "recall audit" in audited and "genuine band (>= 0.9000)" in audited
+    assert "= 1.0000 (floor 0.99)" in audited
     assert victim not in pq.read_table(out)["candidate_id"].to_pylist()
     assert "ok:" in ok("verify", "--gallery", str(gal))
 

@@ -87,20 +87,17 @@ def test_the_audit_counts_pairs_by_band_and_applies_the_floor_to_the_genuine_ban
 
 def settings_for(nprobe: int, floor: float = 0.99) -> Settings:
     settings = Settings()
-    return settings.model_copy(
+    search = settings.search.model_copy(
         update={
-            "search": settings.search.model_copy(
-                update={
-                    "engine": "ivfpq",
-                    "nprobe": nprobe,
-                    "audit_fraction": 0.5,
-                    "recall_floor": floor,
-                    "target_recall": 0.99,
-                }  # fmt: skip
-            ),
-            "models": {"s": settings.models["dlib-resnet-v1"].model_copy(update={"dimension": 64})},
+            "engine": "ivfpq",
+            "nprobe": nprobe,
+            "audit_fraction": 0.5,
+            "recall_floor": floor,
+            "target_recall": 0.99,
         }
     )
+    model = settings.models["dlib-resnet-v1"].model_copy(update={"dimension": 64})
+    return settings.model_copy(update={"search": search, "models": {"s": model}})
 
 
 def test_an_audit_below_its_floor_searches_the_batch_again_at_a_measured_nprobe(
