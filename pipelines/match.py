@@ -32,10 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import RenderableType
 
-from dedup.atomic_files import write_atomically, write_bytes_atomically
 from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE, CandidateSource
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
@@ -52,6 +50,7 @@ from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import batch_templates
+from pipelines.lake.work_files import WorkFolder
 
 JOB = "dedup_match"
 # The batch's candidate rows as its search found them, written once the search is done.
@@ -211,16 +210,16 @@ def _match(
     batch_id, settings = run.batch_id, run.settings
     gallery_root = Path(gallery_root)
     ids, vectors = batch_templates(
-        settings.lake, batch_id, settings.model, settings.model_spec.dimension
+        run.lake_root, batch_id, settings.model, settings.model_spec.dimension
     )
-    results = run.begin("match") / RESULTS_FILE
+    work = run.begin("match")
     report = None
     threshold_used = None
     metrics_sent: list[str] = []
-    reused = results.exists()
+    reused = work.exists(RESULTS_FILE)
     if reused:
-        rows = pq.read_table(results)
-        searched_figures = _read_search_figures(results.parent / SEARCH_FILE)
+        rows = work.read_parquet(RESULTS_FILE)
+        searched_figures = _read_search_figures(work)
     else:
         found, report, review = search_candidates(
             settings,
@@ -230,7 +229,7 @@ def _match(
             ray=ray,
             threshold=threshold,
             target_fpir=target_fpir,
-            log_file=results.parent / "ray.log",
+            log_file=work.log_file("ray.log"),
         )
         threshold_used = review.sentence()
         if report is not None:
@@ -239,12 +238,12 @@ def _match(
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
         searched_figures = search_figures(review, report)
         figures_json = json.dumps(searched_figures, sort_keys=True).encode("utf-8")
-        write_bytes_atomically(results.parent / SEARCH_FILE, figures_json)
-        write_atomically(results, lambda path: pq.write_table(rows, path))
+        work.write_bytes(SEARCH_FILE, figures_json)
+        work.write_parquet(RESULTS_FILE, rows)
     crash_point("match.after_results")
     # Written even when empty: a night without a candidate is a normal night, and the next
     # step (enqueue) then finds a table that says so.
-    DeltaRsTables(settings.lake).insert_new("candidates", rows)
+    DeltaRsTables(run.lake_root).insert_new("candidates", rows)
     crash_point("match.after_candidates")
     flagged = set(rows["probe_id"].to_pylist())
     unique = [name for name in ids if name not in flagged]
@@ -290,16 +289,16 @@ def search_figures(review: ReviewThreshold, report: SearchReport | None) -> Figu
     }
 
 
-def _read_search_figures(path: Path) -> Figures:
-    if not path.is_file():
+def _read_search_figures(work: WorkFolder) -> Figures:
+    if not work.exists(SEARCH_FILE):
         return {}
-    loaded = json.loads(path.read_text(encoding="utf-8"))
+    loaded = json.loads(work.read_text(SEARCH_FILE))
     return dict(loaded) if isinstance(loaded, dict) else {}
 
 
 def searched(run: BatchRun) -> bool:
     """Whether the batch's search is done (its rows written, none or many)."""
-    return (run.work("match") / RESULTS_FILE).exists()
+    return run.work("match").exists(RESULTS_FILE)
 
 
 def publish_search(settings: Settings, batch_id: str, report: SearchReport) -> list[str]:
