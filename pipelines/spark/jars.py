@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from dedup.errors import DependencyError
-from dedup.settings import SparkSettings
+from dedup.settings import Settings, SparkSettings
+from pipelines.lake.location import is_s3
 
 # Pinned so the fetch is reproducible and needs no plugin resolution of "latest".
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -37,6 +38,13 @@ def s3a_artifacts(spark: SparkSettings) -> list[tuple[str, str]]:
         (f"org.apache.hadoop:hadoop-aws:{hadoop}", f"hadoop-aws-{hadoop}.jar"),
         (f"com.amazonaws:aws-java-sdk-bundle:{sdk}", f"aws-java-sdk-bundle-{sdk}.jar"),
     ]
+
+
+def uses_s3a(settings: Settings) -> bool:
+    """Whether the session needs Spark's s3a file system (``spark.s3a_jars``; by default,
+    when the lake is an s3:// location)."""
+    chosen = settings.spark.s3a_jars
+    return is_s3(settings.lake) if chosen is None else chosen
 
 
 def _from_folder(folder: Path, names: list[str]) -> list[Path]:

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from dedup.errors import DependencyError
 from dedup.settings import Settings
 from pipelines.lake.location import S3A_LOG_STORE, Lake, is_s3, spark_uri
-from pipelines.spark.jars import delta_jars
+from pipelines.spark.jars import delta_jars, uses_s3a
 
 WAREHOUSE = "_work/spark-warehouse"
 LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -75,13 +75,6 @@ def spark_session(
     session = builder.getOrCreate()
     configure_s3a(session, settings)
     return session
-
-
-def uses_s3a(settings: Settings) -> bool:
-    """Whether the session needs Spark's s3a file system (``spark.s3a_jars``; by default,
-    when the lake is an s3:// location)."""
-    chosen = settings.spark.s3a_jars
-    return is_s3(settings.lake) if chosen is None else chosen
 
 
 def s3a_conf(settings: Settings) -> dict[str, str]:
