@@ -77,3 +77,22 @@ def new_bucket(endpoint: str) -> str:
 def s3_options(endpoint: str) -> dict[str, Any]:
     """The ``s3`` settings section for the test server."""
     return {"endpoint": endpoint, "region": "us-east-1", "path_style": True}
+
+
+@contextmanager
+def jvm_credentials(spark: Any) -> Iterator[None]:
+    """The test credentials as the Spark JVM's system properties while the block runs: the
+    session started before the server's fixture set the environment, and a JVM's environment
+    is fixed at its start (the AWS chain also reads ``aws.accessKeyId``, ``aws.secretKey``)."""
+    system = spark._jvm.java.lang.System
+    properties = {
+        "aws.accessKeyId": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws.secretKey": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
+    for name, value in properties.items():
+        system.setProperty(name, value)
+    try:
+        yield
+    finally:
+        for name in properties:
+            system.clearProperty(name)

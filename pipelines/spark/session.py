@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
-from dedup.errors import DependencyError
+from dedup.errors import DependencyError, LakeError
 from dedup.settings import Settings
 from pipelines.lake.location import S3A_LOG_STORE, Lake, is_s3, spark_uri
 from pipelines.spark.jars import delta_jars, uses_s3a
@@ -115,3 +116,22 @@ def configure_s3a(spark: SparkSession, settings: Settings) -> None:
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     for key, value in s3a_conf(settings).items():
         hadoop.set(key, value)
+    _check_s3a(spark, hadoop, Lake.of(settings))
+
+
+def _check_s3a(spark: SparkSession, hadoop: Any, lake: Lake) -> None:
+    """Reach the lake through s3a once, so that a store the JVM cannot reach (no credentials
+    in its environment, a wrong endpoint) is one line naming the settings, not a stack."""
+    from py4j.protocol import Py4JJavaError
+
+    jvm = spark._jvm
+    assert jvm is not None  # a running session has its JVM
+    root = jvm.org.apache.hadoop.fs.Path(spark_uri(lake.root))
+    try:
+        root.getFileSystem(hadoop).exists(root)
+    except Py4JJavaError as error:
+        cause = str(error.java_exception.toString()).splitlines()[0]
+        raise LakeError(
+            f"Spark cannot reach the lake through s3a ({lake.describe()}; credentials come "
+            f"from the AWS chain of the Spark driver's environment): {cause}"
+        ) from None
