@@ -142,6 +142,9 @@ def _s3_filesystem(s3: S3Settings) -> Any:
         "request_timeout": 30,
         "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3),
         "force_virtual_addressing": not s3.path_style,
+        # An object smaller than a part goes as one PutObject at close, not as a multipart
+        # upload opened before the first byte (pipelines.lake.work_files).
+        "allow_delayed_open": True,
     }
     if s3.endpoint is not None:
         parts = urlsplit(s3.endpoint)

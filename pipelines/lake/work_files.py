@@ -5,10 +5,11 @@ idempotent: the settings of the run, the stage's manifest and first-run time, th
 candidate rows and search figures. Each is written whole or not at all:
 
 - in a local lake, to a temporary sibling, fsynced, then renamed into place (as before);
-- on S3, as one PUT of the whole object, prepared in memory first: an object becomes
-  visible only when its upload completes, so a reader (or a re-run after a crash) finds the
-  old object or the new one, never part of one. Nothing is written to a temporary key, since
-  S3 has no rename.
+- on S3, prepared whole in memory, then handed to the store in one write: an object smaller
+  than a part (10 MiB) is one PutObject, a larger one a multipart upload that S3 makes
+  visible only when it is completed at close. A reader (or a re-run after a crash) finds the
+  old object or the new one, never part of one. Nothing goes to a temporary key first: S3
+  has no rename.
 
 Library logs (``spark.log``, ``ray.log``) cannot be appended to on S3: ``log_file`` gives a
 local path for them (``settings.log_dir``).
@@ -91,8 +92,7 @@ class WorkFolder:
             return str(write_bytes_atomically(Path(self.path(name)), data))
 
         def put(s3: Any) -> None:
-            # One write of the whole object, then close: pyarrow sends a small object as one
-            # PutObject and a large one as a multipart upload that completes only at close.
+            # One write of the whole object, then close (which sends it or completes it).
             stream = s3.open_output_stream(self._key(name))
             stream.write(data)
             stream.close()

@@ -84,7 +84,10 @@ def test_the_batch_is_staged_embedded_and_matched_on_s3(
 ) -> None:
     batch, settings = match_batches[1], night.settings
     lake = Lake.of(settings)
-    print(f"stage + embed + match on S3: {night.seconds:.1f} s")
+    print(
+        f"stage + embed + match on S3: {night.seconds:.1f} s (stage {night.staged.seconds:.1f},"
+        f" embed {night.embedded.seconds:.1f}, match {night.matched.seconds:.1f})"
+    )
     assert batch_verdicts(lake, BATCH) == batch.expected_reasons()
     people = staged_people(batch)
     assert night.staged.staged == night.embedded.embedded == len(people) > 2
