@@ -329,6 +329,11 @@ class Settings(BaseSettings):
     def adjudication_database_url(self) -> str:
         """The review service's database: the configured URL, or SQLite in the lake folder."""
         url = self.adjudication.database_url
+        if url is None and is_uri(self.lake):
+            raise ConfigError(
+                f"the lake {self.lake} is an object store, which cannot hold the review "
+                "database: set adjudication.database_url (PostgreSQL in production)"
+            )
         return url or f"sqlite:///{Path(self.lake).resolve() / 'adjudication.sqlite'}"
 
     def to_json(self) -> str:
