@@ -13,6 +13,7 @@ from dedup.contracts.schemas import NATURAL_KEYS, TABLES
 from dedup.errors import LakeError
 from pipelines.lake.location import Lake
 from pipelines.lake.tables import key_match
+from pipelines.lake.work_files import WorkFolder
 
 
 def plain_strings(table: pa.Table) -> pa.Table:
@@ -202,21 +203,17 @@ class DeltaRsTables:
         table = self.open(name)
         if table is None:
             return 0
-        if self.where.is_s3:
-            raise LakeError(
-                "cutting a table's history is supported on a local lake only, so far "
-                f"({self.where.describe()})"
-            )
         table.create_checkpoint()
         checkpoint = int(table.version())
-        log = Path(self._path(name)) / "_delta_log"
+        log = WorkFolder(self.where, f"{name}/_delta_log")
         deleted = 0
-        for entry in sorted(log.iterdir()):
-            version = _log_version(entry.name)
-            if version is not None and version < checkpoint:
-                entry.unlink()
+        for entry in log.files():
+            version = _log_version(entry)
+            if "/" not in entry and version is not None and version < checkpoint:
+                log.delete(entry)
                 deleted += 1
-        _drop_orphan_checksums(log)
+        if not self.where.is_s3:
+            _drop_orphan_checksums(Path(log.location))
         return deleted
 
 

@@ -41,7 +41,8 @@ class WorkFolder:
 
     lake: Lake
     relative: str
-    logs: Path
+    # Where library logs go (``log_file``); None for a folder no library logs into.
+    logs: Path | None = None
 
     @property
     def location(self) -> str:
@@ -57,6 +58,7 @@ class WorkFolder:
 
     def log_file(self, name: str) -> Path:
         """A local file for a library's log (created on first write by the library)."""
+        assert self.logs is not None, f"{self.location} has no log folder"
         return self.logs / name
 
     # ----------------------------------------------------------------- reading and writing
@@ -118,9 +120,22 @@ class WorkFolder:
         ``--config``): the file itself in a local lake, a copy in the log folder on S3."""
         if not self.lake.is_s3:
             return Path(self.path(name))
-        copy = self.logs / name
+        copy = self.log_file(name)
         write_bytes_atomically(copy, self.read_bytes(name))
         return copy
+
+    def delete(self, name: str) -> None:
+        """Delete file ``name``; one that does not exist is not an error."""
+        if not self.lake.is_s3:
+            Path(self.path(name)).unlink(missing_ok=True)
+            return
+        from pyarrow import fs
+
+        def delete(s3: Any) -> None:
+            if s3.get_file_info(self._key(name)).type == fs.FileType.File:
+                s3.delete_file(self._key(name))
+
+        self._s3(delete)
 
     def files(self) -> list[str]:
         """The names of every file under the folder, sub-folders included, sorted."""
