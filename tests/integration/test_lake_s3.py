@@ -129,3 +129,36 @@ def test_running_embed_and_match_again_reuses_what_s3_holds(night: S3Night) -> N
     assert matched.reused and matched.candidates == night.matched.candidates
     assert matched.search_figures == night.matched.search_figures  # from search.json on S3
     assert DeltaRsTables(lake).open("templates").version() == versions["templates"]
+
+
+def test_an_erasure_leaves_no_object_on_s3_holding_the_person(night: S3Night) -> None:
+    """Runs last: it changes the lake. The chip's bytes are in faces and the stage's work
+    files before; after the erasure no object in the bucket holds them (tables, their
+    history, work files)."""
+    from pyarrow import fs
+
+    from pipelines.erasure import LakeEraser
+
+    lake = Lake.of(night.settings)
+    faces = DeltaRsTables(lake).open("faces").to_pyarrow_table().to_pylist()
+    erased = min(faces, key=lambda r: r["enrollment_id"])
+    chip = erased["chip_png"]
+    needle = chip[len(chip) // 2 : len(chip) // 2 + 64]
+    store, prefix = lake.filesystem(), lake.root.removeprefix("s3://")
+
+    def holding() -> list[str]:
+        found = store.get_file_info(fs.FileSelector(prefix, recursive=True))
+        keys = [info.path for info in found if info.type == fs.FileType.File]
+        return [key[len(prefix) + 1 :] for key in keys if needle in _read(store, key)]
+
+    before = holding()
+    assert any(key.startswith("faces/") for key in before)
+    assert any(key.startswith("_work/stage/") for key in before)
+    done = LakeEraser.from_settings(night.settings).erase(erased["enrollment_id"])
+    assert done.removed["work files rewritten"] >= 1
+    assert holding() == []
+
+
+def _read(store: Any, key: str) -> bytes:
+    with store.open_input_stream(key) as stream:
+        return bytes(stream.read())
