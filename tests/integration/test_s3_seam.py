@@ -5,12 +5,17 @@ tables. No Spark here: ``test_lake_s3.py`` runs the jobs."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import yaml
 
 from dedup.contracts.schemas import BATCH_RUNS
 from dedup.errors import LakeError
@@ -140,3 +145,30 @@ def test_a_lake_location_of_another_scheme_is_refused() -> None:
         Lake("gs://bucket/lake")
     with pytest.raises(LakeError, match="names no bucket"):
         Lake("s3:///lake")
+
+
+@pytest.mark.parametrize("store", ["missing bucket", "dead endpoint"])
+def test_the_command_line_says_which_setting_is_wrong_in_one_line(
+    s3_endpoint: str, tmp_path: Path, store: str
+) -> None:
+    endpoint = s3_endpoint if store == "missing bucket" else f"http://127.0.0.1:{free_port()}"
+    config = tmp_path / "settings.yaml"
+    settings = {"lake": "s3://no-such-bucket/lake", "s3": s3_options(endpoint)}
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEDUP_")}
+    env["COLUMNS"] = "1000"  # the console wraps at its width: keep the one line whole
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "embed", "--batch-id", "b1", "--config", config],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "setting `lake` = s3://no-such-bucket/lake" in lines[0]
+    assert f"`s3.endpoint` = {endpoint}" in lines[0]
+    expected = "does not exist" if store == "missing bucket" else "cannot be reached"
+    assert expected in lines[0] and "Traceback" not in done.stderr
