@@ -14,7 +14,6 @@ candidate rows and search figures. Each is written whole or not at all:
 Library logs (``spark.log``, ``ray.log``) cannot be appended to on S3: ``log_file`` gives a
 local path for them (``settings.log_dir``).
 
-    >>> from dedup.settings import Settings
     >>> folder = WorkFolder(Lake("s3://registry/lake"), "_work/match/b1", Path("/tmp/logs"))
     >>> folder.path("candidates.parquet")
     's3://registry/lake/_work/match/b1/candidates.parquet'

@@ -71,6 +71,9 @@ def spark_session(
         # (pipelines.lake.location says why that holds and what production may use instead).
         .config("spark.delta.logStore.s3a.impl", S3A_LOG_STORE)
     )
+    if is_s3(settings.lake):  # for a new context; configure_s3a also sets a running one
+        for key, value in s3a_conf(settings).items():
+            builder = builder.config(f"spark.hadoop.{key}", value)
     for key, value in spark.extra_conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
