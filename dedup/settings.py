@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from dedup.contracts.locations import is_uri
 from dedup.errors import ConfigError
+from dedup.s3_settings import S3Settings
 
 CONFIG_ENV = "DEDUP_CONFIG"
 
@@ -81,6 +82,12 @@ class SparkSettings(_Section):
     # Photos per Arrow batch handed to a Python worker: bounds worker memory on big photos.
     photos_per_arrow_batch: int = Field(default=16, ge=1)
     extra_conf: dict[str, str] = Field(default_factory=dict)
+    # Spark's s3a file system (hadoop-aws and the AWS SDK bundle it was built against) on the
+    # classpath: None adds it when the lake is an s3:// location. Its versions follow the
+    # Hadoop that pyspark ships (3.3.4 in pyspark 3.5).
+    s3a_jars: bool | None = None
+    hadoop_aws_version: str = "3.3.4"
+    aws_sdk_bundle_version: str = "1.12.262"
 
 
 class ManifestSettings(_Section):
@@ -287,6 +294,9 @@ class Settings(BaseSettings):
     lake: Location = "lake"
     # The gallery's root folder (versions and CURRENT), searched and grown by the match job.
     gallery: Location = "gallery"
+    # Where library logs (spark.log, ray.log) go. None: each job's work folder in a local
+    # lake; under the cache (``<cache>/logs/<job>/<batch>``) for an s3:// lake.
+    log_dir: LocalPath | None = None
     model: str = DLIB_MODEL_ID
     models: dict[str, ModelSpec] = Field(default_factory=_default_models)
     spark: SparkSettings = Field(default_factory=SparkSettings)
@@ -298,6 +308,7 @@ class Settings(BaseSettings):
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
     adjudication: AdjudicationSettings = Field(default_factory=AdjudicationSettings)
 
     @model_validator(mode="after")
@@ -329,6 +340,11 @@ class Settings(BaseSettings):
     def adjudication_database_url(self) -> str:
         """The review service's database: the configured URL, or SQLite in the lake folder."""
         url = self.adjudication.database_url
+        if url is None and is_uri(self.lake):
+            raise ConfigError(
+                f"the lake {self.lake} is an object store, which cannot hold the review "
+                "database: set adjudication.database_url (PostgreSQL in production)"
+            )
         return url or f"sqlite:///{Path(self.lake).resolve() / 'adjudication.sqlite'}"
 
     def to_json(self) -> str:

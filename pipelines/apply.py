@@ -50,6 +50,7 @@ from dedup.settings import Settings
 from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.location import Lake
 from pipelines.lake.readers import STAGING_COLUMNS, staging_order_of
 from pipelines.match import searched
 
@@ -121,7 +122,7 @@ class LakeState:
 
 
 def read_lake(settings: Settings) -> LakeState:
-    tables = DeltaRsTables(settings.lake)
+    tables = DeltaRsTables(Lake.of(settings))
     rows = tables.read(
         "enrollments",
         [*STAGING_COLUMNS, "status"],
@@ -194,7 +195,7 @@ def _apply(settings: Settings, night: str | None) -> ApplyReport:
     known = {**lake.staged, **lake.erased}
     settled = settle(known, lake.with_candidates, latest, identity, set(lake.erased))
     now = datetime.now(UTC)
-    tables = DeltaRsTables(settings.lake)
+    tables = DeltaRsTables(Lake.of(settings))
 
     changed = {e: o for e, o in settled.items() if not _same(o, lake.outcomes.get(e))}
     events = _outcome_events(changed, lake.outcomes, now)

@@ -80,8 +80,9 @@ def decide_demo_queue(settings: Settings, workdir: Path, people: dict[str, str])
 def outcome_tables(settings: Settings) -> list[Table]:
     """The outcomes and identities of the demo's enrollments, as tables for the console."""
     from pipelines.lake.delta_rs import DeltaRsTables
+    from pipelines.lake.location import Lake
 
-    lake = DeltaRsTables(settings.lake)
+    lake = DeltaRsTables(Lake.of(settings))
     outcomes = lake.read("outcomes", ["enrollment_id", "batch_id", "status", "duplicate_of",
                                       "identity_id"])  # fmt: skip
     rows = [] if outcomes is None else sorted(

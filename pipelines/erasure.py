@@ -33,10 +33,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from dedup.adjudication.erasure import RecordErasure
-from dedup.atomic_files import write_atomically
 from dedup.contracts.schemas import (
     ENROLLMENTS,
     IDENTITIES,
@@ -62,7 +60,9 @@ from dedup.matching.identities import (
 )
 from dedup.settings import Settings
 from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.location import Lake
 from pipelines.lake.readers import staging_order
+from pipelines.lake.work_files import WorkFolder
 
 ERASED = OutcomeStatus.ERASED.value
 # Columns of a work file that name an enrollment.
@@ -89,12 +89,12 @@ class LakeEraser:
     """The lake at ``lake`` and the gallery at ``gallery`` (``from_settings``: the configured
     ones), erased from as the module says."""
 
-    lake: str
+    lake: str | Lake
     gallery: Path
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeEraser:
-        return cls(settings.lake, Path(settings.gallery))
+        return cls(Lake.of(settings), Path(settings.gallery))
 
     @property
     def tables(self) -> DeltaRsTables:
@@ -267,10 +267,10 @@ class LakeEraser:
         return {"old data files deleted": vacuumed, "log files cut": purged}
 
     def _work_files(self, x: str) -> int:
-        work = Path(self.lake) / "_work"
-        if not work.is_dir():
-            return 0
-        return sum(_rewrite_without(path, x) for path in sorted(work.rglob("*.parquet")))
+        lake = self.lake if isinstance(self.lake, Lake) else Lake(self.lake)
+        work = WorkFolder(lake, "_work")
+        named = [n for n in work.files() if n.endswith(".parquet")]
+        return sum(_rewrite_without(work, name, x) for name in named)
 
 
 def _renamed_before(tables: DeltaRsTables, x: str) -> str | None:
@@ -293,11 +293,12 @@ def _link_rows(links: Iterable[Link], now: dt.datetime) -> pa.Table:
     return pa.Table.from_pylist(rows, LINKS)
 
 
-def _rewrite_without(path: Path, x: str) -> int:
+def _rewrite_without(work: WorkFolder, name: str, x: str) -> int:
     """Rewrite one work file without the rows naming X (atomically); 1 if it held some."""
-    if path.name.startswith("."):
+    folder, _, file = name.rpartition("/")
+    if file.startswith("."):
         return 0
-    table = pq.read_table(path)
+    table = work.read_parquet(name)
     columns = [c for c in ID_COLUMNS if c in table.column_names]
     if not columns:
         return 0
@@ -307,8 +308,7 @@ def _rewrite_without(path: Path, x: str) -> int:
         hit = named if hit is None else pc.or_(hit, named)
     if not pc.any(hit).as_py():
         return 0
-    kept = table.filter(pc.invert(hit))
-    write_atomically(path, lambda out: pq.write_table(kept, out))
-    checksum = path.with_name(f".{path.name}.crc")  # Spark's, now wrong: Spark would refuse it
-    checksum.unlink(missing_ok=True)
+    work.write_parquet(name, table.filter(pc.invert(hit)))
+    # Spark's checksum of the file (a local lake's), now wrong: Spark would refuse the file.
+    work.delete(f"{folder}/.{file}.crc" if folder else f".{file}.crc")
     return 1

@@ -33,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import RenderableType
 
-from dedup.atomic_files import write_atomically, write_bytes_atomically
 from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE, CandidateSource
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
@@ -55,6 +53,7 @@ from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.readers import batch_templates, duplicate_scores
+from pipelines.lake.work_files import WorkFolder
 
 JOB = "dedup_match"
 # The batch's candidate rows as its search found them, written once the search is done.
@@ -216,17 +215,17 @@ def _match(
     batch_id, settings = run.batch_id, run.settings
     gallery_root = Path(gallery_root)
     ids, vectors = batch_templates(
-        settings.lake, batch_id, settings.model, settings.model_spec.dimension
+        run.lake_root, batch_id, settings.model, settings.model_spec.dimension
     )
-    results = run.begin("match") / RESULTS_FILE
-    scores = duplicate_scores(settings.lake, settings.model)
+    work = run.begin("match")
+    scores = duplicate_scores(run.lake_root, settings.model)
     report = None
     threshold_used = None
     metrics_sent: list[str] = []
-    reused = results.exists()
+    reused = work.exists(RESULTS_FILE)
     if reused:
-        rows = pq.read_table(results)
-        searched_figures = _read_search_figures(results.parent / SEARCH_FILE)
+        rows = work.read_parquet(RESULTS_FILE)
+        searched_figures = _read_search_figures(work)
     else:
         found, report, review = search_candidates(
             settings,
@@ -236,7 +235,7 @@ def _match(
             ray=ray,
             threshold=threshold,
             target_fpir=target_fpir,
-            log_file=results.parent / "ray.log",
+            log_file=work.log_file("ray.log"),
             duplicate_scores=scores,
         )
         threshold_used = review.sentence()
@@ -245,12 +244,12 @@ def _match(
         rows = lake_rows(found, batch_id, settings.model, dt.datetime.now(dt.UTC))
         searched_figures = search_figures(review, report)
         figures_json = json.dumps(searched_figures, sort_keys=True).encode("utf-8")
-        write_bytes_atomically(results.parent / SEARCH_FILE, figures_json)
-        write_atomically(results, lambda path: pq.write_table(rows, path))
+        work.write_bytes(SEARCH_FILE, figures_json)
+        work.write_parquet(RESULTS_FILE, rows)
     crash_point("match.after_results")
     # Written even when empty: a night without a candidate is a normal night, and the next
     # step (enqueue) then finds a table that says so.
-    DeltaRsTables(settings.lake).insert_new("candidates", rows)
+    DeltaRsTables(run.lake_root).insert_new("candidates", rows)
     crash_point("match.after_candidates")
     flagged = set(rows["probe_id"].to_pylist())
     unique = [name for name in ids if name not in flagged]
@@ -297,16 +296,16 @@ def search_figures(review: ReviewThreshold, report: SearchReport | None) -> Figu
     }
 
 
-def _read_search_figures(path: Path) -> Figures:
-    if not path.is_file():
+def _read_search_figures(work: WorkFolder) -> Figures:
+    if not work.exists(SEARCH_FILE):
         return {}
-    loaded = json.loads(path.read_text(encoding="utf-8"))
+    loaded = json.loads(work.read_text(SEARCH_FILE))
     return dict(loaded) if isinstance(loaded, dict) else {}
 
 
 def searched(run: BatchRun) -> bool:
     """Whether the batch's search is done (its rows written, none or many)."""
-    return (run.work("match") / RESULTS_FILE).exists()
+    return run.work("match").exists(RESULTS_FILE)
 
 
 def publish_search(settings: Settings, batch_id: str, report: SearchReport) -> list[str]:

@@ -29,7 +29,7 @@ from dedup.crash_points import crash_point
 from dedup.errors import DedupError
 from dedup.observability.job_metrics import job_metrics
 from pipelines.job_report import Figures
-from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.batch_run import SETTINGS_FILE, BatchRun
 from pipelines.spark.stage import StageReport
 from pipelines.steps import STEPS, Step, completed
 
@@ -121,7 +121,7 @@ def stage_batch(run: BatchRun, manifest: Path) -> StageReport:
     spark = spark_session(
         run.settings,
         app_name=f"dedup-stage-{run.batch_id}",
-        log_file=run.work("stage") / "spark.log",
+        log_file=run.work("stage").log_file("spark.log"),
     )
     with spark_progress(spark, f"staging {run.batch_id}"):
         return run_stage(run, manifest, spark)
@@ -158,9 +158,9 @@ def _run_night(run: BatchRun, night: Night, watch: NightWatcher) -> NightReport:
     started = time.perf_counter()
     night = _resolved(night)
     # Every step reads the same settings: the night's, as resolved here.
-    settings_file = run.begin("night") / "settings.json"
+    settings_file = run.begin("night").local_copy(SETTINGS_FILE)
     results: list[StepResult] = []
-    recorded = completed(run.lake, run.batch_id)  # the steps an earlier run finished
+    recorded = completed(run.lake_root, run.batch_id)  # the steps an earlier run finished
     for step in STEPS:
         done = recorded.get(step)
         if done is not None:
@@ -187,7 +187,7 @@ def _run_step(
     with watch.running(step, run.batch_id):
         done = subprocess.run(command, capture_output=True, text=True, env=_step_env(), check=False)
     seconds = time.perf_counter() - began
-    record = completed(run.lake, run.batch_id).get(step)
+    record = completed(run.lake_root, run.batch_id).get(step)
     if record is None:
         result = StepResult(step, "failed", seconds, done.stdout, done.returncode)
         watch.finished(result)

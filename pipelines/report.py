@@ -42,6 +42,7 @@ from dedup.reporting.plots import decided_histogram, nights_plot, score_histogra
 from dedup.settings import Settings
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.location import Lake
 from pipelines.match import SEARCH_FILE
 
 
@@ -119,7 +120,7 @@ def catch_trials(settings: Settings) -> CatchTrials | None:
 def report_inputs(settings: Settings, batch_id: str) -> ReportInputs:
     """The batch's rows as the report needs them; refuses a batch the lake does not know."""
     run = BatchRun(batch_id, settings)
-    tables = DeltaRsTables(settings.lake)
+    tables = DeltaRsTables(Lake.of(settings))
     enrollments = tables.read(
         "enrollments", ["status", "reason_code"], pc.field("batch_id") == batch_id
     )
@@ -136,9 +137,9 @@ def report_inputs(settings: Settings, batch_id: str) -> ReportInputs:
         raise LakeError(f"batch {batch_id!r} is not in the lake: it has never been staged")
     matched = sorted((r for r in runs if r["step"] == "match"), key=lambda r: r["finished_at"])
     match_figures = {r["batch_id"]: _figures(r["figures"]) for r in matched}
-    left = run.work("match") / SEARCH_FILE
-    if batch_id not in match_figures and left.is_file():
-        match_figures[batch_id] = _figures(left.read_text(encoding="utf-8"))
+    left = run.work("match")
+    if batch_id not in match_figures and left.exists(SEARCH_FILE):
+        match_figures[batch_id] = _figures(left.read_text(SEARCH_FILE))
     return ReportInputs(
         batch_id=batch_id,
         verdicts=dict(verdicts),

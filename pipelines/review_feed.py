@@ -37,6 +37,7 @@ from dedup.observability.job_metrics import job_metrics
 from dedup.settings import Settings
 from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.location import Lake
 from pipelines.lake.readers import batch_candidates, rows_of_enrollments
 from pipelines.match import searched
 
@@ -46,12 +47,12 @@ PIPELINE_ACTOR = "pipeline"
 
 def review_payload(settings: Settings, batch_id: str, batch_dir: Path | None = None) -> BatchImport:
     """The import payload of one batch's candidates (model: the configured one)."""
-    rows = batch_candidates(settings.lake, batch_id, settings.model)
+    rows = batch_candidates(Lake.of(settings), batch_id, settings.model)
     named_candidates = {r["candidate_id"] for r in rows}
     identity = {
         r["enrollment_id"]: r["identity_id"]
         for r in rows_of_enrollments(
-            settings.lake, "identities", named_candidates, ["enrollment_id", "identity_id"]
+            Lake.of(settings), "identities", named_candidates, ["enrollment_id", "identity_id"]
         )
     }
     candidates = [
@@ -78,7 +79,7 @@ def subjects(
 ) -> list[SubjectIn]:
     """What adjudicators see of each enrollment; photos only of ``batch_id``'s own, from
     ``batch_dir`` (earlier batches' folders are not at hand: their chips stand in)."""
-    lake = settings.lake
+    lake = Lake.of(settings)
     columns = ["enrollment_id", "batch_id", "status", "photo_path", "captured_at", "center_id"]
     enrollments = {
         r["enrollment_id"]: r

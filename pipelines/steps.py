@@ -27,6 +27,7 @@ from dedup.crash_points import crash_point
 from dedup.settings import Settings
 from pipelines.job_report import JobReport
 from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.location import Lake
 
 Step = Literal["stage", "embed", "match", "enqueue", "apply", "report"]
 STEPS: tuple[Step, ...] = ("stage", "embed", "match", "enqueue", "apply", "report")
@@ -51,7 +52,8 @@ def record_step(
         "figures": json.dumps(figures, sort_keys=True),
         "settings_hash": settings_hash(settings),
     }
-    DeltaRsTables(settings.lake).insert_new("batch_runs", pa.Table.from_pylist([row], BATCH_RUNS))
+    rows = pa.Table.from_pylist([row], BATCH_RUNS)
+    DeltaRsTables(Lake.of(settings)).insert_new("batch_runs", rows)
     crash_point(f"{step}.after_record")
 
 
@@ -61,7 +63,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def completed(lake: str, batch_id: str) -> dict[str, dict[str, Any]]:
+def completed(lake: str | Lake, batch_id: str) -> dict[str, dict[str, Any]]:
     """The recorded steps of a batch: step -> its row (figures decoded)."""
     rows = DeltaRsTables(lake).read(
         "batch_runs", BATCH_RUNS.names, pc.field("batch_id") == batch_id

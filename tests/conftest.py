@@ -5,6 +5,7 @@ the exported dlib model and the lakes the embed and match tests run on, and the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from dedup.demo.batch import DemoBatch
 from dedup.settings import Settings, load_settings
 
 
-def make_settings(lake: Path, **overrides: Any) -> Settings:
+def make_settings(lake: Path | str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "lake": str(lake),
         "spark": {"master": "local[2]", "shuffle_partitions": 2},
@@ -31,11 +32,43 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The one session of the run, with Spark's s3a file system on its classpath so that the
+    tests of an s3:// lake share it (``pipelines.spark.session.configure_s3a``)."""
     from pipelines.spark.session import spark_session
 
-    session = spark_session(make_settings(tmp_path_factory.mktemp("lake")), app_name="dedup-tests")
+    settings = make_settings(
+        tmp_path_factory.mktemp("lake"),
+        spark={"master": "local[2]", "shuffle_partitions": 2, "s3a_jars": True},
+    )
+    session = spark_session(settings, app_name="dedup-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server on a free loopback port (``scripts/s3-server``: moto's
+    server mode); its endpoint URL. The AWS variables every client reads stand in for the
+    credential chain for the whole session."""
+    from tests.s3_support import CREDENTIALS, s3_server
+
+    saved = {name: os.environ.get(name) for name in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    with s3_server() as endpoint:
+        yield endpoint
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket on the S3 server, for this test alone."""
+    from tests.s3_support import new_bucket
+
+    return new_bucket(s3_endpoint)
 
 
 @pytest.fixture(scope="module")

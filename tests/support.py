@@ -4,10 +4,13 @@ Spark, or with delta-rs)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dedup.contracts.schemas import NATURAL_KEYS, STAGE_TABLES, TABLES
 from dedup.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.lake.location import Lake
 
 # Wall-clock columns: the only ones allowed to differ between two runs of the same batch.
 RUN_TIME_COLUMNS = {
@@ -55,7 +58,9 @@ def snapshot(spark: Any, settings: Settings, *, keep_times: bool = False) -> dic
     return {name: table_rows(spark, settings, name, keep_times=keep_times) for name in STAGE_TABLES}
 
 
-def delta_snapshot(lake: str, *, keep_times: bool = False) -> dict[str, list[dict[str, Any]]]:
+def delta_snapshot(
+    lake: str | Lake, *, keep_times: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """``snapshot`` read with delta-rs, without Spark: a table never written is empty."""
     from pipelines.lake.delta_rs import DeltaRsTables
 

@@ -21,10 +21,14 @@ def report_folder(reports_root: Path, batch_id: str) -> Path:
 
 
 def reports_root(settings: Settings) -> Path:
-    """``<lake>/reports``: where every batch's report is written (and served from)."""
+    """``<lake>/reports``: where every batch's report is written (and served from). A lake on
+    an object store has no local folder: its reports go to ``adjudication.reports_dir``, the
+    folder the review service serves them from."""
     if is_uri(settings.lake):
-        raise ConfigError(
-            f"the batch report is written into a local lake folder; {settings.lake} is an "
-            "object-store URI"
-        )
+        if settings.adjudication.reports_dir is None:
+            raise ConfigError(
+                f"the lake {settings.lake} is an object store: set adjudication.reports_dir "
+                "to the local folder the batch reports are written to and served from"
+            )
+        return settings.adjudication.reports_dir
     return Path(settings.lake) / REPORTS_FOLDER

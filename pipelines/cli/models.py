@@ -34,11 +34,19 @@ def export_dlib_command(
 
 
 @fetch_app.command("jars")
-def fetch_jars(config: ConfigOption = None) -> None:
-    """Fetch the Delta Lake jars into the jar cache with mvn (or check spark.jar_dir)."""
-    from pipelines.spark.jars import delta_jars
+def fetch_jars(
+    config: ConfigOption = None,
+    s3a: Annotated[
+        bool,
+        typer.Option("--s3a", help="Also Spark's s3a jars (hadoop-aws, AWS SDK bundle)."),
+    ] = False,
+) -> None:
+    """Fetch the Delta Lake jars into the jar cache with mvn (or check spark.jar_dir); with
+    the s3a jars too when asked, or when the settings' Spark session needs them."""
+    from pipelines.spark.jars import delta_jars, uses_s3a
 
-    for jar in delta_jars(settings_from(config).spark):
+    settings = settings_from(config)
+    for jar in delta_jars(settings.spark, s3a=s3a or uses_s3a(settings)):
         console.print(str(jar))
 
 

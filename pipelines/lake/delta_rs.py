@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedup.contracts.schemas import NATURAL_KEYS, TABLES
-from pipelines.lake.tables import key_match, table_path
+from dedup.errors import LakeError
+from pipelines.lake.location import Lake
+from pipelines.lake.tables import key_match
+from pipelines.lake.work_files import WorkFolder
 
 
 def plain_strings(table: pa.Table) -> pa.Table:
@@ -30,10 +33,20 @@ def _fields_of(where: pc.Expression, names: list[str]) -> list[str]:
 
 
 class DeltaRsTables:
-    """Read and insert-only write the lake's Delta tables with delta-rs."""
+    """Read and insert-only write the lake's Delta tables with delta-rs.
 
-    def __init__(self, lake: str) -> None:
-        self.lake = lake
+    ``lake`` is a root (a local folder) or a ``Lake``, which carries the object-store
+    settings an ``s3://`` root needs (``Lake.of(settings)``).
+    """
+
+    def __init__(self, lake: str | Lake) -> None:
+        self.where = lake if isinstance(lake, Lake) else Lake(lake)
+        self.lake = self.where.root
+        self.storage_options = self.where.storage_options()
+        self.where.check_reachable()
+
+    def _path(self, name: str) -> str:
+        return self.where.table(name)
 
     def open(self, name: str) -> Any:
         """The Delta table, or None where it has never been written."""
@@ -41,9 +54,25 @@ class DeltaRsTables:
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            return DeltaTable(table_path(self.lake, name))
+            return DeltaTable(self._path(name), storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        except OSError as error:
+            raise LakeError(
+                f"table {name!r} could not be opened ({self.where.describe()}): {error}"
+            ) from None
+
+    def _write(self, name: str, rows: pa.Table, mode: Literal["append", "overwrite"]) -> None:
+        from deltalake import write_deltalake
+
+        if mode == "append":
+            write_deltalake(
+                self._path(name), rows, mode="append", storage_options=self.storage_options
+            )
+        else:
+            write_deltalake(
+                self._path(name), rows, mode="overwrite", storage_options=self.storage_options
+            )
 
     def read(
         self, name: str, columns: list[str], where: pc.Expression | None = None
@@ -79,23 +108,18 @@ class DeltaRsTables:
         """One commit making ``rows`` the whole table (its declared schema): for the tables
         that hold a latest state (``outcomes``, ``identities``, ``links``); the state before
         stays readable as the table's earlier Delta version until a vacuum."""
-        from deltalake import write_deltalake
-
         declared = TABLES[name]
-        rows = rows.select(declared.names).cast(declared)
-        write_deltalake(table_path(self.lake, name), rows, mode="overwrite")
+        self._write(name, rows.select(declared.names).cast(declared), "overwrite")
 
     def insert_new(self, name: str, rows: pa.Table) -> None:
-        from deltalake import DeltaTable, write_deltalake
-
-        path = table_path(self.lake, name)
-        if self.open(name) is None:
-            write_deltalake(path, TABLES[name].empty_table(), mode="append")
+        table = self.open(name)
+        if table is None:
+            self._write(name, TABLES[name].empty_table(), "append")
+            table = self.open(name)
         if rows.num_rows == 0:  # the table exists now, and nothing is to be inserted
             return
         (
-            DeltaTable(path)
-            .merge(source=rows, predicate=key_match(name), source_alias="s", target_alias="t")
+            table.merge(source=rows, predicate=key_match(name), source_alias="s", target_alias="t")
             .when_not_matched_insert_all()
             .execute()
         )
@@ -125,11 +149,9 @@ class DeltaRsTables:
         """One commit writing ``rows`` over the rows of the same natural key (adding those the
         table lacks); values travel as Arrow data, never as SQL text. The table is rewritten
         whole, as ``delete_rows`` says why."""
-        from deltalake import write_deltalake
-
         current = self._current(name)
         if current is None:
-            write_deltalake(table_path(self.lake, name), TABLES[name].empty_table(), mode="append")
+            self._write(name, TABLES[name].empty_table(), "append")
             current = self._current(name)
             assert current is not None
         if rows.num_rows == 0:
@@ -148,9 +170,7 @@ class DeltaRsTables:
         return plain_strings(table.to_pyarrow_dataset().to_table())
 
     def _overwrite(self, name: str, rows: pa.Table) -> None:
-        from deltalake import write_deltalake
-
-        write_deltalake(table_path(self.lake, name), rows, mode="overwrite")
+        self._write(name, rows, "overwrite")
 
     def vacuum(self, name: str) -> list[str]:
         """Delete, now, every data file no longer in the table's current version; their names.
@@ -168,7 +188,8 @@ class DeltaRsTables:
         removed: list[str] = table.vacuum(
             retention_hours=0, enforce_retention_duration=False, dry_run=False
         )
-        _drop_orphan_checksums(Path(table_path(self.lake, name)))
+        if not self.where.is_s3:  # no checksum files on an object store
+            _drop_orphan_checksums(Path(self._path(name)))
         return removed
 
     def purge_history(self, name: str) -> int:
@@ -184,14 +205,15 @@ class DeltaRsTables:
             return 0
         table.create_checkpoint()
         checkpoint = int(table.version())
-        log = Path(table_path(self.lake, name)) / "_delta_log"
+        log = WorkFolder(self.where, f"{name}/_delta_log")
         deleted = 0
-        for entry in sorted(log.iterdir()):
-            version = _log_version(entry.name)
-            if version is not None and version < checkpoint:
-                entry.unlink()
+        for entry in log.files():
+            version = _log_version(entry)
+            if "/" not in entry and version is not None and version < checkpoint:
+                log.delete(entry)
                 deleted += 1
-        _drop_orphan_checksums(log)
+        if not self.where.is_s3:
+            _drop_orphan_checksums(Path(log.location))
         return deleted
 
 

@@ -18,6 +18,7 @@ from dedup.contracts.schemas import CANDIDATES, FACES, STATUS_STAGED, OutcomeSta
 from dedup.contracts.vectors import Matrix, matrix_of
 from dedup.errors import LakeError
 from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.location import Lake
 
 CHIP_COLUMNS = ["enrollment_id", "batch_id", "chip_png"]
 CHIPS = pa.schema([(name, FACES.field(name).type) for name in CHIP_COLUMNS])
@@ -27,7 +28,7 @@ def _ids(table: pa.Table) -> pa.Array:
     return pc.cast(table["enrollment_id"], pa.string()).combine_chunks()
 
 
-def embedding_backlog(lake: str, batch_id: str, model_id: str) -> tuple[pa.Table, int]:
+def embedding_backlog(lake: str | Lake, batch_id: str, model_id: str) -> tuple[pa.Table, int]:
     """(chips of the batch still lacking a template of the model, how many already have one);
     a batch whose staging has not finished is refused (``enrollments`` is written last)."""
     tables = DeltaRsTables(lake)
@@ -58,7 +59,7 @@ def embedding_backlog(lake: str, batch_id: str, model_id: str) -> tuple[pa.Table
 
 
 def batch_templates(
-    lake: str, batch_id: str, model_id: str, dimension: int
+    lake: str | Lake, batch_id: str, model_id: str, dimension: int
 ) -> tuple[list[str], Matrix]:
     """(enrollment ids, unit templates) of the batch for the model, by id; a batch whose
     embedding has not finished is refused."""
@@ -79,7 +80,7 @@ def batch_templates(
     return rows["enrollment_id"].to_pylist(), matrix_of(rows["vector"], dimension)
 
 
-def batch_verdicts(lake: str, batch_id: str) -> dict[int, str | None]:
+def batch_verdicts(lake: str | Lake, batch_id: str) -> dict[int, str | None]:
     """Each manifest row of a staged batch: its reason code, or None if it was staged."""
     rows = DeltaRsTables(lake).read(
         "enrollments", ["row_index", "reason_code"], pc.field("batch_id") == batch_id
@@ -87,7 +88,7 @@ def batch_verdicts(lake: str, batch_id: str) -> dict[int, str | None]:
     return {} if rows is None else {r["row_index"]: r["reason_code"] for r in rows.to_pylist()}
 
 
-def batch_candidates(lake: str, batch_id: str, model_id: str) -> list[dict[str, Any]]:
+def batch_candidates(lake: str | Lake, batch_id: str, model_id: str) -> list[dict[str, Any]]:
     """The batch's candidate rows for the model."""
     rows = DeltaRsTables(lake).read(
         "candidates",
@@ -100,7 +101,7 @@ def batch_candidates(lake: str, batch_id: str, model_id: str) -> list[dict[str, 
 
 
 def rows_of_enrollments(
-    lake: str, table: str, ids: Iterable[str], columns: list[str]
+    lake: str | Lake, table: str, ids: Iterable[str], columns: list[str]
 ) -> list[dict[str, Any]]:
     """The columns of ``table``'s rows for the given enrollments (none where it is absent)."""
     wanted = sorted(set(ids))
@@ -115,7 +116,7 @@ def rows_of_enrollments(
 STAGING_COLUMNS = ["batch_id", "row_index", "enrollment_id", "staged_at"]
 
 
-def staging_order(lake: str) -> list[str]:
+def staging_order(lake: str | Lake) -> list[str]:
     """Every staged enrollment id, earliest first (``staging_order_of``)."""
     rows = DeltaRsTables(lake).read(
         "enrollments", STAGING_COLUMNS, pc.field("status") == STATUS_STAGED
@@ -136,7 +137,7 @@ def staging_order_of(staged: list[dict[str, Any]]) -> list[str]:
     return [r["enrollment_id"] for r in listed]
 
 
-def duplicate_scores(lake: str, model_id: str) -> list[float]:
+def duplicate_scores(lake: str | Lake, model_id: str) -> list[float]:
     """Scores of the candidate pairs adjudicators decided were the same person: a probe decided
     ``duplicate`` and a candidate of the same identity (``dedup.matching.genuine_band``)."""
     tables = DeltaRsTables(lake)

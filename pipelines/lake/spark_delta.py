@@ -7,21 +7,23 @@ from pyspark.sql import DataFrame, SparkSession
 
 from dedup.contracts.schemas import TABLES
 from dedup.errors import LakeError
-from pipelines.lake.tables import key_match, table_path
+from pipelines.lake.location import Lake
+from pipelines.lake.tables import key_match
 from pipelines.spark.arrow_types import spark_schema
 
 
 class SparkTables:
     """Read and insert-only write the lake's Delta tables with a Spark session."""
 
-    def __init__(self, spark: SparkSession, lake: str) -> None:
+    def __init__(self, spark: SparkSession, lake: str | Lake) -> None:
         self.spark = spark
-        self.lake = lake
+        self.where = lake if isinstance(lake, Lake) else Lake(lake)
+        self.lake = self.where.root
 
     def ensure(self, name: str) -> DeltaTable:
         """Table ``name``, created empty with its declared schema if it does not exist; a
         table whose schema differs from the declaration is refused."""
-        path = table_path(self.lake, name)
+        path = self.where.spark_table(name)
         declared = spark_schema(TABLES[name])
         table = (
             DeltaTable.createIfNotExists(self.spark).location(path).addColumns(declared).execute()

@@ -34,6 +34,7 @@ from dedup.settings import DLIB_MODEL_ID, Settings
 from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
+from pipelines.lake.location import Lake
 from pipelines.lake.readers import embedding_backlog
 from pipelines.ray.cluster import connect, stderr_into
 
@@ -167,7 +168,7 @@ def _first_index(keys: list[str]) -> list[int]:
 
 def commit_templates(settings: Settings, rows: pa.Table) -> None:
     """One Delta commit inserting the (enrollment_id, model_id) keys the table lacks."""
-    DeltaRsTables(settings.lake).insert_new("templates", rows)
+    DeltaRsTables(Lake.of(settings)).insert_new("templates", rows)
 
 
 def run_embed(run: BatchRun) -> EmbedReport:
@@ -180,13 +181,13 @@ def run_embed(run: BatchRun) -> EmbedReport:
 def _embed(run: BatchRun) -> EmbedReport:
     started = time.perf_counter()
     batch_id, settings = run.batch_id, run.settings
-    chips, already = embedding_backlog(settings.lake, batch_id, settings.model)
+    chips, already = embedding_backlog(run.lake_root, batch_id, settings.model)
     work = run.begin("embed")
     if settings.model == DLIB_MODEL_ID and settings.model_spec.onnx is None:
         ensure_dlib_export(settings.model_path())
     actors, device = 0, "none"
     if chips.num_rows:
-        embedded, actors, device = embed_on_ray(chips, settings, work / "ray.log")
+        embedded, actors, device = embed_on_ray(chips, settings, work.log_file("ray.log"))
         rows = template_rows(embedded, settings, dt.datetime.now(dt.UTC))
         if set(rows["enrollment_id"].to_pylist()) != set(chips["enrollment_id"].to_pylist()):
             raise LakeError("the embed job lost enrollments on the way; nothing written")

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from dedup.errors import DependencyError
-from dedup.settings import SparkSettings
+from dedup.settings import Settings, SparkSettings
+from pipelines.lake.location import is_s3
 
 # Pinned so the fetch is reproducible and needs no plugin resolution of "latest".
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -26,6 +27,24 @@ def delta_artifacts(spark: SparkSettings) -> list[tuple[str, str]]:
         (f"io.delta:delta-spark_{scala}:{v}", f"delta-spark_{scala}-{v}.jar"),
         (f"io.delta:delta-storage:{v}", f"delta-storage-{v}.jar"),
     ]
+
+
+def s3a_artifacts(spark: SparkSettings) -> list[tuple[str, str]]:
+    """(Maven coordinate, jar file name) of Spark's s3a file system: ``hadoop-aws`` of the
+    Hadoop that pyspark ships, and the shaded AWS SDK bundle that Hadoop release was built
+    and tested against (hadoop-aws 3.3.4 declares aws-java-sdk-bundle 1.12.262)."""
+    hadoop, sdk = spark.hadoop_aws_version, spark.aws_sdk_bundle_version
+    return [
+        (f"org.apache.hadoop:hadoop-aws:{hadoop}", f"hadoop-aws-{hadoop}.jar"),
+        (f"com.amazonaws:aws-java-sdk-bundle:{sdk}", f"aws-java-sdk-bundle-{sdk}.jar"),
+    ]
+
+
+def uses_s3a(settings: Settings) -> bool:
+    """Whether the session needs Spark's s3a file system (``spark.s3a_jars``; by default,
+    when the lake is an s3:// location)."""
+    chosen = settings.spark.s3a_jars
+    return is_s3(settings.lake) if chosen is None else chosen
 
 
 def _from_folder(folder: Path, names: list[str]) -> list[Path]:
@@ -66,9 +85,10 @@ def fetch_with_maven(coordinate: str, name: str, cache: Path) -> Path:
     return cache / name
 
 
-def delta_jars(spark: SparkSettings) -> list[Path]:
-    """Paths of the Delta jars, fetching any that the cache lacks."""
-    artifacts = delta_artifacts(spark)
+def delta_jars(spark: SparkSettings, *, s3a: bool = False) -> list[Path]:
+    """Paths of the Delta jars (and with ``s3a``, those of Spark's S3 file system), fetching
+    any that the cache lacks."""
+    artifacts = delta_artifacts(spark) + (s3a_artifacts(spark) if s3a else [])
     names = [name for _, name in artifacts]
     if spark.jar_dir is not None:
         return _from_folder(spark.jar_dir, names)

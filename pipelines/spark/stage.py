@@ -23,13 +23,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from rich.console import RenderableType
 from rich.table import Table
 
-from dedup.atomic_files import write_atomically, write_bytes_atomically
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED, OutcomeStatus
 from dedup.crash_points import crash_point
@@ -40,8 +38,11 @@ from dedup.observability.job_metrics import job_metrics
 from dedup.settings import Settings
 from pipelines.job_report import Figures, JobReport
 from pipelines.lake.batch_run import BatchRun
+from pipelines.lake.location import Lake
 from pipelines.lake.spark_delta import SparkTables
+from pipelines.lake.work_files import WorkFolder
 from pipelines.spark.arrow_types import spark_schema
+from pipelines.spark.session import configure_s3a
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,13 +79,13 @@ class StageReport(JobReport):
         }
 
 
-def first_run(work: Path) -> dt.datetime:
+def first_run(work: WorkFolder) -> dt.datetime:
     """When this batch was first staged: recorded by the first run, read by every re-run."""
-    marker = work / "first_run"
-    if not marker.is_file():
+    marker = "first_run"
+    if not work.exists(marker):
         now = dt.datetime.now(dt.UTC).isoformat()
-        write_bytes_atomically(marker, now.encode("ascii"))
-    return dt.datetime.fromisoformat(marker.read_text(encoding="ascii").strip())
+        work.write_bytes(marker, now.encode("ascii"))
+    return dt.datetime.fromisoformat(work.read_text(marker).strip())
 
 
 def _claimed_elsewhere(enrollments: DataFrame, faces: DataFrame, batch_id: str) -> DataFrame:
@@ -152,18 +153,18 @@ def _photo_partitions(spark: SparkSession, rows: int) -> int:
 def stage_results(
     spark: SparkSession,
     batch_id: str,
-    manifest_parquet: Path,
+    manifest_parquet: str,
     batch_dir: Path,
     settings: Settings,
     rows: int,
     window: CaptureWindow,
 ) -> DataFrame:
     """Every manifest row with its verdict and, for staged rows, its face columns."""
-    raw = spark.read.parquet(str(manifest_parquet))
+    raw = spark.read.parquet(manifest_parquet)
     validated = raw.mapInArrow(
         functools.partial(validate_rows, window=window), spark_schema(VALIDATED)
     )
-    tables = SparkTables(spark, settings.lake)
+    tables = SparkTables(spark, Lake.of(settings))
     claimed = _claimed_elsewhere(tables.read("enrollments"), tables.read("faces"), batch_id)
     checked = _with_batch_reasons(validated, claimed)
     survivors = checked.where(F.col("reason_code").isNull())
@@ -206,17 +207,22 @@ def _stage(run: BatchRun, manifest: Path, spark: SparkSession) -> StageReport:
     batch_id, settings = run.batch_id, run.settings
     manifest = manifest.resolve()
     raw = read_manifest(manifest)
+    configure_s3a(spark, settings)
     work = run.begin("stage")
-    manifest_parquet = write_atomically(
-        work / "manifest.parquet", functools.partial(pq.write_table, raw)
-    )
+    work.write_parquet("manifest.parquet", raw)
     window = CaptureWindow.for_batch(settings.manifest, first_run(work))
     crash_point("stage.after_manifest")
 
     staged_at = dt.datetime.now(dt.UTC)
-    results_path = str(work / "results")
+    results_path = work.spark_path("results")
     stage_results(
-        spark, batch_id, manifest_parquet, manifest.parent, settings, raw.num_rows, window
+        spark,
+        batch_id,
+        work.spark_path("manifest.parquet"),
+        manifest.parent,
+        settings,
+        raw.num_rows,
+        window,
     ).write.mode("overwrite").parquet(results_path)
     crash_point("stage.after_results")
 
@@ -224,7 +230,7 @@ def _stage(run: BatchRun, manifest: Path, spark: SparkSession) -> StageReport:
         "staged_at", F.lit(staged_at).cast("timestamp")
     )
     staged = results.where(F.col("status") == STATUS_STAGED)
-    tables = SparkTables(spark, settings.lake)
+    tables = SparkTables(spark, Lake.of(settings))
     tables.insert_new("faces", staged)
     crash_point("stage.after_faces")
     rejected = results.where(F.col("status") == STATUS_REJECTED).withColumn(

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from dedup.adjudication import operations
@@ -59,7 +58,7 @@ def lake_with_two_batches(root: Path, database_url: str | None = None) -> Settin
     tables.insert_new("candidates", pa.Table.from_pylist(found, CANDIDATES_TABLE))
     for batch in ROWS:  # both batches were searched
         work = BatchRun(batch, settings).begin("match")
-        pq.write_table(CANDIDATES.empty_table(), work / RESULTS_FILE)
+        work.write_parquet(RESULTS_FILE, CANDIDATES.empty_table())
     payload = BatchImport(
         model_id=settings.model,
         candidates=[

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from dedup.contracts.schemas import CANDIDATES_TABLE
@@ -106,9 +105,7 @@ def _matched_without_candidates(settings: Settings, batch_id: str) -> None:
     """The lake as the match job leaves a batch that found no candidate."""
     empty = CANDIDATES_TABLE.empty_table()
     DeltaRsTables(settings.lake).insert_new("candidates", empty)
-    results = BatchRun(batch_id, settings).work("match") / RESULTS_FILE
-    results.parent.mkdir(parents=True)
-    pq.write_table(empty, results)
+    BatchRun(batch_id, settings).work("match").write_parquet(RESULTS_FILE, empty)
 
 
 def test_the_enqueue_job_pushes_through_the_wrapper(pushgateway: str, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def run_spark(
     work.mkdir(parents=True)
     pq.write_table(raw, work / "manifest.parquet")
     results = stage_results(
-        spark, BATCH, work / "manifest.parquet", batch.folder, settings, raw.num_rows, window
+        spark, BATCH, str(work / "manifest.parquet"), batch.folder, settings, raw.num_rows, window
     )
     results.write.parquet(str(work / "results"))
     table = pq.read_table(work / "results")
