@@ -5,10 +5,11 @@ the dimension d and rates measured on the hardware (``SearchSettings``):
 
 - exact sweep: 2 * B * N * d floating-point operations at the measured matrix-product rate
   (CPU or GPU);
-- IVF: each probe ranks the nlist coarse centroids (2 * nlist * d operations at the
-  matrix-product rate), scans about nprobe / nlist of the N codes at the measured time per
-  code, and pays a measured fixed cost (fan-out, merge, gathering and re-scoring the
-  shortlist).
+- IVF: the time a query took at this nprobe when the gallery measured its recall (recorded
+  in its manifest), or where there is none, each probe ranks the nlist coarse centroids
+  (2 * nlist * d operations at the matrix-product rate), scans about nprobe / nlist of the N
+  codes at the measured time per code, and pays a measured fixed cost (fan-out, merge,
+  gathering and re-scoring the shortlist).
 
 The IVF index is only eligible when its recall in the genuine band, as measured on the
 gallery's own templates and recorded in its manifest (``dedup.gallery.recall``), reaches the
@@ -84,6 +85,10 @@ def choose_engine(
     measured = None if point is None else point.recall_at_or_above(band_floor)
     running = nprobe or nlist
     exact, ivf = predict_seconds(batch, gallery, dim, nlist, settings, gpu, running)
+    if point is not None and point.us_per_query > 0 and not gpu:
+        # Measured on this gallery's own index at this nprobe (in one process, shard after
+        # shard): it knows the codec's real speed, which the per-code rate does not.
+        ivf = batch * point.us_per_query * 1e-6
     where = "GPU" if gpu else "CPU"
 
     def chosen(engine: str, reason: str) -> EngineChoice:

@@ -9,7 +9,7 @@ from dedup.matching.cost_model import choose_engine, predict_seconds
 from dedup.settings import SearchSettings
 
 
-def measured(*points: tuple[int, int, int]) -> MeasuredRecall:
+def measured(*points: tuple[int, int, int], us: float = 10.0) -> MeasuredRecall:
     """A gallery's measurement: (nprobe, pairs, found) in the band 0.95 to 0.96 and, below
     the genuine band, 100 pairs of which none was found."""
     return MeasuredRecall(
@@ -17,9 +17,7 @@ def measured(*points: tuple[int, int, int]) -> MeasuredRecall:
         2000,
         10,
         300,
-        tuple(
-            RecallPoint(n, (80, 95), (100, pairs), (0, found), 10.0) for n, pairs, found in points
-        ),
+        tuple(RecallPoint(n, (80, 95), (100, pairs), (0, found), us) for n, pairs, found in points),
     )
 
 
@@ -28,7 +26,9 @@ GOOD = measured((256, 1000, 990), (1024, 1000, 999), (4096, 1000, 1000))
 
 def test_exact_wins_for_a_small_gallery_and_ivf_for_a_large_one() -> None:
     settings = SearchSettings()
-    small = choose_engine(10_000, 100_000, 128, 1024, settings, recall=GOOD, band_floor=0.93)
+    slow = measured((1024, 1000, 999), us=1000.0)  # 1 ms a query, measured on the gallery
+    small = choose_engine(10_000, 100_000, 128, 1024, settings, recall=slow, band_floor=0.93)
+    assert small.ivf_seconds == pytest.approx(10.0)  # the gallery's own speed, not the rate
     large = choose_engine(
         1_000, 1_000_000_000, 128, 131_072, settings, recall=GOOD, band_floor=0.93
     )
