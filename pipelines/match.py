@@ -15,7 +15,9 @@
    person whose case is still open included, and a duplicate stays as another capture of its
    identity. What became of an enrollment lives in tables, not in whether it is in the
    gallery; erasure is the only way out. The gallery's ledger makes a repeated add change
-   nothing.
+   nothing. Each add is one new segment; when the tiered merge policy plans a merge
+   (``dedup.gallery.segments.plan_merges``), the job compacts the gallery, so that the segment
+   count stays bounded without an operator's cron.
 
 A crash anywhere leaves what was written so far; running the job again finishes it with the
 same rows and the same gallery as an uninterrupted run.
@@ -39,9 +41,11 @@ from dedup.contracts.schemas import CANDIDATES, CANDIDATES_TABLE, CandidateSourc
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
 from dedup.gallery.engines import Scores
+from dedup.gallery.erasure import compact
 from dedup.gallery.layout import CURRENT_FILE
 from dedup.gallery.reader import open_gallery, resolve_version
 from dedup.gallery.recipe_choice import RecallTarget
+from dedup.gallery.segments import plan_merges
 from dedup.gallery.writer import add_batch, build_gallery
 from dedup.matching.batch_search import SearchReport, search_gallery
 from dedup.matching.candidates import batch_candidates
@@ -347,6 +351,9 @@ def add_to_gallery(
         manifest = add_batch(
             gallery_root, batch_id, names, vectors, model_id=settings.model, goal=goal
         )
+        if plan_merges([segment.rows for segment in manifest.segments]):
+            # The tiered merge policy keeps the segment count bounded (docs/capacity.md).
+            manifest = compact(gallery_root)
     else:
         manifest = build_gallery(
             gallery_root,

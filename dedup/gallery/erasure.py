@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -201,7 +201,14 @@ def _merged_segment(
     return write_segment(
         storage,
         first_id=first,
-        parts=[open_vectors(storage, part, verify=True)],  # type: ignore[list-item]
+        # One memory map per segment: the segments' own rows, whatever their first ids.
+        parts=[
+            cast(
+                "np.ndarray[Any, Any]",  # one segment: its memory map itself
+                open_vectors(storage, dataclasses.replace(manifest, segments=(s,)), verify=True),
+            )
+            for s in segments
+        ],
         dtype=manifest.vector_dtype,
         ids=ids.filter(pc.invert(gone)).combine_chunks(),
         shards=indexes,
