@@ -147,8 +147,8 @@ def pushgateway() -> Iterator[str]:
     import shutil
     import socket
     import subprocess
-    import time
-    import urllib.request
+
+    from tests.s3_support import wait_until_ready
 
     binary = shutil.which("prometheus-pushgateway")
     if binary is None:
@@ -162,18 +162,8 @@ def pushgateway() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            pytest.fail("the Pushgateway did not become ready")
-        time.sleep(0.2)
+    if not wait_until_ready(f"{url}/-/ready", process, timeout_s=30):
+        pytest.fail("the Pushgateway did not become ready")
     yield url
     process.terminate()
     process.wait(timeout=10)

@@ -27,6 +27,23 @@ CREDENTIALS = {
 }
 
 
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Poll ``url`` until it answers 200; False (the process killed) when the process died or
+    the time ran out first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            return False
+        time.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -45,18 +62,8 @@ def s3_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError(f"the S3 server ({SCRIPT}) did not become ready")
-        time.sleep(0.1)
+    if not wait_until_ready(f"{url}/moto-api/", process, timeout_s=60):
+        raise RuntimeError(f"the S3 server ({SCRIPT}) did not become ready")
     try:
         yield url
     finally:

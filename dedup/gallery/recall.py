@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
 from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine, Searchable
-from dedup.gallery.recall_bands import BAND_WIDTH, MeasuredRecall, Method, RecallPoint
+from dedup.gallery.recall_bands import MeasuredRecall, Method, RecallPoint, banded_counts
 
 # Queries of a measurement: half self, half planted.
 DEFAULT_QUERIES = 2000
@@ -129,13 +129,5 @@ def _banded(
 ) -> RecallPoint:
     valid = exact_ids >= 0
     found = (exact_ids[:, :, None] == found_ids[:, None, :]).any(axis=2) & valid
-    bands = np.floor(exact_scores[valid].astype(np.float64) / BAND_WIDTH + 1e-9).astype(np.int64)
-    hit = found[valid]
-    present = np.unique(bands)
-    return RecallPoint(
-        nprobe,
-        tuple(int(b) for b in present),
-        tuple(int(np.count_nonzero(bands == b)) for b in present),
-        tuple(int(np.count_nonzero(hit[bands == b])) for b in present),
-        round(seconds / max(queries, 1) * 1e6, 3),
-    )
+    bands, pairs, hits = banded_counts(exact_scores[valid], found[valid])
+    return RecallPoint(nprobe, bands, pairs, hits, round(seconds / max(queries, 1) * 1e6, 3))

@@ -11,11 +11,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+from numpy.typing import NDArray
+
 from dedup.errors import GalleryError
 
 BAND_WIDTH = 0.01
 
 Method = Literal["exact", "mates"]
+
+
+def banded_counts(
+    scores: NDArray[np.floating], found: NDArray[np.bool_]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(bands, pairs, found) of exact pairs with these ``scores``, ``found`` or not: band b
+    holds scores in [b * BAND_WIDTH, (b + 1) * BAND_WIDTH)."""
+    numbers = np.floor(np.asarray(scores, dtype=np.float64) / BAND_WIDTH + 1e-9).astype(np.int64)
+    present = np.unique(numbers)
+    return (
+        tuple(int(b) for b in present),
+        tuple(int(np.count_nonzero(numbers == b)) for b in present),
+        tuple(int(np.count_nonzero(found[numbers == b])) for b in present),
+    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from dedup.gallery.engines import ExactSweepEngine
 from dedup.gallery.reader import Gallery
-from dedup.gallery.recall_bands import BAND_WIDTH
+from dedup.gallery.recall_bands import banded_counts
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,7 @@ def audit_recall(
     in_band = valid & (exact_scores >= band_floor)
     lowest = min(threshold, band_floor)
     shown = valid & (exact_scores >= lowest)
-    numbers = np.floor(exact_scores[shown].astype(np.float64) / BAND_WIDTH + 1e-9).astype(int)
-    hits = found[shown]
-    bands = tuple(
-        (int(b), int(np.count_nonzero(numbers == b)), int(np.count_nonzero(hits[numbers == b])))
-        for b in np.unique(numbers)
-    )
+    bands = tuple(zip(*banded_counts(exact_scores[shown], found[shown]), strict=True))
     return RecallAudit(
         size,
         int(np.count_nonzero(at_threshold)),
