@@ -273,7 +273,8 @@ def _measured(
     A build (``new_ids`` None) measures against the exact search at every power-of-two
     ``nprobe``. An add measures only planted mates (no exact sweep, so its cost does not grow
     with the gallery), half of them among the batch just added, at the ``nprobe`` values around
-    the operating point measured before (``ADD_QUERIES`` queries).
+    the operating point measured before (``ADD_QUERIES`` queries); an add without a goal
+    keeps the measurement it had.
     """
     if manifest.size < 2 or (new_ids is not None and not len(new_ids)):
         return manifest
@@ -290,12 +291,11 @@ def _measured(
             method="exact",
         )
         return dataclasses.replace(manifest, recall=measured)
-    point = previous.operating_point(goal.floor_score, goal.target) if goal else None
-    nprobes = (
-        nprobe_ladder(manifest.nlist, around=point.nprobe)
-        if point is not None
-        else [p.nprobe for p in previous.points]
-    )
+    if goal is None:  # no band to centre on: the build's measurement stands
+        return manifest
+    point = previous.operating_point(goal.floor_score, goal.target)
+    around = point.nprobe if point is not None else previous.points[-1].nprobe
+    nprobes = nprobe_ladder(manifest.nlist, around=around)
     rng = np.random.default_rng([manifest.version, 3])
     older = manifest.next_id - len(new_ids)
     old = rng.choice(older, size=min(older, ADD_QUERIES), replace=False) if older else new_ids[:0]
