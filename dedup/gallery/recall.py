@@ -29,7 +29,13 @@ from numpy.typing import NDArray
 
 from dedup.errors import GalleryError
 from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine, Searchable
-from dedup.gallery.recall_bands import MeasuredRecall, Method, RecallPoint, banded_counts
+from dedup.gallery.recall_bands import (
+    MeasuredRecall,
+    Method,
+    RecallPoint,
+    banded_counts,
+    pairs_found,
+)
 
 # Queries of a measurement: half self, half planted.
 DEFAULT_QUERIES = 2000
@@ -128,6 +134,6 @@ def _banded(
     queries: int,
 ) -> RecallPoint:
     valid = exact_ids >= 0
-    found = (exact_ids[:, :, None] == found_ids[:, None, :]).any(axis=2) & valid
+    found = pairs_found(exact_ids, found_ids)
     bands, pairs, hits = banded_counts(exact_scores[valid], found[valid])
     return RecallPoint(nprobe, bands, pairs, hits, round(seconds / max(queries, 1) * 1e6, 3))

@@ -21,6 +21,12 @@ BAND_WIDTH = 0.01
 Method = Literal["exact", "mates"]
 
 
+def pairs_found(exact_ids: NDArray[np.int64], found_ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Whether each exact pair (row, id; -1 is none) is among its row's ``found_ids``."""
+    found: NDArray[np.bool_] = (exact_ids[:, :, None] == found_ids[:, None, :]).any(axis=2)
+    return found & (exact_ids >= 0)
+
+
 def banded_counts(
     scores: NDArray[np.floating], found: NDArray[np.bool_]
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from dedup.gallery.engines import ExactSweepEngine
 from dedup.gallery.reader import Gallery
-from dedup.gallery.recall_bands import banded_counts
+from dedup.gallery.recall_bands import banded_counts, pairs_found
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def audit_recall(
     exact_scores, exact_ids = ExactSweepEngine().search(gallery, probes[sample], k)
     approx = approx_ids[sample]
     valid = exact_ids >= 0
-    found = (exact_ids[:, :, None] == approx[:, None, :]).any(axis=2) & valid
+    found = pairs_found(exact_ids, approx)
     at_threshold = valid & (exact_scores >= threshold)
     in_band = valid & (exact_scores >= band_floor)
     lowest = min(threshold, band_floor)
