@@ -47,9 +47,9 @@ from dedup.gallery.recipes import parse_factory
 from dedup.gallery.segments import IDS_SCHEMA as IDS_SCHEMA  # declared with the segments
 from dedup.gallery.segments import SegmentEntry, check_segments
 
-# 2: segmented (this module's docstring). Version 1 galleries (one vectors.npy per version)
-# are refused: rebuild them.
-FORMAT_VERSION = 2
+# 3: segmented (this module's docstring), each segment with its sorted enrollment keys. Older
+# galleries (1: one vectors.npy per version; 2: segments without keys) are refused: rebuild them.
+FORMAT_VERSION = 3
 METRIC = "inner_product"
 VECTOR_DTYPES = ("float16", "float32")
 
@@ -212,7 +212,8 @@ class GalleryManifest:
         if found != FORMAT_VERSION:
             raise GalleryError(
                 f"gallery format version {found} is not supported (this release reads version "
-                f"{FORMAT_VERSION}, segmented): rebuild the gallery with `dedup gallery build`"
+                f"{FORMAT_VERSION}, segmented with enrollment keys): rebuild the gallery with "
+                "`dedup gallery build`"
             )
         try:
             manifest = cls(

@@ -45,10 +45,17 @@ from dedup.gallery.recipes import parse_factory
 from dedup.gallery.segment_files import (
     load_shard,
     open_vectors,
+    read_keys,
     read_trained,
     verify_key,
 )
-from dedup.gallery.segments import SEGMENT_IDS, SegmentEntry, SegmentVectors
+from dedup.gallery.segments import (
+    SEGMENT_IDS,
+    SegmentEntry,
+    SegmentVectors,
+    enrollment_keys,
+    holds_any,
+)
 from dedup.gallery.storage import GalleryStorage, LocalStorage
 
 Ids = npt.NDArray[np.int64]
@@ -187,6 +194,9 @@ def verify_gallery(root: Path) -> GalleryManifest:
             problems.append(f"segment {segment.name}: gallery ids not unique, sorted, in range")
         if counts.tolist() != list(segment.shard_counts):
             problems.append(f"segment {segment.name}: ids disagree with its shard counts")
+        keys = np.sort(enrollment_keys(rows["enrollment_id"].to_pylist()))
+        if not np.array_equal(read_keys(storage, segment), keys):
+            problems.append(f"segment {segment.name}: enrollment keys disagree with its ids")
     ids = read_ids(storage, manifest, verify=False)
     per_shard = np.bincount(ids["shard"].to_numpy(), minlength=manifest.shard_count)
     if per_shard.tolist() != [s.count for s in manifest.shards]:
@@ -339,6 +349,23 @@ def live_rows(ids: pa.Table, pending: Ids) -> pa.Table:
     if not len(pending):
         return ids
     return ids.filter(pc.invert(pc.is_in(ids["gallery_id"], value_set=pa.array(pending))))
+
+
+def live_enrollments_among(
+    storage: GalleryStorage, manifest: GalleryManifest, names: Sequence[str], pending: Ids
+) -> pa.Table:
+    """The live ids rows whose enrollment id is one of ``names``: what an add checks its batch
+    against. Each segment's sorted keys are binary-searched first, and only a segment holding
+    one of the batch's keys has its ids rows read (verified), so the check costs
+    O(batch * segments * log N) page reads, not a read of every id the gallery holds."""
+    wanted = enrollment_keys(names)
+    suspects = [s for s in manifest.segments if holds_any(read_keys(storage, s), wanted)]
+    if not suspects:
+        return IDS_SCHEMA.empty_table()
+    rows = live_rows(
+        pa.concat_tables([read_segment_ids(storage, s, verify=True) for s in suspects]), pending
+    )
+    return rows.filter(pc.is_in(rows["enrollment_id"], value_set=pa.array(names, pa.string())))
 
 
 def live_ids(root: Path) -> pa.Table:

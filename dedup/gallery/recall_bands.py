@@ -73,6 +73,9 @@ class MeasuredRecall:
     k: int
     shortlist: int
     points: tuple[RecallPoint, ...]  # by ascending nprobe
+    # The live templates the index held when measured (0: not recorded), so an add can tell
+    # how far the gallery has grown since.
+    gallery_size: int = 0
 
     def at(self, nprobe: int) -> RecallPoint | None:
         """The point measured at the largest ``nprobe`` not above the one asked for (recall only
@@ -95,6 +98,7 @@ class MeasuredRecall:
             "queries": self.queries,
             "k": self.k,
             "shortlist": self.shortlist,
+            "gallery_size": self.gallery_size,
             "band_width": BAND_WIDTH,
             "points": [
                 {
@@ -135,6 +139,7 @@ class MeasuredRecall:
             int(raw["k"]),
             int(raw["shortlist"]),
             tuple(sorted(points, key=lambda p: p.nprobe)),
+            int(raw.get("gallery_size", 0)),
         )
 
 

@@ -29,10 +29,12 @@ from dedup.errors import GalleryError
 from dedup.gallery.layout import GalleryManifest
 from dedup.gallery.segments import (
     SEGMENT_IDS,
+    SEGMENT_KEYS,
     SEGMENT_VECTORS,
     SEGMENTS_DIR,
     SegmentEntry,
     SegmentVectors,
+    enrollment_keys,
     segment_name,
     segment_shard_file,
 )
@@ -67,6 +69,10 @@ def write_segment(
             lambda path: _write_vectors(path, parts, dtype, rows, first_id, zero),
         ),
         SEGMENT_IDS: storage.write(f"{staged}/{SEGMENT_IDS}", lambda p: pq.write_table(ids, p)),
+        SEGMENT_KEYS: storage.write(
+            f"{staged}/{SEGMENT_KEYS}",
+            lambda path: _write_keys(path, ids["enrollment_id"].to_pylist()),
+        ),
     }
     counts = [0] * shard_count
     for shard, index in shards.items():
@@ -102,6 +108,26 @@ def _write_vectors(
         out[local[(local >= 0) & (local < rows)]] = 0
     out.flush()
     del out
+
+
+def _write_keys(path: Any, names: Sequence[str]) -> None:
+    with open(path, "wb") as handle:  # np.save on a path would append ".npy" to a temp name
+        np.save(handle, np.sort(enrollment_keys(names)))
+
+
+def read_keys(storage: GalleryStorage, segment: SegmentEntry) -> npt.NDArray[np.uint64]:
+    """A segment's sorted enrollment keys, memory-mapped, refused unless they are one uint64
+    per ids row (``verify_gallery`` proves they are those rows' keys)."""
+    key = segment.key(SEGMENT_KEYS)
+    try:
+        keys: npt.NDArray[np.uint64] = np.load(storage.local_path(key), mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise GalleryError(f"gallery file {key} is unreadable") from error
+    if keys.ndim != 1 or keys.dtype != np.dtype("<u8") or len(keys) > segment.rows:
+        raise GalleryError(
+            f"gallery file {key} is {keys.dtype}{keys.shape}, not at most {segment.rows} keys"
+        )
+    return keys
 
 
 def _write_without_quantizer(index: faiss.Index, path: str) -> None:

@@ -2,8 +2,10 @@
 
 Each batch added (and the first build) is written once as a segment under
 ``segments/<name>/``: the full vectors of a contiguous range of gallery ids, their ids rows,
-and one FAISS file per shard that received some of them (the shared trained index, its coarse
-quantizer left out, holding only this segment's codes). Versions name their segments, so an add
+the sorted 64-bit keys of their enrollment ids (``enrollment_keys``: an add checks its batch
+against every segment by binary search, without reading the segments' ids), and one FAISS file
+per shard that received some of them (the shared trained index, its coarse quantizer left out,
+holding only this segment's codes). Versions name their segments, so an add
 writes O(batch) bytes and never copies what an older version holds.
 
 ``SegmentVectors`` is the full-vector matrix of a version seen through its segments' memory-
@@ -13,8 +15,9 @@ version has.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,8 @@ import pyarrow as pa
 SEGMENTS_DIR = "segments"
 SEGMENT_VECTORS = "vectors.npy"
 SEGMENT_IDS = "ids.parquet"
+# The sorted enrollment keys of a segment's ids rows (uint64, one per row of ids.parquet).
+SEGMENT_KEYS = "id_keys.npy"
 # A segment's ids.parquet: each of its gallery ids -> enrollment id, shard, batch.
 IDS_SCHEMA = pa.schema(
     [
@@ -99,7 +104,7 @@ class SegmentEntry:
     def problems(self, shards: int) -> list[str]:
         """What contradicts itself in this entry (empty when it is sound)."""
         found = []
-        expected = {SEGMENT_VECTORS, SEGMENT_IDS} | {
+        expected = {SEGMENT_VECTORS, SEGMENT_IDS, SEGMENT_KEYS} | {
             segment_shard_file(s) for s, count in enumerate(self.shard_counts) if count
         }
         if set(self.files) != expected:
@@ -109,6 +114,37 @@ class SegmentEntry:
         if self.rows < 1 or sum(self.shard_counts) > self.rows or "/" in self.name:
             found.append(f"segment {self.name}: {self.rows} rows, {sum(self.shard_counts)} held")
         return found
+
+
+def enrollment_keys(names: Iterable[str]) -> npt.NDArray[np.uint64]:
+    """The 64-bit key of each enrollment id (its first 8 bytes of BLAKE2b), in the given order.
+
+    Keys only narrow a search: two ids can share a key (about once in 10^9 batches of 10 k
+    against 10^9 templates), so a key found is confirmed against the ids rows themselves.
+
+    >>> keys = enrollment_keys(["e1", "e2", "e1"])
+    >>> keys.dtype, keys[0] == keys[2], keys[0] == keys[1]
+    (dtype('uint64'), np.True_, np.False_)
+    """
+    digests = b"".join(
+        hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest() for name in names
+    )
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def holds_any(sorted_keys: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> bool:
+    """Whether any of ``keys`` is in ``sorted_keys`` (ascending): a binary search per key, so
+    a memory-mapped ``sorted_keys`` is read only where the searches land.
+
+    >>> holds_any(np.array([3, 9, 12], np.uint64), np.array([4, 12], np.uint64))
+    True
+    >>> holds_any(np.array([3, 9, 12], np.uint64), np.array([13, 0], np.uint64))
+    False
+    """
+    if not len(sorted_keys) or not len(keys):
+        return False
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return bool(np.any(sorted_keys[at] == keys))
 
 
 def check_segments(segments: Sequence[SegmentEntry], next_id: int, shards: int) -> list[str]:

@@ -174,7 +174,8 @@ def test_process_killed_while_publishing_keeps_the_previous_version(root: Path) 
 
 
 @pytest.mark.parametrize(
-    "name", ["shard-00000.faiss", "vectors.npy", "ids.parquet", "ledger.parquet", "trained"]
+    "name",
+    ["shard-00000.faiss", "vectors.npy", "ids.parquet", "id_keys.npy", "ledger.parquet", "trained"],
 )
 def test_a_flipped_byte_is_caught_on_open_naming_the_file(root: Path, name: str) -> None:
     manifest = open_gallery(root).manifest
@@ -196,8 +197,9 @@ def test_a_flipped_byte_is_caught_on_open_naming_the_file(root: Path, name: str)
     if name == "vectors.npy":  # the checksum, not a failed parse, is what caught it
         assert open_gallery(root, verify=False).size == manifest.size
     batch = ([f"x{i}" for i in range(8)], unit_vectors(8, 3))
-    if name in ("shard-00000.faiss", "vectors.npy"):
-        # An add never reads these (it writes a new segment beside them), so it cannot
+    if name in ("shard-00000.faiss", "vectors.npy", "ids.parquet", "id_keys.npy"):
+        # An add never checksums these (it writes a new segment beside them, and reads an
+        # old segment's ids only where its keys hold a key of the batch), so it cannot
         # re-checksum them as good: the next version names the same corrupt file.
         add_batch(root, "night-2", *batch, model_id=MODEL)
         with pytest.raises(GalleryError, match=name):

@@ -82,8 +82,13 @@ def test_the_manifest_records_the_measurement_and_an_add_measures_again(tmp_path
     assert choices[0].factory == "IVF16,Flat" and built.recall is not None
     assert built.recall.method == "exact"
     assert open_gallery(tmp_path).manifest.recall == built.recall  # through manifest.json
-    grown = add_batch(tmp_path, "b", names[3000:], data[3000:], model_id="m", goal=goal)
+    assert built.recall.gallery_size == 3000
+    # 30% more templates: measured again, on planted mates; 2.6% more: the measurement stands.
+    grown = add_batch(tmp_path, "b", names[3000:3900], data[3000:3900], model_id="m", goal=goal)
     assert grown.recall is not None and grown.recall.method == "mates"
+    assert grown.recall.gallery_size == 3900
+    kept = add_batch(tmp_path, "c", names[3900:], data[3900:], model_id="m", goal=goal)
+    assert kept.recall == grown.recall and open_gallery(tmp_path).manifest.recall == grown.recall
     # Corrupt counts in a manifest are refused, not trusted by the planner.
     document = json.loads(built.to_json())
     document["recall"]["points"][0]["found"][0] = 10**6
