@@ -140,7 +140,7 @@ def main() -> None:
     build_seconds = time.perf_counter() - started
     gallery = open_gallery(work / "gallery", verify=False)
     shard_bytes = sum(
-        (gallery.root / segment.key(name)).stat().st_size
+        gallery.storage.size(segment.key(name))
         for segment in manifest.segments
         for name in segment.files
         if name.startswith("shard-")

@@ -292,8 +292,10 @@ class Settings(BaseSettings):
     )
 
     lake: Location = "lake"
-    # The gallery's root folder (versions and CURRENT), searched and grown by the match job.
+    # The gallery's root (versions, CURRENT): a local folder or an s3:// prefix (store: ``s3``).
     gallery: Location = "gallery"
+    # Local copies of an s3:// gallery's files (as big as its versions); None: <cache>/gallery.
+    gallery_cache: LocalPath | None = None
     # Where library logs (spark.log, ray.log) go. None: each job's work folder in a local
     # lake; under the cache (``<cache>/logs/<job>/<batch>``) for an s3:// lake.
     log_dir: LocalPath | None = None

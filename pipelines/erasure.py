@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -48,8 +47,9 @@ from dedup.contracts.schemas import (
 from dedup.crash_points import crash_point
 from dedup.gallery.erasure import compact
 from dedup.gallery.erasure import erase as tombstone
-from dedup.gallery.layout import CURRENT_FILE
-from dedup.gallery.reader import live_ids
+from dedup.gallery.layout import VERSIONS_DIR
+from dedup.gallery.reader import gallery_exists, live_ids
+from dedup.gallery.storage import GalleryLocation, GalleryRoot, storage_for
 from dedup.matching.identities import (
     Link,
     assign,
@@ -90,11 +90,11 @@ class LakeEraser:
     ones), erased from as the module says."""
 
     lake: str | Lake
-    gallery: Path
+    gallery: GalleryRoot
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LakeEraser:
-        return cls(Lake.of(settings), Path(settings.gallery))
+        return cls(Lake.of(settings), GalleryLocation.of(settings))
 
     @property
     def tables(self) -> DeltaRsTables:
@@ -122,7 +122,7 @@ class LakeEraser:
     # ------------------------------------------------------------ the gallery
 
     def _tombstone(self, x: str) -> int:
-        if not (self.gallery / CURRENT_FILE).exists():
+        if not gallery_exists(self.gallery):
             return 0
         live = live_ids(self.gallery)
         found = int(pc.sum(pc.equal(live["enrollment_id"], x)).as_py() or 0)
@@ -131,12 +131,12 @@ class LakeEraser:
         return found
 
     def _compact(self) -> int:
-        if not (self.gallery / CURRENT_FILE).exists():
+        if not gallery_exists(self.gallery):
             return 0
-        folder = self.gallery / "versions"
-        before = {p.name for p in folder.glob("v*")}
+        storage = storage_for(self.gallery)
+        before = {n for n in storage.list(VERSIONS_DIR) if n.startswith("v")}
         compact(self.gallery)
-        return len(before - {p.name for p in folder.glob("v*")})
+        return len(before - set(storage.list(VERSIONS_DIR)))
 
     # ------------------------------------------------------------ identities and links
 

@@ -42,10 +42,10 @@ from dedup.crash_points import crash_point
 from dedup.errors import DedupError
 from dedup.gallery.engines import Scores
 from dedup.gallery.erasure import compact
-from dedup.gallery.layout import CURRENT_FILE
-from dedup.gallery.reader import open_gallery, resolve_version
+from dedup.gallery.reader import gallery_exists, open_gallery, resolve_version
 from dedup.gallery.recipe_choice import RecallTarget
 from dedup.gallery.segments import plan_merges
+from dedup.gallery.storage import GalleryLocation, GalleryRoot, gallery_location
 from dedup.gallery.writer import add_batch, build_gallery
 from dedup.matching.batch_search import SearchReport, search_gallery
 from dedup.matching.candidates import batch_candidates
@@ -132,7 +132,7 @@ class MatchReport(JobReport):
 
 def search_candidates(
     settings: Settings,
-    gallery_root: Path,
+    gallery: GalleryRoot,
     ids: list[str],
     vectors: Scores,
     *,
@@ -144,7 +144,8 @@ def search_candidates(
 ) -> tuple[pa.Table, SearchReport | None, ReviewThreshold]:
     """The batch's candidate rows (``CANDIDATES``), the search's report when it had a
     gallery to search, and the threshold the policy chose."""
-    if not (gallery_root / CURRENT_FILE).exists():
+    gallery = gallery_location(gallery, settings)
+    if not gallery_exists(gallery):
         review = review_threshold(
             settings.matching, None, threshold=threshold, target_fpir=target_fpir
         )
@@ -165,7 +166,7 @@ def search_candidates(
                 )
             )
         found, report = search_gallery(
-            open_gallery(gallery_root),
+            open_gallery(gallery),
             ids,
             vectors,
             settings,
@@ -193,23 +194,27 @@ def lake_rows(candidates: pa.Table, batch_id: str, model_id: str, now: dt.dateti
 
 def run_match(
     run: BatchRun,
-    gallery_root: Path,
+    gallery: GalleryRoot,
     *,
     ray: bool = True,
     threshold: float | None = None,
     target_fpir: float | None = None,
 ) -> MatchReport:
-    """Match one embedded batch. Safe to run again for the same batch at any time."""
+    """Match one embedded batch. Safe to run again for the same batch at any time.
+
+    ``gallery`` is a folder or an ``s3://`` location (in the store of the settings' ``s3``
+    section), or a ``GalleryLocation``."""
+    where = gallery_location(gallery, run.settings)
     with job_metrics(run.settings.metrics, "match", run.batch_id) as metrics:
         report = metrics.done(
-            _match(run, gallery_root, ray=ray, threshold=threshold, target_fpir=target_fpir)
+            _match(run, where, ray=ray, threshold=threshold, target_fpir=target_fpir)
         )
     return report
 
 
 def _match(
     run: BatchRun,
-    gallery_root: Path,
+    gallery: GalleryLocation,
     *,
     ray: bool,
     threshold: float | None,
@@ -217,7 +222,6 @@ def _match(
 ) -> MatchReport:
     started = time.perf_counter()
     batch_id, settings = run.batch_id, run.settings
-    gallery_root = Path(gallery_root)
     ids, vectors = batch_templates(
         run.lake_root, batch_id, settings.model, settings.model_spec.dimension
     )
@@ -233,7 +237,7 @@ def _match(
     else:
         found, report, review = search_candidates(
             settings,
-            gallery_root,
+            gallery,
             ids,
             vectors,
             ray=ray,
@@ -259,7 +263,7 @@ def _match(
     unique = [name for name in ids if name not in flagged]
     sources = rows["source"].to_pylist()
     goal = recall_goal(settings, scores)
-    manifest = add_to_gallery(settings, gallery_root, batch_id, ids, vectors, goal)
+    manifest = add_to_gallery(settings, gallery, batch_id, ids, vectors, goal)
     return MatchReport(
         batch_id=batch_id,
         model_id=settings.model,
@@ -333,7 +337,7 @@ def recall_goal(settings: Settings, duplicate_scores: Sequence[float]) -> Recall
 
 def add_to_gallery(
     settings: Settings,
-    gallery_root: Path,
+    gallery: GalleryRoot,
     batch_id: str,
     ids: list[str],
     vectors: Scores,
@@ -342,21 +346,20 @@ def add_to_gallery(
     """Add the batch's enrollments to the gallery (building it for the first batch);
     (version, size) of the gallery afterwards, (0, 0) when there is still none."""
     names = list(ids)
-    exists = (gallery_root / CURRENT_FILE).exists()
+    gallery = gallery_location(gallery, settings)
+    exists = gallery_exists(gallery)
     if not names:
         if not exists:
             return 0, 0
-        _, manifest = resolve_version(gallery_root)  # the manifest only, no shard loaded
+        _, manifest = resolve_version(gallery)  # the manifest only, no shard loaded
     elif exists:
-        manifest = add_batch(
-            gallery_root, batch_id, names, vectors, model_id=settings.model, goal=goal
-        )
+        manifest = add_batch(gallery, batch_id, names, vectors, model_id=settings.model, goal=goal)
         if plan_merges([segment.rows for segment in manifest.segments]):
             # The tiered merge policy keeps the segment count bounded (docs/capacity.md).
-            manifest = compact(gallery_root)
+            manifest = compact(gallery)
     else:
         manifest = build_gallery(
-            gallery_root,
+            gallery,
             names,
             vectors,
             model_id=settings.model,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from dedup.contracts.locations import is_uri
 from dedup.crash_points import crash_point
 from dedup.errors import DedupError
 from dedup.observability.job_metrics import job_metrics
@@ -43,7 +44,8 @@ class Night:
     """What a night needs besides its batch and settings."""
 
     manifest: Path
-    gallery: Path
+    # A local folder or an s3:// location (in the store of the settings' ``s3`` section).
+    gallery: Path | str
     # IVF-PQ on one Ray actor per shard; False searches in-process.
     ray: bool = True
     threshold: float | None = None
@@ -174,9 +176,8 @@ def _run_night(run: BatchRun, night: Night, watch: NightWatcher) -> NightReport:
 
 
 def _resolved(night: Night) -> Night:
-    return dataclasses.replace(
-        night, manifest=night.manifest.resolve(), gallery=night.gallery.resolve()
-    )
+    gallery = night.gallery if is_uri(str(night.gallery)) else Path(night.gallery).resolve()
+    return dataclasses.replace(night, manifest=night.manifest.resolve(), gallery=gallery)
 
 
 def _run_step(

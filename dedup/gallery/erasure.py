@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -43,16 +42,16 @@ from dedup.gallery.reader import (
 )
 from dedup.gallery.segment_files import load_shard, open_vectors, read_trained, write_segment
 from dedup.gallery.segments import SegmentEntry, plan_merges
-from dedup.gallery.storage import GalleryStorage, LocalStorage
+from dedup.gallery.storage import GalleryRoot, GalleryStorage, storage_for
 
 
-def erase(root: Path, enrollment_id: str) -> GalleryManifest:
+def erase(root: GalleryRoot, enrollment_id: str) -> GalleryManifest:
     """Tombstone an enrollment's template: searches drop it at once, ``compact`` removes it.
 
     Erasing an already-erased enrollment changes nothing. Once compacted away, the gallery no
     longer knows the enrollment id at all, so it is then reported unknown.
     """
-    storage = LocalStorage(Path(root))
+    storage = storage_for(root)
     with storage.lock():
         prefix, manifest = current_manifest(storage)
         ids = read_ids(storage, manifest, verify=True)
@@ -75,7 +74,7 @@ def erase(root: Path, enrollment_id: str) -> GalleryManifest:
         return draft.publish(next_version(manifest, draft, manifest.segments, size, 0))
 
 
-def compact(root: Path, *, full: bool = False) -> GalleryManifest:
+def compact(root: GalleryRoot, *, full: bool = False) -> GalleryManifest:
     """Remove tombstoned templates physically and merge segments; keep only this version.
 
     Every segment holding a tombstoned id is rewritten without it, and runs of segments are
@@ -85,7 +84,7 @@ def compact(root: Path, *, full: bool = False) -> GalleryManifest:
     so compaction then removes every version but the one it published, and the segments that
     only they named.
     """
-    storage = LocalStorage(Path(root))
+    storage = storage_for(root)
     with storage.lock():
         prefix, manifest = current_manifest(storage)
         pending, compacted, ledger = _version_tables(storage, prefix, manifest)
@@ -97,7 +96,7 @@ def compact(root: Path, *, full: bool = False) -> GalleryManifest:
         return manifest
 
 
-def prune_versions(root: Path, *, keep: int = 2) -> list[str]:
+def prune_versions(root: GalleryRoot, *, keep: int = 2) -> list[str]:
     """Remove published versions older than the newest ``keep``; returns their names.
 
     Segments that no remaining version names are deleted with them. A reader that already
@@ -106,7 +105,7 @@ def prune_versions(root: Path, *, keep: int = 2) -> list[str]:
     """
     if keep < 1:
         raise GalleryError("keep at least the published version")
-    storage = LocalStorage(Path(root))
+    storage = storage_for(root)
     with storage.lock():
         _, manifest = current_manifest(storage)
         return prune_locked(storage, manifest, keep)

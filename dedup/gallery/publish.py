@@ -8,12 +8,16 @@ one, never half of one, and a crash anywhere leaves the previous version publish
 intact. What a crash leaves (staged folders, a renamed version ``CURRENT`` never named,
 segments no version names) is swept by the next writer when it starts its draft. Segments and
 the trained index are shared by name between versions, never copied. One writer at a time
-holds the storage's lock.
+holds the storage's lock. On S3 (``dedup.gallery.s3_storage``) there is no rename: segments
+and versions are written under their final prefix, which nothing reads before ``CURRENT``
+names it, so a crash leaves the same kinds of leftovers for the same sweep, and ``CURRENT``
+is replaced by a conditional put that refuses a writer whose starting version was replaced.
 
 Example (what ``dedup.gallery.writer`` and ``dedup.gallery.erasure`` do)::
 
-    with writer_lock(root):
-        storage, manifest = LocalStorage(root), current_manifest(root)
+    storage = storage_for(root)
+    with storage.lock():
+        manifest = current_manifest(storage)[1]
         draft = Draft(storage, current=manifest)
         segment = draft.add_segment(...)
         draft.write_table(LEDGER_FILE, ledger)
@@ -27,8 +31,6 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import faiss
 import pyarrow as pa
@@ -47,7 +49,13 @@ from dedup.gallery.layout import (
 )
 from dedup.gallery.reader import Gallery, load_version
 from dedup.gallery.segments import SEGMENTS_DIR, SegmentEntry
-from dedup.gallery.storage import TMP_PREFIX, GalleryStorage, LocalStorage
+from dedup.gallery.storage import (
+    TMP_PREFIX,
+    GalleryLocation,
+    GalleryRoot,
+    GalleryStorage,
+    storage_for,
+)
 
 
 class Draft:
@@ -65,9 +73,9 @@ class Draft:
         self.files: dict[str, str] = {}
 
     @property
-    def path(self) -> Path:
-        """The local folder of the draft version (where an unpublished draft is opened)."""
-        return self.storage.local_path(self.prefix)
+    def location(self) -> GalleryLocation:
+        """Where the draft version is written (an unpublished draft is opened there)."""
+        return self.storage.location(self.prefix)
 
     def write_table(self, name: str, table: pa.Table) -> str:
         self.files[name] = self.storage.write(
@@ -179,12 +187,7 @@ def prune_locked(storage: GalleryStorage, current: GalleryManifest, keep: int) -
 
 
 @contextmanager
-def writer_lock(root: Path) -> Iterator[None]:
+def writer_lock(root: GalleryRoot) -> Iterator[None]:
     """One writer per gallery: a second one waits (an erase request during the nightly add)."""
-    with LocalStorage(Path(root)).lock():
+    with storage_for(root).lock():
         yield
-
-
-def storage_for(root: Any) -> GalleryStorage:
-    """The storage of a gallery root (a local folder; object stores come later)."""
-    return LocalStorage(Path(root))

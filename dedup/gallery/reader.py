@@ -6,6 +6,10 @@ corrupt file is refused by name, and a writer that reads one to make a new file 
 the corruption into a fresh, valid-looking checksum. A version's shards and vectors are read
 from its segments (``dedup.gallery.segment_files``).
 
+Every entry point takes a local folder, an ``s3://`` location or a ``GalleryLocation``
+(``dedup.gallery.storage``); the files of an ``s3://`` gallery are read from a verified local
+cache (``dedup.gallery.s3_storage``).
+
 Example::
 
     gallery = open_gallery(root, mmap=True)  # then search gallery.shards, drop ~is_live hits
@@ -56,7 +60,14 @@ from dedup.gallery.segments import (
     enrollment_keys,
     holds_any,
 )
-from dedup.gallery.storage import GalleryStorage, LocalStorage
+from dedup.gallery.storage import (
+    GalleryLocation,
+    GalleryRoot,
+    GalleryStorage,
+    LocalStorage,
+    gallery_location,
+    storage_for,
+)
 
 Ids = npt.NDArray[np.int64]
 Vectors = np.ndarray[Any, Any] | SegmentVectors
@@ -83,13 +94,19 @@ class Gallery:
     ) -> None:
         self.storage = storage
         self.prefix = prefix
-        self.root = storage.local_path("")
-        self.path = storage.local_path(prefix)
+        self.location = storage.location(prefix)
         self.manifest = manifest
         self.shards = shards
         self.vectors = vectors
         self._pending = pending
         self.tombstones: Ids = np.union1d(pending, compacted).astype(np.int64)
+
+    @property
+    def path(self) -> Path:
+        """The version's folder, for a local gallery (``location`` names any version)."""
+        if not isinstance(self.storage, LocalStorage):
+            raise GalleryError(f"gallery version {self.location} is not in a local folder")
+        return self.storage.local_path(self.prefix)
 
     @property
     def model_id(self) -> str:
@@ -159,7 +176,7 @@ class Gallery:
         return np.array([known.get(e, -1) for e in enrollment_ids], dtype=np.int64)
 
 
-def open_gallery(root: Path, *, verify: bool = True, mmap: bool = False) -> Gallery:
+def open_gallery(root: GalleryRoot, *, verify: bool = True, mmap: bool = False) -> Gallery:
     """Open the version ``CURRENT`` names; with ``verify``, prove every file's sha256 first.
 
     ``mmap=True`` memory-maps the shards' inverted lists (``IO_FLAG_MMAP``) where a shard lies
@@ -167,7 +184,7 @@ def open_gallery(root: Path, *, verify: bool = True, mmap: bool = False) -> Gall
     serve more shards than it has RAM for, read-only. A shard spread over several segments is
     merged in memory.
     """
-    storage = LocalStorage(Path(root))
+    storage = storage_for(root)
     prefix, manifest = current_manifest(storage)
     try:
         return load_version(storage, prefix, manifest, verify=verify, mmap=mmap)
@@ -179,7 +196,7 @@ def open_gallery(root: Path, *, verify: bool = True, mmap: bool = False) -> Gall
         return load_version(storage, newer, newer_manifest, verify=verify, mmap=mmap)
 
 
-def verify_gallery(root: Path) -> GalleryManifest:
+def verify_gallery(root: GalleryRoot) -> GalleryManifest:
     """Check every checksum and that the files agree with each other and with the manifest."""
     gallery = open_gallery(root, verify=True, mmap=True)
     manifest, storage = gallery.manifest, gallery.storage
@@ -209,40 +226,49 @@ def verify_gallery(root: Path) -> GalleryManifest:
     if sum(ledger["count"].to_pylist()) != manifest.next_id:
         problems.append("the ledger's batches do not add up to next_id")
     if problems:
-        raise GalleryError(f"gallery {gallery.path} is inconsistent: " + "; ".join(problems))
+        raise GalleryError(f"gallery {gallery.location} is inconsistent: " + "; ".join(problems))
     return manifest
 
 
-def open_shard(gallery: Path, shard_id: int, *, mmap: bool = False) -> Gallery:
+def open_shard(gallery: GalleryRoot, shard_id: int, *, mmap: bool = False) -> Gallery:
     """One shard of a version as a ``Gallery`` (a Ray shard actor's view): ``gallery`` is a
     version folder, or a root whose published version is taken. Only the trained index, this
     shard's files in the segments and the erasure lists are read, each after its sha256
     matches the manifest; the vectors are memory-mapped."""
-    storage, prefix, manifest = _resolve(Path(gallery))
+    storage, prefix, manifest = _resolve(gallery)
     if not 0 <= shard_id < manifest.shard_count:
         raise GalleryError(
-            f"gallery version {storage.local_path(prefix)} has shards "
+            f"gallery version {storage.location(prefix)} has shards "
             f"0..{manifest.shard_count - 1}, not shard {shard_id}"
         )
     return load_version(storage, prefix, manifest, verify=False, mmap=mmap, only=shard_id)
 
 
-def resolve_version(path: Path) -> tuple[Path, GalleryManifest]:
+def resolve_version(path: GalleryRoot) -> tuple[GalleryLocation, GalleryManifest]:
     """A version folder (it holds ``manifest.json``) as it is, or a root's published version."""
-    storage, prefix, manifest = _resolve(Path(path))
-    return storage.local_path(prefix), manifest
+    storage, prefix, manifest = _resolve(path)
+    return storage.location(prefix), manifest
 
 
-def _resolve(path: Path) -> tuple[GalleryStorage, str, GalleryManifest]:
+def _resolve(path: GalleryRoot) -> tuple[GalleryStorage, str, GalleryManifest]:
     """The gallery's storage, the version's key and its manifest."""
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
-        storage: GalleryStorage = LocalStorage(path)
+    where = gallery_location(path)
+    storage = storage_for(where)
+    try:
+        text = storage.read_bytes(MANIFEST_FILE).decode("utf-8")
+    except (FileNotFoundError, IsADirectoryError):
         return (storage, *current_manifest(storage))
-    manifest = GalleryManifest.from_json(manifest_path.read_text(encoding="utf-8"))
-    if manifest.version_name != path.name:
-        raise GalleryError(f"{manifest_path} describes version {manifest.version}, not {path.name}")
-    return LocalStorage(path.parent.parent), version_key(path.name), manifest
+    manifest = GalleryManifest.from_json(text)
+    if manifest.version_name != where.name:
+        raise GalleryError(
+            f"{where.join(MANIFEST_FILE)} describes version {manifest.version}, not {where.name}"
+        )
+    return storage_for(where.parent.parent), version_key(where.name), manifest
+
+
+def gallery_exists(root: GalleryRoot) -> bool:
+    """Whether a version is published there (``CURRENT`` exists)."""
+    return storage_for(root).read_current() is not None
 
 
 def load_version(
@@ -273,6 +299,7 @@ def load_version(
     ]
     pending = read_version_table(storage, prefix, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA)
     compacted = read_version_table(storage, prefix, manifest, COMPACTED_FILE, COMPACTED_SCHEMA)
+    storage.drop_cached([segment.prefix for segment in manifest.segments])
     return Gallery(
         storage,
         prefix,
@@ -288,7 +315,7 @@ def current_manifest(storage: GalleryStorage) -> tuple[str, GalleryManifest]:
     """The key and manifest of the version ``CURRENT`` names (what a writer starts from)."""
     name = storage.read_current()
     if name is None:
-        raise GalleryError(f"no gallery at {storage.local_path('')}: CURRENT is missing")
+        raise GalleryError(f"no gallery at {storage.location()}: CURRENT is missing")
     if parse_version_name(name) is None:
         raise GalleryError(f"CURRENT names {name!r}, which is not a version folder")
     prefix = version_key(name)
@@ -302,11 +329,11 @@ def current_manifest(storage: GalleryStorage) -> tuple[str, GalleryManifest]:
     return prefix, manifest
 
 
-def current_version(root: Path) -> tuple[Path, GalleryManifest]:
-    """The folder and manifest of the published version of a local gallery root."""
-    storage = LocalStorage(Path(root))
+def current_version(root: GalleryRoot) -> tuple[GalleryLocation, GalleryManifest]:
+    """The location and manifest of the published version of a gallery root."""
+    storage = storage_for(root)
     prefix, manifest = current_manifest(storage)
-    return storage.local_path(prefix), manifest
+    return storage.location(prefix), manifest
 
 
 def read_version_table(
@@ -368,10 +395,10 @@ def live_enrollments_among(
     return rows.filter(pc.is_in(rows["enrollment_id"], value_set=pa.array(names, pa.string())))
 
 
-def live_ids(root: Path) -> pa.Table:
+def live_ids(root: GalleryRoot) -> pa.Table:
     """The live ids rows (gallery_id, enrollment_id, shard, batch_id) of the published
     version, verified: what an eraser looks an enrollment up in."""
-    storage = LocalStorage(Path(root))
+    storage = storage_for(root)
     prefix, manifest = current_manifest(storage)
     pending = read_version_table(
         storage, prefix, manifest, TOMBSTONES_FILE, TOMBSTONES_SCHEMA, verify=True

@@ -17,7 +17,6 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -58,7 +57,7 @@ from dedup.gallery.recipes import (
 )
 from dedup.gallery.segment_files import read_trained, write_segment
 from dedup.gallery.segments import SegmentEntry
-from dedup.gallery.storage import LocalStorage
+from dedup.gallery.storage import GalleryRoot, storage_for
 from dedup.gallery.training import jittered, train_index
 
 UNIT_TOLERANCE = 1e-3
@@ -78,7 +77,7 @@ Vectors = npt.NDArray[np.float32]
 
 
 def build_gallery(
-    root: Path,
+    root: GalleryRoot,
     enrollment_ids: Sequence[str],
     vectors: np.ndarray[Any, Any],
     *,
@@ -100,7 +99,6 @@ def build_gallery(
     ``choices`` if given. ``train_size`` defaults to 64 points per centroid of the larger
     k-means (coarse lists or PQ codebook), at most N.
     """
-    root = Path(root)
     names = _checked_enrollment_ids(enrollment_ids)
     data = _checked_vectors(vectors, len(names))
     n, dimension = data.shape
@@ -126,7 +124,7 @@ def build_gallery(
             f"{recipe} needs at least {max(spec.nlist, (1 << spec.nbits))} training templates, "
             f"got {sample}: choose a smaller factory"
         )
-    storage = LocalStorage(root)
+    storage = storage_for(root)
     with storage.lock():
         if storage.read_current() is not None:
             raise GalleryError(f"a gallery already exists at {root}; add batches to it instead")
@@ -164,7 +162,7 @@ def build_gallery(
 
 
 def add_batch(
-    root: Path,
+    root: GalleryRoot,
     batch_id: str,
     enrollment_ids: Sequence[str],
     vectors: np.ndarray[Any, Any],
@@ -178,10 +176,9 @@ def add_batch(
     version names the previous version's segments as they are: the add writes O(batch)
     bytes, whatever the gallery's size. New templates fill the smallest shards first.
     """
-    root = Path(root)
     names = _checked_enrollment_ids(enrollment_ids)
     data = _checked_vectors(vectors, len(names))
-    storage = LocalStorage(root)
+    storage = storage_for(root)
     with storage.lock():
         prefix, manifest = current_manifest(storage)
         if model_id != manifest.model_id:

@@ -30,6 +30,7 @@ from dedup.gallery.engines import (
     gpu_count,
 )
 from dedup.gallery.reader import Gallery, open_gallery
+from dedup.gallery.storage import GalleryRoot
 from dedup.matching.candidates import assemble_candidates
 from dedup.matching.cost_model import EngineChoice, choose_engine
 from dedup.matching.genuine_band import GenuineBand, genuine_band
@@ -114,7 +115,7 @@ def engine_for(choice: EngineChoice, settings: Settings) -> SearchEngine:
 
 
 def search_probes(
-    gallery_root: Path,
+    gallery_root: GalleryRoot,
     probes_path: Path,
     out: Path,
     settings: Settings,

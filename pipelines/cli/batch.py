@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 batch_app = typer.Typer()
 
 GalleryOption = Annotated[
-    Path | None, typer.Option("--gallery", help="Gallery root (overrides the settings).")
+    str | None,
+    typer.Option("--gallery", help="Gallery root, a folder or s3:// (overrides the settings)."),
 ]
 RayOption = Annotated[
     bool, typer.Option("--ray/--no-ray", help="IVF-PQ on one Ray actor per shard.")
@@ -111,7 +112,7 @@ def match(
         with console.status(f"matching {batch_id}"):
             return run_match(
                 run,
-                gallery or Path(run.settings.gallery),
+                gallery or run.settings.gallery,
                 ray=ray,
                 threshold=threshold,
                 target_fpir=target_fpir,
@@ -212,7 +213,7 @@ def nightly(
     run = BatchRun(batch_id, settings_from(config, lake))
     night = Night(
         _manifest_file(manifest),
-        gallery or Path(run.settings.gallery),
+        gallery or run.settings.gallery,
         ray=ray,
         threshold=threshold,
         target_fpir=target_fpir,

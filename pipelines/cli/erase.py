@@ -8,7 +8,6 @@ gallery and its versions, and the review queue, with an audit entry.
 from __future__ import annotations
 
 import getpass
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +25,8 @@ def erase(
         str, typer.Option("--reason", help="Why (the legal request it answers); audited.")
     ],
     gallery: Annotated[
-        Path | None, typer.Option("--gallery", help="Gallery root (overrides the settings).")
+        str | None,
+        typer.Option("--gallery", help="Gallery root, a folder or s3:// (overrides the settings)."),
     ] = None,
     config: ConfigOption = None,
     lake: LakeOption = None,

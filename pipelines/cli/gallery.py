@@ -1,9 +1,12 @@
-"""``dedup gallery ...``: drive the gallery from template Parquet files, without Spark or Ray."""
+"""``dedup gallery ...``: drive the gallery from template Parquet files, without Spark or Ray.
+
+``--gallery`` (and ``build --out``) is a local folder or an ``s3://`` location, in the store of
+the settings' ``s3`` section (``--config``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,12 +19,17 @@ from pipelines.cli.options import (
 )
 from pipelines.cli.output import console
 
+if TYPE_CHECKING:
+    from dedup.gallery.storage import GalleryLocation
+
 gallery_app = typer.Typer(
     help="The gallery: build, add, search, erase, verify (FAISS IVF-PQ shards).",
     no_args_is_help=True,
 )
 
-GalleryOption = Annotated[Path, typer.Option("--gallery", help="The gallery's root folder.")]
+GalleryOption = Annotated[
+    str, typer.Option("--gallery", help="The gallery's root: a folder or s3://bucket/prefix.")
+]
 TemplatesOption = Annotated[
     Path, typer.Option("--templates", help="Parquet: enrollment_id, vector (float32 list).")
 ]
@@ -89,7 +97,7 @@ def synth(
 @gallery_app.command("build")
 def build(
     templates: TemplatesOption,
-    out: Annotated[Path, typer.Option("--out", help="The new gallery's root folder.")],
+    out: Annotated[str, typer.Option("--out", help="The new gallery's root (folder or s3://).")],
     shards: Annotated[
         int | None, typer.Option("--shards", help="Default: one per 100 M templates.")
     ] = None,
@@ -110,6 +118,7 @@ def build(
     the target recall in the genuine band, and publish version 1 of a new gallery."""
     from dedup.contracts.vectors import read_templates
     from dedup.gallery.recipe_choice import RecallTarget, RecipeChoice
+    from dedup.gallery.storage import gallery_location
     from dedup.gallery.writer import build_gallery
     from dedup.matching.genuine_band import genuine_band
 
@@ -125,7 +134,7 @@ def build(
     choices: list[RecipeChoice] = []
     with console.status(f"choosing a recipe and filling the shards with {len(ids)} templates"):
         manifest = build_gallery(
-            out,
+            gallery_location(out, settings),
             ids,
             vectors,
             model_id=model_id,
@@ -150,13 +159,15 @@ def add(
         str, typer.Option("--batch-id", help="Adding a batch twice does nothing.")
     ] = "",
     model_id: Annotated[str, typer.Option("--model-id")] = "dlib-resnet-v1",
+    config: ConfigOption = None,
 ) -> None:
     """Add a batch of unique enrollments, balanced across shards."""
     from dedup.contracts.vectors import read_templates
     from dedup.gallery.writer import add_batch
 
     ids, vectors = read_templates(templates)
-    manifest = add_batch(gallery, batch_id or templates.stem, ids, vectors, model_id=model_id)
+    where = _located(gallery, config)
+    manifest = add_batch(where, batch_id or templates.stem, ids, vectors, model_id=model_id)
     console.print(_describe(manifest))
 
 
@@ -174,12 +185,13 @@ def search(
 ) -> None:
     """One-to-many against the gallery and in-batch; writes probe_id, candidate_id, score,
     rank, source. Prints the engine chosen and why, and the recall audit."""
+    from dedup.gallery.storage import gallery_location
     from dedup.matching.batch_search import search_probes
 
     one_threshold(threshold, target_fpir)
     settings = settings_from(config)
     report = search_probes(
-        gallery,
+        gallery_location(gallery, settings),
         probes,
         out,
         settings,
@@ -197,25 +209,49 @@ def search(
 def erase_command(
     gallery: GalleryOption,
     enrollment_id: Annotated[str, typer.Option("--enrollment-id")],
+    config: ConfigOption = None,
 ) -> None:
     """Erase an enrollment: never returned again from now on; removed at the next compaction."""
     from dedup.gallery.erasure import erase
 
-    manifest = erase(gallery, enrollment_id)
+    manifest = erase(_located(gallery, config), enrollment_id)
     console.print(f"{enrollment_id} erased; {_describe(manifest)}")
 
 
 @gallery_app.command("compact")
-def compact_command(gallery: GalleryOption) -> None:
+def compact_command(gallery: GalleryOption, config: ConfigOption = None) -> None:
     """Remove erased templates physically from shards, vectors and older versions."""
     from dedup.gallery.erasure import compact
 
-    console.print(_describe(compact(gallery)))
+    console.print(_describe(compact(_located(gallery, config))))
 
 
 @gallery_app.command("verify")
-def verify(gallery: GalleryOption) -> None:
+def verify(gallery: GalleryOption, config: ConfigOption = None) -> None:
     """Check every file of the current version against the manifest's sha256."""
     from dedup.gallery.reader import verify_gallery
 
-    console.print(f"ok: {_describe(verify_gallery(gallery))}")
+    console.print(f"ok: {_describe(verify_gallery(_located(gallery, config)))}")
+
+
+@gallery_app.command("unlock")
+def unlock(
+    gallery: GalleryOption,
+    token: Annotated[
+        str, typer.Option("--token", help="The lock token the waiting writer's error named.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Clear the lock an s3:// gallery's writer left when it was killed. Only once that
+    writer is known to be gone: the lock is what keeps two writers apart."""
+    from dedup.gallery.s3_lock import clear_stale_lock, describe_lock
+
+    held = clear_stale_lock(_located(gallery, config), token)
+    console.print(f"cleared the lock of {gallery} held by {describe_lock(held)}")
+
+
+def _located(gallery: str, config: Path | None) -> GalleryLocation:
+    """The gallery at ``gallery``, in the store of the settings' ``s3`` section."""
+    from dedup.gallery.storage import gallery_location
+
+    return gallery_location(gallery, settings_from(config))

@@ -20,9 +20,12 @@ Example::
     with RayShardSearch(nprobe=64, shortlist=100) as engine:  # dedup.matching.candidates:
         candidates = search_batch(gallery, probe_ids, probes, k=20, threshold=t, engine=engine)
 
-The gallery folder must be readable at the same path on every node (a shared file system or a
-replica per node). Actors are started on the first search of a version and reused by every
-later search of that version; a search of another version replaces them.
+A local gallery must be readable at the same path on every node (a shared file system or a
+replica per node). An ``s3://`` gallery is read by each actor from its node's cache
+(``dedup.gallery.s3_storage``: downloaded once per node, verified), with the ``s3`` settings
+the actor is given and the credentials of its own environment. Actors are started on the
+first search of a version and reused by every later search of that version; a search of
+another version replaces them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dedup.errors import GalleryError
 from dedup.gallery.engines import Ids, Scores, drop_erased, exact_scores, top_k
 from dedup.gallery.layout import GalleryManifest
 from dedup.gallery.reader import Gallery, open_shard
+from dedup.gallery.storage import GalleryLocation, GalleryRoot
 from pipelines.ray.cluster import connect, stderr_into
 
 # Ray restarts a shard actor whose process died (OOM, lost node) and retries its search:
@@ -91,8 +95,8 @@ class ShardActor:
     refuses. A plain class, so it can also be used, and tested, without Ray.
     """
 
-    def __init__(self, gallery: str | Path, shard_id: int, mmap: bool, gpu: bool = False) -> None:
-        self._gallery = open_shard(Path(gallery), shard_id, mmap=mmap)
+    def __init__(self, gallery: GalleryRoot, shard_id: int, mmap: bool, gpu: bool = False) -> None:
+        self._gallery = open_shard(gallery, shard_id, mmap=mmap)
         index = self._gallery.shards[0][1]
         manifest = self._gallery.manifest
         self._index = index
@@ -194,13 +198,13 @@ class RayShardSearch:
         self.address = address
         # Where Ray's own output goes while the actors start (``pipelines.ray.cluster``).
         self.log_file = log_file
-        self._version: Path | None = None
+        self._version: GalleryLocation | None = None
         self._actors: list[Any] = []
         self._devices: list[str] = []
 
     @property
-    def serving(self) -> Path | None:
-        """The version folder the running actors serve, None when none run."""
+    def serving(self) -> GalleryLocation | None:
+        """The version the running actors serve, None when none run."""
         return self._version
 
     @property
@@ -244,13 +248,13 @@ class RayShardSearch:
         self.close()
 
     def _actors_for(self, gallery: Gallery) -> list[Any]:
-        version = Path(gallery.path)
+        version = gallery.location
         if self._version != version:
             self.close()
             self._start(version, gallery.manifest)
         return self._actors
 
-    def _start(self, version: Path, manifest: GalleryManifest) -> None:
+    def _start(self, version: GalleryLocation, manifest: GalleryManifest) -> None:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -260,7 +264,7 @@ class RayShardSearch:
         num_cpus, num_gpus = actor_resources(len(manifest.shards), cluster, self.cpus_per_actor)
         actor_class = shard_actor_class(num_cpus, num_gpus)
         actors = [
-            actor_class.remote(str(version), entry.id, self.mmap, num_gpus > 0)
+            actor_class.remote(version, entry.id, self.mmap, num_gpus > 0)
             for entry in manifest.shards
         ]
         pending = [actor.ready.remote() for actor in actors]  # every shard loads at once

@@ -146,7 +146,7 @@ def test_ray_candidates_equal_in_process_candidates(
     actors = engine.serving
     scores, ids = engine.search(gallery, vectors, K)
     want_scores, want_ids = local.search(gallery, vectors, K)
-    assert engine.serving == actors == gallery.path
+    assert engine.serving == actors == gallery.location
     assert engine.devices == ["cpu"] * 3
     assert scores.shape == ids.shape == (len(vectors), K) and ids.dtype == np.int64
     np.testing.assert_array_equal(ids, want_ids)
@@ -179,7 +179,7 @@ def test_an_erased_template_is_never_returned(
     erase(root, planted["match_id"])
     after = open_gallery(root)
     assert planted["match_id"] not in ray_hits(after)
-    assert engine.serving == after.path != before.path  # the new version got its own actors
+    assert engine.serving == after.location != before.location  # the new version got its own actors
     _, ids = engine.search(after, vectors, K)
     assert not np.isin(ids, [erased_id]).any()
     _, local_ids = IvfPqEngine(nprobe=NPROBE, shortlist=SHORTLIST).search(after, vectors, K)
