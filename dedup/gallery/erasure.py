@@ -37,6 +37,7 @@ from dedup.gallery.publish import Draft, next_version, prune_locked
 from dedup.gallery.reader import (
     Ids,
     current_manifest,
+    enrollments_among,
     read_ids,
     read_version_table,
 )
@@ -54,9 +55,8 @@ def erase(root: GalleryRoot, enrollment_id: str) -> GalleryManifest:
     storage = storage_for(root)
     with storage.lock():
         prefix, manifest = current_manifest(storage)
-        ids = read_ids(storage, manifest, verify=True)
         pending, compacted, ledger = _version_tables(storage, prefix, manifest)
-        rows = ids.filter(pc.equal(ids["enrollment_id"], enrollment_id))
+        rows = enrollments_among(storage, manifest, [enrollment_id])
         if not rows.num_rows:
             raise GalleryError(f"enrollment {enrollment_id!r} is not in the gallery")
         erased = np.setdiff1d(rows["gallery_id"].to_numpy(), pending["gallery_id"].to_numpy())

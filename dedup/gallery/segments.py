@@ -127,9 +127,25 @@ def enrollment_keys(names: Iterable[str]) -> npt.NDArray[np.uint64]:
     (dtype('uint64'), np.True_, np.False_)
     """
     digests = b"".join(
-        hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest() for name in names
+        # surrogatepass: any str has a key (no stored id holds a lone surrogate: is_utf8)
+        hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        for name in names
     )
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def is_utf8(name: str) -> bool:
+    """Whether ``name`` can be written as UTF-8 (a lone surrogate cannot), as every stored
+    enrollment id is.
+
+    >>> is_utf8("e-001"), is_utf8("e" + chr(0xDCFF))
+    (True, False)
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def holds_any(sorted_keys: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> bool:

@@ -56,7 +56,7 @@ from dedup.gallery.recipes import (
     parse_factory,
 )
 from dedup.gallery.segment_files import read_trained, write_segment
-from dedup.gallery.segments import SegmentEntry
+from dedup.gallery.segments import SegmentEntry, is_utf8
 from dedup.gallery.storage import GalleryRoot, storage_for
 from dedup.gallery.training import jittered, train_index
 
@@ -352,6 +352,8 @@ def _checked_enrollment_ids(enrollment_ids: Sequence[str]) -> list[str]:
     names = list(enrollment_ids)
     if not all(isinstance(name, str) and name for name in names):
         raise GalleryError("enrollment ids must be non-empty strings")
+    if bad := next((name for name in names if not is_utf8(name)), None):
+        raise GalleryError(f"enrollment id {bad!r} is not valid UTF-8 (it holds a lone surrogate)")
     if len(set(names)) != len(names):
         twice = next(name for name, n in Counter(names).items() if n > 1)
         raise GalleryError(f"enrollment id {twice!r} appears more than once in the batch")

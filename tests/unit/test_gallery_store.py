@@ -313,6 +313,15 @@ def test_the_clash_check_finds_an_enrollment_in_any_segment_and_only_a_live_one(
     assert added.size == N + 16 - 1 + 2 and verify_gallery(root).version == added.version
 
 
+def test_an_id_that_is_not_utf8_is_refused_by_add_and_unknown_to_erase(root: Path) -> None:
+    lone = "e\udcff"  # a lone surrogate: no stored id can hold it
+    with pytest.raises(GalleryError, match="not valid UTF-8"):
+        add_batch(root, "night-2", [lone], unit_vectors(1, seed=26), model_id=MODEL)
+    with pytest.raises(GalleryError, match="not in the gallery"):
+        erase(root, lone)
+    assert open_gallery(root).manifest.version == 1
+
+
 def test_colliding_enrollment_keys_are_confirmed_against_the_ids(
     tmp_path: Path, vectors: npt.NDArray[np.float32], monkeypatch: pytest.MonkeyPatch
 ) -> None:
