@@ -8,8 +8,8 @@ two segments (the shards' segment files merged into one index each) against open
 ``compact(full=True)`` has merged them, and a full compaction itself.
 
 An add re-measures its index's recall only once the gallery has grown 10% since it was last
-measured (``writer.needs_remeasuring``); a 10 k batch is 1% of 1 M, so the add timed here does
-not, and the re-measurement (``writer.measure_mates``) is timed on its own beside it.
+measured (``version_recall.needs_remeasuring``); a 10 k batch is 1% of 1 M, so the add timed
+here does not, and the re-measurement (``version_recall.measure_mates``) is timed beside it.
 
 Both galleries use one recipe (``--factory``), so the ratio shows what grows with N in the
 storage layer; a recipe with more lists also costs more per template to encode (assignment to
@@ -37,7 +37,8 @@ from dedup.gallery.erasure import compact
 from dedup.gallery.layout import GalleryManifest
 from dedup.gallery.reader import open_gallery
 from dedup.gallery.recipe_choice import RecallTarget
-from dedup.gallery.writer import add_batch, build_gallery, measure_mates
+from dedup.gallery.version_recall import measure_mates
+from dedup.gallery.writer import add_batch, build_gallery
 
 CHUNK = 1_000_000
 # What the match job passes: the add re-measures planted mates around the operating point.

@@ -33,11 +33,11 @@ from dedup.gallery.layout import (
     TOMBSTONES_SCHEMA,
     GalleryManifest,
 )
+from dedup.gallery.lookup import enrollments_among
 from dedup.gallery.publish import Draft, next_version, prune_locked
 from dedup.gallery.reader import (
     Ids,
     current_manifest,
-    enrollments_among,
     read_ids,
     read_version_table,
 )

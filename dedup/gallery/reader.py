@@ -53,14 +53,7 @@ from dedup.gallery.segment_files import (
     read_trained,
     verify_key,
 )
-from dedup.gallery.segments import (
-    SEGMENT_IDS,
-    SegmentEntry,
-    SegmentVectors,
-    enrollment_keys,
-    holds_any,
-    is_utf8,
-)
+from dedup.gallery.segments import SEGMENT_IDS, SegmentEntry, SegmentVectors, enrollment_keys
 from dedup.gallery.storage import (
     GalleryLocation,
     GalleryRoot,
@@ -377,29 +370,6 @@ def live_rows(ids: pa.Table, pending: Ids) -> pa.Table:
     if not len(pending):
         return ids
     return ids.filter(pc.invert(pc.is_in(ids["gallery_id"], value_set=pa.array(pending))))
-
-
-def enrollments_among(
-    storage: GalleryStorage, manifest: GalleryManifest, names: Sequence[str]
-) -> pa.Table:
-    """The ids rows (tombstoned ones included) whose enrollment id is one of ``names``. Each
-    segment's sorted keys are binary-searched first, and only a segment holding one of the
-    keys of ``names`` has its ids rows read (verified), so a lookup costs
-    O(len(names) * segments * log N) page reads, not a read of every id the gallery holds."""
-    wanted = enrollment_keys(names)
-    suspects = [s for s in manifest.segments if holds_any(read_keys(storage, s), wanted)]
-    if not suspects:
-        return IDS_SCHEMA.empty_table()
-    rows = pa.concat_tables([read_segment_ids(storage, s, verify=True) for s in suspects])
-    storable = pa.array([name for name in names if is_utf8(name)], pa.string())
-    return rows.filter(pc.is_in(rows["enrollment_id"], value_set=storable))
-
-
-def live_enrollments_among(
-    storage: GalleryStorage, manifest: GalleryManifest, names: Sequence[str], pending: Ids
-) -> pa.Table:
-    """The live rows of ``enrollments_among``: what an add checks its batch against."""
-    return live_rows(enrollments_among(storage, manifest, names), pending)
 
 
 def live_ids(root: GalleryRoot) -> pa.Table:

@@ -327,14 +327,14 @@ def test_colliding_enrollment_keys_are_confirmed_against_the_ids(
 ) -> None:
     """Keys only narrow the search: with every key made equal, every segment is a suspect,
     a new name is still accepted and a taken one still refused."""
-    import dedup.gallery.reader as reader
+    import dedup.gallery.lookup as lookup
     import dedup.gallery.segment_files as segment_files
 
     def one_key(batch: Any) -> npt.NDArray[np.uint64]:
         return np.zeros(len(list(batch)), dtype=np.uint64)
 
     monkeypatch.setattr(segment_files, "enrollment_keys", one_key)
-    monkeypatch.setattr(reader, "enrollment_keys", one_key)
+    monkeypatch.setattr(lookup, "enrollment_keys", one_key)
     root = tmp_path / "gallery"
     build_gallery(root, names("e", N), vectors, model_id=MODEL, batch_id="night-1",
                   shards=SHARDS, factory=FACTORY)  # fmt: skip
