@@ -98,7 +98,9 @@ def main() -> None:
     parser.add_argument("--duplicates", type=int, default=1_000)
     parser.add_argument("--shards", type=int, help="default: one per 100 M templates")
     parser.add_argument("--plot", type=Path, default=Path("docs/gallery-frontier.png"))
-    parser.add_argument("--workdir", type=Path)
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the set and the gallery here; a later run reuses them"
+    )
     parser.add_argument("--target-fpir", type=float, default=0.01)
     parser.add_argument(
         "--genuine-floor", type=float, default=0.93, help="the genuine band's floor (dlib's)"
@@ -115,7 +117,8 @@ def main() -> None:
     )
 
     started = time.perf_counter()
-    write_synthetic_set(work / "synth", n, 128, args.duplicates, args.probes, seed=0)
+    if not (work / "synth" / "probes.parquet").exists():  # a kept --workdir's set is reused
+        write_synthetic_set(work / "synth", n, 128, args.duplicates, args.probes, seed=0)
     print(
         f"synthetic set: N = {n}, {args.probes} probes, {args.duplicates} planted "
         f"({time.perf_counter() - started:.1f} s)"
@@ -126,17 +129,21 @@ def main() -> None:
     started = time.perf_counter()
     choices: list[RecipeChoice] = []
     goal = RecallTarget(floor_score=args.genuine_floor, shortlist=args.shortlist)
-    manifest = build_gallery(
-        work / "gallery",
-        ids,
-        vectors,
-        model_id="synthetic",
-        batch_id="bench",
-        shards=args.shards,
-        vector_dtype="float32",
-        goal=goal,
-        choices=choices,
-    )
+    if (work / "gallery" / "CURRENT").exists():  # built by an earlier run in this --workdir
+        manifest = open_gallery(work / "gallery", verify=True).manifest
+        choices.append(RecipeChoice(manifest.factory, "built by an earlier run (reused)"))
+    else:
+        manifest = build_gallery(
+            work / "gallery",
+            ids,
+            vectors,
+            model_id="synthetic",
+            batch_id="bench",
+            shards=args.shards,
+            vector_dtype="float32",
+            goal=goal,
+            choices=choices,
+        )
     build_seconds = time.perf_counter() - started
     gallery = open_gallery(work / "gallery", verify=False)
     shard_bytes = sum(
