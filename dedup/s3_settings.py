@@ -40,6 +40,15 @@ class S3Settings(BaseModel):
         return endpoint.rstrip("/")
 
     @property
+    def store(self) -> str:
+        """The store in words, for an error message: its endpoint, or AWS's in the region.
+
+        >>> S3Settings(region="eu-west-1").store
+        'AWS in eu-west-1'
+        """
+        return self.endpoint or f"AWS in {self.region}"
+
+    @property
     def allows_http(self) -> bool:
         """Whether requests go over plain HTTP (an ``http://`` endpoint: a test server)."""
         return self.endpoint is not None and self.endpoint.startswith("http://")

@@ -119,7 +119,7 @@ class GalleryLocation:
         """The settings that say where the gallery is, for an error message."""
         if not self.is_s3:
             return f"gallery {self.root}"
-        endpoint = self.s3.endpoint or f"AWS in {self.s3.region}"
+        endpoint = self.s3.store
         return f"gallery {self.root} (`s3.endpoint` = {endpoint})"
 
     def __str__(self) -> str:

@@ -119,7 +119,7 @@ class Lake:
         """The settings that say where the lake is, for an error message."""
         if not self.is_s3:
             return f"setting `lake` = {self.root}"
-        endpoint = self.s3.endpoint or f"AWS in {self.s3.region}"
+        endpoint = self.s3.store
         return f"setting `lake` = {self.root}, `s3.endpoint` = {endpoint}"
 
     def check_reachable(self) -> None:
