@@ -88,7 +88,8 @@ def add_trial_case(db: Session, pair: CatchPair, batch_id: str, pos: int, now: d
     """A catch case replaying ``pair`` at queue position ``pos``, filed under ``batch_id`` like
     the real cases around it."""
     case_id = new_case_id()
-    db.add(new_case(case_id, f"catch:{case_id}", pair.probe_id, batch_id, pair.id, pos, now))
+    db.add(CaseRow(**new_case(case_id, f"catch:{case_id}", pair.probe_id, batch_id, pair.id,
+                              pos, now)))  # fmt: skip
     db.flush()
     for source in db.execute(
         select(CaseCandidate).where(CaseCandidate.case_id == pair.source_case_id)

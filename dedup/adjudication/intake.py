@@ -18,8 +18,9 @@ import random
 import secrets
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, func, insert, select, text
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dedup.adjudication import catch_trials
@@ -100,14 +101,17 @@ def import_batch(
     rng = rng or random.Random(secrets.randbits(64))
     catch = catch_trials.planned(db, len(fresh), rng)
     positions = _positions(db, len(fresh) + len(catch), rng)
-    rows: list[CaseMember | CaseCandidate] = []
+    cases: list[dict[str, Any]] = []
+    members_of: list[dict[str, Any]] = []
+    candidates: list[dict[str, Any]] = []
     for group, pos in zip(fresh, positions[: len(fresh)], strict=True):
         case_id = new_case_id()
-        db.add(new_case(case_id, group[0], group[0], batch_id, None, pos, now))
-        rows += [CaseMember(case_id=case_id, enrollment_id=m) for m in group]
-        rows += case_candidates(case_id, group, by_probe, identity)
-    db.flush()  # cases before the rows that refer to them
-    db.add_all(rows)
+        cases.append(new_case(case_id, group[0], group[0], batch_id, None, pos, now))
+        members_of += [{"case_id": case_id, "enrollment_id": m} for m in group]
+        candidates += case_candidates(case_id, group, by_probe, identity)
+    # Cases before the rows that refer to them.
+    for table, rows in ((CaseRow, cases), (CaseMember, members_of), (CaseCandidate, candidates)):
+        bulk_insert(db, table, rows)
     for pair, pos in zip(catch, positions[len(fresh) :], strict=True):
         catch_trials.add_trial_case(db, pair, batch_id, pos, now)
     db.add(
@@ -167,7 +171,7 @@ def case_candidates(
     group: tuple[str, ...],
     by_probe: dict[str, list[CandidateIn]],
     identity: dict[str, str],
-) -> list[CaseCandidate]:
+) -> list[dict[str, Any]]:
     """The candidate rows of a group's case: every candidate of a member at its best score,
     and every member but the first (the case's probe), ranked by score; ``identity`` is the
     identity a candidate belongs to, where it is another enrollment's. A member that only
@@ -187,14 +191,14 @@ def case_candidates(
             )
     ranked = sorted(best.items(), key=lambda item: (-item[1].score, item[1].rank, item[0]))
     return [
-        CaseCandidate(
-            case_id=case_id,
-            candidate_id=candidate,
-            score=row.score,
-            rank=rank,
-            source=CandidateSource.BATCH.value if candidate in inside else row.source.value,
-            identity_id=identity.get(candidate),
-        )
+        {
+            "case_id": case_id,
+            "candidate_id": candidate,
+            "score": row.score,
+            "rank": rank,
+            "source": CandidateSource.BATCH.value if candidate in inside else row.source.value,
+            "identity_id": identity.get(candidate),
+        }
         for rank, (candidate, row) in enumerate(ranked, start=1)
     ]
 
@@ -268,28 +272,35 @@ def _add_subjects(
 ) -> None:
     given = {s.enrollment_id: s for s in payload.subjects}
     known = present(db, Subject.enrollment_id, given)
-    for enrollment_id, subject in given.items():
-        if enrollment_id in known:
-            continue  # first import wins: a subject's record never changes under a case
-        db.add(
-            Subject(
-                enrollment_id=enrollment_id,
-                batch_id=subject.batch_id,
-                captured_at=subject.captured_at,
-                center_id=subject.center_id,
-                display=json.dumps(subject.display, sort_keys=True),
-                quality=json.dumps(subject.quality, sort_keys=True),
-            )
-        )
-    db.flush()  # subjects before their images
-    for enrollment_id, subject in given.items():
-        if enrollment_id in known:
-            continue
-        for kind in subject.images:
-            media_type, data = images[(enrollment_id, kind)]
-            db.add(SubjectImage(enrollment_id=enrollment_id, kind=kind, media_type=media_type,
-                                data=data))  # fmt: skip
-    db.flush()
+    # First import wins: a subject's record never changes under a case.
+    new = [subject for enrollment_id, subject in given.items() if enrollment_id not in known]
+    subjects = [
+        {
+            "enrollment_id": subject.enrollment_id,
+            "batch_id": subject.batch_id,
+            "captured_at": subject.captured_at,
+            "center_id": subject.center_id,
+            "display": json.dumps(subject.display, sort_keys=True),
+            "quality": json.dumps(subject.quality, sort_keys=True),
+        }
+        for subject in new
+    ]
+    pictures = [
+        {"enrollment_id": s.enrollment_id, "kind": kind, "media_type": media_type, "data": data}
+        for s in new
+        for kind in s.images
+        for media_type, data in (images[(s.enrollment_id, kind)],)
+    ]
+    bulk_insert(db, Subject, subjects)  # subjects before their images
+    bulk_insert(db, SubjectImage, pictures)
+
+
+def bulk_insert(db: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``model``'s table as one executemany (multi-row statements under
+    each database's bound-parameter limit), not one object per row through the ORM's unit of
+    work: a night's import holds hundreds of thousands of rows."""
+    if rows:
+        db.execute(insert(model.__table__), rows)
 
 
 def _positions(db: Session, count: int, rng: random.Random) -> list[int]:

@@ -14,6 +14,7 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -50,21 +51,22 @@ def new_case(
     catch_pair: int | None,
     pos: int,
     now: datetime,
-) -> CaseRow:
-    """An open case at queue position ``pos``; ``key`` is unique (the group's first probe for
-    a real case, ``catch:<case_id>`` for a catch trial). A real case's members are added
-    with it (``intake``); a catch trial has none."""
-    return CaseRow(
-        case_id=case_id,
-        enqueue_key=key,
-        probe_id=probe,
-        batch_id=batch_id,
-        catch_pair_id=catch_pair,
-        state=CaseState.OPEN.value,
-        queue_pos=pos,
-        version=0,
-        created_at=now,
-    )
+) -> dict[str, Any]:
+    """The row of an open case at queue position ``pos``, for a bulk insert into ``cases``;
+    ``key`` is unique (the group's first probe for a real case, ``catch:<case_id>`` for a
+    catch trial). A real case's members are added with it (``intake``); a catch trial has
+    none."""
+    return {
+        "case_id": case_id,
+        "enqueue_key": key,
+        "probe_id": probe,
+        "batch_id": batch_id,
+        "catch_pair_id": catch_pair,
+        "state": CaseState.OPEN.value,
+        "queue_pos": pos,
+        "version": 0,
+        "created_at": now,
+    }
 
 
 # ---------------------------------------------------------------- claim and judge
