@@ -32,8 +32,8 @@ def spark_session(
         log_file.parent.mkdir(parents=True, exist_ok=True)
     java_options = (
         f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} "
-        f"-Ddedup.spark.log={log_file or os.devnull}"
-    )
+        f"-Ddedup.spark.log={log_file or os.devnull} {settings.spark.java_options}"
+    ).strip()
     # Python workers must run the interpreter that has dedup installed.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
