@@ -6,11 +6,14 @@ the exported dlib model and the lakes the embed and match tests run on, and the 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import pickle
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from filelock import FileLock
 
 from dedup.demo.batch import DemoBatch
 from dedup.settings import Settings, load_settings
@@ -20,6 +23,30 @@ from dedup.settings import Settings, load_settings
 # about four fifths of the time that the optimising one takes to warm up (measured on the
 # stage job, 2 cores). Subprocesses inherit it through the environment.
 os.environ.setdefault("DEDUP_SPARK__JAVA_OPTIONS", "-XX:TieredStopAtLevel=1")
+
+
+T = TypeVar("T")
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], T]) -> T:
+    """``build(folder)``'s value, built once per run in a folder that every xdist worker of the
+    run shares (a worker that needs it while another builds it waits for that build): the
+    lakes that several test modules start from take minutes of both cores to build."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder = root / "built-once" / name
+    value = folder / "value.pickle"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{folder}.lock"):
+        if not value.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            built = build(folder)
+            value.with_suffix(".part").write_bytes(pickle.dumps(built))
+            value.with_suffix(".part").rename(value)
+    loaded: T = pickle.loads(value.read_bytes())
+    return loaded
 
 
 def make_settings(lake: Path | str, **overrides: Any) -> Settings:
@@ -98,12 +125,14 @@ def portraits() -> Path:
 
 @pytest.fixture(scope="session")
 def dlib_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """dlib's face recogniser exported to ONNX once per session, for the embed and match jobs."""
+    """dlib's face recogniser exported to ONNX once per run, for the embed and match jobs."""
     from dedup.models.dlib_onnx import ensure_dlib_export
 
-    path = tmp_path_factory.mktemp("models") / "dlib-resnet-v1.onnx"
-    ensure_dlib_export(path)
-    return path
+    def export(folder: Path) -> Path:
+        ensure_dlib_export(folder / "dlib-resnet-v1.onnx")
+        return folder / "dlib-resnet-v1.onnx"
+
+    return built_once(tmp_path_factory, "dlib-model", export)
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +148,9 @@ def match_batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> 
     """The match job's two demo batches (``tests.night_support.build_match_batches``)."""
     from tests.night_support import build_match_batches
 
-    return build_match_batches(tmp_path_factory.mktemp("match-batches"), portraits)
+    return built_once(
+        tmp_path_factory, "match-batches", lambda folder: build_match_batches(folder, portraits)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -130,12 +161,15 @@ def embedded_lake(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     """A lake with both match batches staged and embedded, and no match run yet: built once
-    per session, so a test that writes to it takes its own copy (``match_lake``)."""
+    per run (``built_once``), so a test that writes to it takes its own copy (``match_lake``)."""
     from tests.night_support import FIRST, SECOND, settings_for, stage_and_embed
 
-    settings = settings_for(tmp_path_factory.mktemp("match-lake") / "lake", dlib_model)
-    stage_and_embed(spark, settings, dict(zip((FIRST, SECOND), match_batches, strict=True)))
-    return settings
+    def build(folder: Path) -> Settings:
+        settings = settings_for(folder / "lake", dlib_model)
+        stage_and_embed(spark, settings, dict(zip((FIRST, SECOND), match_batches, strict=True)))
+        return settings
+
+    return built_once(tmp_path_factory, "embedded-lake", build)
 
 
 @pytest.fixture
