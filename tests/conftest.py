@@ -184,29 +184,10 @@ def match_lake(embedded_lake: Settings, tmp_path: Path) -> Settings:
 def pushgateway() -> Iterator[str]:
     """A real Prometheus Pushgateway (Debian's package, installed by scripts/install-services)
     on a free loopback port; its base URL."""
-    import shutil
-    import socket
-    import subprocess
+    from tests.monitoring_support import running_pushgateway
 
-    from tests.s3_support import wait_until_ready
-
-    binary = shutil.which("prometheus-pushgateway")
-    if binary is None:
-        pytest.fail("prometheus-pushgateway is not installed: run scripts/install-services")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_ready(f"{url}/-/ready", process, timeout_s=30):
-        pytest.fail("the Pushgateway did not become ready")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    with running_pushgateway() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

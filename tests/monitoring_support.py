@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,3 +186,31 @@ def dashboard_queries() -> list[Query]:
         if match.group(1):
             found.append(Query(f"variable {variable['name']}", as_promql(match.group(1))))
     return found
+
+
+@contextmanager
+def running_pushgateway() -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's package, installed by scripts/install-services)
+    on a free loopback port, holding its groups in memory only (Debian's build persists them
+    to one file under /var/lib by default, which would carry one run's pushes into the next);
+    its base URL."""
+    import pytest
+
+    from tests.s3_support import free_port, wait_until_ready
+
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.fail("prometheus-pushgateway is not installed: run scripts/install-services")
+    url = f"http://127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [binary, f"--web.listen-address={url.removeprefix('http://')}", "--persistence.file="],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not wait_until_ready(f"{url}/-/ready", process, timeout_s=30):
+            pytest.fail("the Pushgateway did not become ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
