@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,15 @@ import pyarrow.compute as pc
 
 from dedup.atomic_files import write_bytes_atomically
 from dedup.contracts.schemas import CandidateSource
-from dedup.errors import LakeError
+from dedup.errors import DedupError, LakeError
+from dedup.observability.job_metrics import job_metrics, observed_registry, publish
 from dedup.reporting import REPORT_HTML, REPORT_JSON, report_folder, reports_root
 from dedup.reporting.batch_report import (
     BatchReport,
     Candidate,
     CatchTrials,
     Figure,
+    Night,
     Outcome,
     ReportInputs,
     StepRun,
@@ -44,6 +47,8 @@ from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.location import Lake
 from pipelines.match import SEARCH_FILE
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -170,9 +175,28 @@ def render(inputs: ReportInputs, now: dt.datetime) -> tuple[BatchReport, str]:
 
 def write_report(settings: Settings, batch_id: str, now: dt.datetime | None = None) -> ReportPaths:
     """Write the batch's report under ``<lake>/reports/<batch>/``; its paths and figures."""
-    folder = report_folder(reports_root(settings), batch_id)
-    report, page = render(report_inputs(settings, batch_id), now or dt.datetime.now(dt.UTC))
-    document = json.dumps(report.to_json(), indent=2, sort_keys=True)
-    json_path = write_bytes_atomically(folder / REPORT_JSON, document.encode("utf-8"))
-    html_path = write_bytes_atomically(folder / REPORT_HTML, page.encode("utf-8"))
+    with job_metrics(settings.metrics, "report", batch_id) as metrics:
+        folder = report_folder(reports_root(settings), batch_id)
+        report, page = render(report_inputs(settings, batch_id), now or dt.datetime.now(dt.UTC))
+        document = json.dumps(report.to_json(), indent=2, sort_keys=True)
+        json_path = write_bytes_atomically(folder / REPORT_JSON, document.encode("utf-8"))
+        html_path = write_bytes_atomically(folder / REPORT_HTML, page.encode("utf-8"))
+        publish_observed(settings, report.nights)
+        metrics.record({"rows_in": report.rows, "rows_out": 2})
     return ReportPaths(json_path, html_path, report)
+
+
+def publish_observed(settings: Settings, nights: list[Night]) -> None:
+    """Each night's observed false candidates, grouped under the report job and that night's
+    batch: decisions on an earlier night's cases arrive on later nights, so every report
+    brings every decided night's figure up to date. A monitoring outage is logged, not
+    fatal, as for the jobs' own figures."""
+    for night in nights:
+        if night.observed_false is None or night.undecided is None:
+            continue  # decisions never applied
+        registry = observed_registry(night.observed_false, night.undecided)
+        try:
+            publish(registry, settings.metrics, "report", night.batch_id)
+        except DedupError as error:
+            LOG.warning("observed false candidates of %s not published: %s", night.batch_id, error)
+            return

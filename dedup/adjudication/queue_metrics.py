@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from dedup.adjudication import queue
+from dedup.adjudication import catch_trials, queue
 from dedup.adjudication.context import Context
 from dedup.adjudication.tables import JudgementRow
 
@@ -20,6 +20,17 @@ CLAIM_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=None,
 )
+
+HTTP_RESPONSES = Counter(
+    "dedup_review_http_responses",
+    "Responses of this process, by route (its template, never an id) and status class.",
+    ["route", "code"],
+    registry=None,
+)
+
+
+def count_response(route: str, status: int) -> None:
+    HTTP_RESPONSES.labels(route, f"{status // 100}xx").inc()
 
 
 class QueueCollector(Collector):
@@ -35,6 +46,7 @@ class QueueCollector(Collector):
                     JudgementRow.stage, JudgementRow.outcome
                 )
             ).all()
+            trials = catch_trials.accuracy(db)
         cases = GaugeMetricFamily("dedup_review_cases", "Review cases by state.", labels=["state"])
         for state, count in sorted(depth.by_state.items()):
             cases.add_metric([state], count)
@@ -53,10 +65,20 @@ class QueueCollector(Collector):
         for stage, outcome, count in judged:
             decisions.add_metric([stage, outcome], count)
         yield decisions
+        catch = CounterMetricFamily(
+            "dedup_review_catch_trial_judgements",
+            "Judgements on catch trials (known pairs), by whether they matched the truth.",
+            labels=["result"],
+        )
+        right = sum(a.correct for a in trials)
+        catch.add_metric(["correct"], right)
+        catch.add_metric(["wrong"], sum(a.trials for a in trials) - right)
+        yield catch
 
 
 def service_registry(context: Context) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(QueueCollector(context))
     registry.register(CLAIM_SECONDS)
+    registry.register(HTTP_RESPONSES)
     return registry

@@ -28,7 +28,7 @@ from dedup.adjudication.accounts import LocalIdentityProvider
 from dedup.adjudication.context import Context, utc_now
 from dedup.adjudication.erasure import RecordEraser, UnknownEnrollment
 from dedup.adjudication.queue import CaseNotFound
-from dedup.adjudication.queue_metrics import service_registry
+from dedup.adjudication.queue_metrics import count_response, service_registry
 from dedup.adjudication.web import api, pages
 from dedup.adjudication.web.guards import (
     BadCsrf,
@@ -92,12 +92,24 @@ def create_app(
                 {"detail": "the address must not contain NUL characters"}, status_code=422
             )
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:
+                count_response(_route(request), 500)  # answered by Starlette's own handler
+                raise
+        count_response(_route(request), response.status_code)
         security_headers(response)
         return response
 
     _error_handlers(app)
     return app
+
+
+def _route(request: Request) -> str:
+    """The matched route's template (``/api/cases/{case_id}``), so that a label never holds
+    an id; ``unmatched`` for an address no route serves."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
 
 
 def _holds_nul(request: Request) -> bool:

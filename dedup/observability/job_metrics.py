@@ -133,6 +133,23 @@ def search_registry(figures: SearchFigures) -> CollectorRegistry:
     return registry
 
 
+def observed_registry(observed_false: int, undecided: int) -> CollectorRegistry:
+    """A night's false candidates as the adjudicators' applied decisions show them (the
+    batch report's figures), to set against the search's prediction for the same batch."""
+    registry = CollectorRegistry()
+    Gauge(
+        "dedup_report_observed_false_candidates",
+        "Candidate pairs of the batch decided not of one identity",
+        registry=registry,
+    ).set(observed_false)
+    Gauge(
+        "dedup_report_undecided_candidate_pairs",
+        "Candidate pairs of the batch with an end not decided yet",
+        registry=registry,
+    ).set(undecided)
+    return registry
+
+
 def publish(
     registry: CollectorRegistry,
     settings: MetricsSettings,

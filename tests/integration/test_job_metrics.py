@@ -123,3 +123,20 @@ def test_the_enqueue_job_pushes_through_the_wrapper(pushgateway: str, tmp_path: 
     got = scraped(pushgateway)
     assert got[("dedup_job_failed", run_group("enqueue", "never-matched"))] == 1
     assert last_success(pushgateway, "enqueue") == succeeded
+
+
+def test_the_report_publishes_each_decided_night_s_observed_false_candidates(
+    pushgateway: str, tmp_path: Path
+) -> None:
+    from dedup.reporting.batch_report import Night
+    from pipelines.report import publish_observed
+
+    settings = make_settings(tmp_path / "lake", metrics={"pushgateway": pushgateway})
+    nights = [Night("r-1", 2.5, 4, 0), Night("r-2", 1.0, 1, 3), Night("r-3", 0.5, None, None)]
+    publish_observed(settings, nights)
+    got = scraped(pushgateway)
+    assert got[("dedup_report_observed_false_candidates", run_group("report", "r-1"))] == 4
+    assert got[("dedup_report_undecided_candidate_pairs", run_group("report", "r-1"))] == 0
+    assert got[("dedup_report_undecided_candidate_pairs", run_group("report", "r-2"))] == 3
+    # a night whose decisions were never applied has no figure yet
+    assert ("dedup_report_observed_false_candidates", run_group("report", "r-3")) not in got

@@ -25,6 +25,7 @@ from dedup.adjudication.queue_metrics import service_registry
 from dedup.observability.job_metrics import (
     SearchFigures,
     last_success_registry,
+    observed_registry,
     run_registry,
     search_registry,
 )
@@ -104,6 +105,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
                 run_registry(figures, 1.0, False, 0.0),
                 last_success_registry(0.0),
                 search_registry(AUDITED),
+                observed_registry(2, 0),
                 service_registry(context),
             ]
         )
@@ -148,8 +150,11 @@ def test_the_collected_names_are_the_code_s_metrics(exported: set[str]) -> None:
         "dedup_review_cases",
         "dedup_review_judgements_total",
         "dedup_review_claim_seconds_bucket",
+        "dedup_review_http_responses_total",
+        "dedup_review_catch_trial_judgements_total",
+        "dedup_report_observed_false_candidates",
     } <= exported
-    assert pushed_jobs() >= {"stage", "embed", "match", "enqueue", "apply", "nightly"}
+    assert pushed_jobs() >= {"stage", "embed", "match", "enqueue", "apply", "report", "nightly"}
 
 
 def test_every_metric_a_rule_or_the_dashboard_names_is_exported(exported: set[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -195,6 +196,14 @@ def test_metrics_show_the_queue(world: ReviewWorld) -> None:
     assert 'dedup_review_judgements_total{outcome="not_duplicate",stage="first"} 1.0' in text
     assert "dedup_review_oldest_open_case_age_seconds 60.0" in text
     assert "dedup_review_claim_seconds_count" in text
+    # responses by route template (never the case id) and status class
+    judged = 'route="/api/v1/cases/{case_id}/judgement"'
+    assert re.search(rf'dedup_review_http_responses_total{{code="2xx",{judged}}} [1-9]', text)
+    assert case["case_id"] not in text
+    world.client().get("/no/such/page")
+    again = world.client().get("/metrics").text
+    assert re.search(r'dedup_review_http_responses_total\{code="4xx",route="unmatched"\} [1-9]',
+                     again)  # fmt: skip
 
 
 def test_the_openapi_document_is_published(world: ReviewWorld) -> None:

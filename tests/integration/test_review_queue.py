@@ -8,15 +8,19 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from dedup.adjudication import catch_trials, database, intake, queue, views
 from dedup.adjudication.cases import CaseState, Judgement, Outcome
+from dedup.adjudication.context import Context
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
+from dedup.adjudication.queue_metrics import service_registry
 from dedup.adjudication.tables import CaseCandidate, CaseRow, JudgementRow, Subject, SubjectImage
 from dedup.errors import AdjudicationError, StaleLease
+from dedup.settings import AdjudicationSettings
 from tests.review_support import batch_payload
 
 T = TypeVar("T")
@@ -242,6 +246,10 @@ def test_a_wrong_catch_trial_judgement_lowers_accuracy(review_engine: Engine) ->
         judge(review_engine, got, Judgement("bob", Outcome.DUPLICATE, candidate))
     [accuracy] = run(review_engine, catch_trials.accuracy)
     assert accuracy.trials == 1 and accuracy.correct == 0 and accuracy.rate == 0.0
+    context = Context(database.sessions(review_engine), AdjudicationSettings())
+    scraped = generate_latest(service_registry(context)).decode()  # what /metrics shows
+    assert 'dedup_review_catch_trial_judgements_total{result="wrong"} 1.0' in scraped
+    assert 'dedup_review_catch_trial_judgements_total{result="correct"} 0.0' in scraped
 
 
 def test_erasure_removes_an_enrollment_from_the_queue(review_engine: Engine) -> None:
