@@ -10,7 +10,7 @@ variable "name" {
 }
 
 variable "admin_role_arns" {
-  description = "IAM roles made cluster admins (the SRE team, the CI role that installs the Helm chart)."
+  description = "IAM roles made cluster admins (the SRE team, the CI role that installs the Helm chart); not the identity that runs terraform apply, which is made one already."
   type        = list(string)
   default     = []
 }

@@ -83,7 +83,9 @@ resource "helm_release" "cluster_autoscaler" {
     }
     extraArgs = {
       # Node groups of one kind (the CPU group) scale together; a GPU node is given back
-      # ten minutes after the night's last GPU pod left it.
+      # ten minutes after the night's last GPU pod left it. Ray pods keep their object
+      # spill and logs in an emptyDir: with the default (true) a node that ran one would
+      # never be scaled down.
       "balance-similar-node-groups"   = true
       "expander"                      = "least-waste"
       "scale-down-unneeded-time"      = "10m"

@@ -74,7 +74,7 @@ module "eks" {
   encryption_config = { resources = ["secrets"] }
 
   enabled_log_types                      = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
-  cloudwatch_log_group_retention_in_days = 90
+  cloudwatch_log_group_retention_in_days = 365
 
   # An OIDC provider for IAM roles for service accounts (the identity module's roles).
   enable_irsa = true

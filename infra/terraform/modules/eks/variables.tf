@@ -37,7 +37,7 @@ variable "endpoint_public_access_cidrs" {
 }
 
 variable "admin_role_arns" {
-  description = "IAM roles given cluster-admin through EKS access entries (the SRE team's role, the CI role that applies the Helm chart)."
+  description = "IAM roles given cluster-admin through EKS access entries (the SRE team's role, the CI role that applies the Helm chart); not the identity that applies this module, which enable_cluster_creator_admin_permissions makes admin already (a second entry for it would fail)."
   type        = list(string)
   default     = []
 }

@@ -39,7 +39,7 @@ variable "single_nat_gateway" {
 variable "flow_log_retention_days" {
   description = "Days the VPC flow logs are kept in CloudWatch Logs."
   type        = number
-  default     = 90
+  default     = 365
 }
 
 variable "tags" {
