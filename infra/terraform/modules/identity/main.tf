@@ -1,17 +1,21 @@
 # IAM roles for the dedup chart's service accounts (IRSA): each trusts only its own
 # namespace:serviceaccount through the cluster's OIDC provider, and may do only what its
-# jobs do (docs/operations.md, "The lake and the gallery on S3").
+# processes do (docs/operations.md, "The lake and the gallery on S3").
 #
-#   nightly (CronJob, Spark driver and executors): every step of a night. Stage writes
-#     faces/rejects/enrollments; embed reads faces and commits templates from its driver
+#   nightly (the CronJob, which is also the Spark driver; the executors run under its
+#     account): every step of a night. Stage writes faces/rejects/enrollments and reads the
+#     intake (manifest, photos); embed reads faces and commits templates from its driver
 #     (the Ray actors get chips through Ray's object store and return vectors the same way);
-#     match reads templates, writes candidates and adds to the gallery (the LOCK, CURRENT,
-#     segments); erasure, vacuum and compaction delete. Reads the intake (manifest, photos).
+#     match reads templates, writes candidates and adds to the gallery (LOCK, CURRENT,
+#     segments); vacuum and compaction delete. It connects to the review database.
+#   review (dedup serve): the queue's database, and a supervisor's erasure, which reaches
+#     the lake and the gallery as `dedup erase` does (pipelines.erasure.LakeEraser: rows
+#     deleted, tables vacuumed, work files rewritten, the gallery compacted). Photos and
+#     chips are in the database (imported by the enqueue) and reports are read from a local
+#     folder (adjudication.reports_dir), so it never reads the intake.
 #   ray (head and workers): the match's shard actors download the gallery's files into
-#     their node's cache. Read only, gallery only: the embed actors touch no bucket.
-#   review (dedup serve): the queue's database only. Photos and chips are imported into the
-#     database by the nightly's enqueue, and the reports are read from a local folder
-#     (adjudication.reports_dir), so the service reads no bucket.
+#     their node's cache. Read only, gallery only: the embed and match drivers run in the
+#     nightly pod (Ray Client), so no Ray node reads or writes the lake.
 #
 # Old object versions are never deleted by any role (no s3:DeleteObjectVersion): a delete
 # leaves a noncurrent version that the lake bucket's lifecycle removes (the lake module).
@@ -25,7 +29,7 @@ locals {
   gallery_object = "${var.lake_bucket_arn}/${var.gallery_prefix}/*"
 }
 
-data "aws_iam_policy_document" "nightly" {
+data "aws_iam_policy_document" "lake_and_gallery" {
   # The bucket check every job starts with (a HEAD of the bucket, which S3 authorizes as
   # ListBucket without a prefix), and listings under both prefixes.
   statement {
@@ -46,12 +50,6 @@ data "aws_iam_policy_document" "nightly" {
   }
 
   statement {
-    sid       = "ReadIntake"
-    actions   = ["s3:ListBucket", "s3:GetObject"]
-    resources = [var.intake_bucket_arn, "${var.intake_bucket_arn}/*"]
-  }
-
-  statement {
     sid       = "UseDataKeyThroughS3"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.data_kms_key_arn]
@@ -61,8 +59,17 @@ data "aws_iam_policy_document" "nightly" {
       values   = [local.s3_via]
     }
   }
+}
 
-  # The enqueue and apply steps connect to the review database.
+data "aws_iam_policy_document" "intake" {
+  statement {
+    sid       = "ReadIntake"
+    actions   = ["s3:ListBucket", "s3:GetObject"]
+    resources = [var.intake_bucket_arn, "${var.intake_bucket_arn}/*"]
+  }
+}
+
+data "aws_iam_policy_document" "database_secret" {
   statement {
     sid       = "ReadDatabaseSecret"
     actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
@@ -111,33 +118,18 @@ data "aws_iam_policy_document" "ray" {
   }
 }
 
-data "aws_iam_policy_document" "review" {
-  statement {
-    sid       = "ReadDatabaseSecret"
-    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [var.database_secret_arn]
-  }
-
-  statement {
-    sid       = "DecryptDatabaseSecret"
-    actions   = ["kms:Decrypt"]
-    resources = [var.database_kms_key_arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = [local.secrets_via]
-    }
-  }
-}
-
 module "nightly_role" {
   #checkov:skip=CKV_TF_1:Registry modules are pinned to one exact version (tests/deploy/test_terraform.py holds every call to it); a git commit source would bypass the registry, and the module interface the tests check against is recorded per version.
   source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts"
   version = "6.5.0"
 
-  name                    = "${var.name}-nightly"
-  description             = "dedup nightly run: lake and gallery read/write, intake read"
-  source_policy_documents = [data.aws_iam_policy_document.nightly.json]
+  name        = "${var.name}-nightly"
+  description = "dedup nightly run: lake and gallery read/write, intake read, database secret"
+  source_policy_documents = [
+    data.aws_iam_policy_document.lake_and_gallery.json,
+    data.aws_iam_policy_document.intake.json,
+    data.aws_iam_policy_document.database_secret.json,
+  ]
 
   oidc_providers = {
     this = {
@@ -173,9 +165,12 @@ module "review_role" {
   source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts"
   version = "6.5.0"
 
-  name                    = "${var.name}-review"
-  description             = "dedup review service: its database secret"
-  source_policy_documents = [data.aws_iam_policy_document.review.json]
+  name        = "${var.name}-review"
+  description = "dedup review service: database secret, lake and gallery read/write (erasure)"
+  source_policy_documents = [
+    data.aws_iam_policy_document.lake_and_gallery.json,
+    data.aws_iam_policy_document.database_secret.json,
+  ]
 
   oidc_providers = {
     this = {

@@ -15,9 +15,9 @@ variable "namespace" {
 }
 
 variable "nightly_service_accounts" {
-  description = "Service accounts of the nightly run: the CronJob's pod and the Spark stage's driver and executors, which all read and write the lake."
+  description = "Service accounts of the nightly run: the CronJob's pod, which is the Spark driver, and the executors, which the chart runs under the same account."
   type        = list(string)
-  default     = ["dedup-nightly", "dedup-spark"]
+  default     = ["dedup-nightly"]
 }
 
 variable "review_service_account" {
