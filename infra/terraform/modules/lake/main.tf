@@ -252,6 +252,29 @@ data "aws_iam_policy_document" "data_bucket" {
     }
   }
 
+  # A put that asks for SSE-KMS without naming a key gets AWS's managed aws/s3 key, not
+  # this one (the bucket's default applies only to puts that ask for nothing).
+  statement {
+    sid       = "DenyKmsPutsWithoutThisKey"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${each.value.arn}/*"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "s3:x-amz-server-side-encryption"
+      values   = ["aws:kms"]
+    }
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = ["true"]
+    }
+  }
+
   # Customer-provided keys (SSE-C) would leave objects S3 cannot decrypt for anyone else,
   # outside this key's rotation and audit.
   statement {
