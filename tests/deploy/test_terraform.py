@@ -251,6 +251,10 @@ def test_envs_compose_the_same_modules() -> None:
         n: c.source for n, c in production.calls.items()
     }
     assert staging.outputs.keys() == production.outputs.keys()
+    # One set of pins and one provider setup: a provider bumped in staging is bumped in
+    # production by the same change.
+    for name in ("versions.tf", "providers.tf"):
+        assert staging.texts[staging.path / name] == production.texts[production.path / name]
 
 
 def test_gpu_group_scales_from_zero_with_its_taint_and_label() -> None:
