@@ -7,12 +7,16 @@ not the resources inside terraform-aws-modules; docs/operations.md says which th
 A skip is a ``#checkov:skip=CKV_...:reason`` comment beside its resource; the reasons are
 held to say something.
 
-To scan another folder, add it to TARGETS: ``("helm", "helm/dedup")``.
+To scan another folder, add it to TARGETS, with any options of its own: a chart is rendered
+with the ``helm`` scripts/install-helm caches (put first on checkov's PATH), from a values
+file that gives the values the chart requires, e.g.
+``("helm", "helm/dedup", ["--var-file", "tests/deploy/checkov-values.yaml"])``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -25,15 +29,15 @@ from tests.deploy.test_terraform import TOOLS, require_tool
 
 CHECKOV = TOOLS / "checkov" / "bin" / "checkov"
 
-# (framework, folder relative to the repository): one checkov run each.
-TARGETS = [
-    ("terraform", "infra/terraform"),
+# (framework, folder relative to the repository, checkov options): one checkov run each.
+TARGETS: list[tuple[str, str, list[str]]] = [
+    ("terraform", "infra/terraform", ["--download-external-modules", "false"]),
 ]
 
 SKIP_COMMENT = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?$", re.MULTILINE)
 
 
-def run_checkov(framework: str, folder: Path) -> dict[str, Any]:
+def run_checkov(framework: str, folder: Path, options: list[str]) -> dict[str, Any]:
     result = subprocess.run(
         [
             str(require_tool(CHECKOV)),
@@ -44,15 +48,17 @@ def run_checkov(framework: str, folder: Path) -> dict[str, Any]:
             "--output",
             "json",
             "--skip-download",
-            "--download-external-modules",
-            "false",
             "--quiet",
+            *options,
         ],
         capture_output=True,
         text=True,
         check=False,
         timeout=600,
         cwd=ROOT,
+        # The cached tools first: checkov's helm framework renders a chart with `helm`
+        # (scripts/install-helm builds it into the same folder).
+        env={**os.environ, "PATH": f"{TOOLS / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     # 0: all passed; 1: some check failed (the report says which); anything else: checkov broke.
     assert result.returncode in (0, 1), (
@@ -66,9 +72,9 @@ def run_checkov(framework: str, folder: Path) -> dict[str, Any]:
     return scanned
 
 
-@pytest.mark.parametrize(("framework", "folder"), TARGETS)
-def test_checkov_passes(framework: str, folder: str) -> None:
-    report = run_checkov(framework, ROOT / folder)
+@pytest.mark.parametrize(("framework", "folder", "options"), TARGETS)
+def test_checkov_passes(framework: str, folder: str, options: list[str]) -> None:
+    report = run_checkov(framework, ROOT / folder, options)
     summary = report["summary"]
     assert summary["resource_count"] > 0, f"checkov scanned nothing in {folder}"
     assert summary["parsing_errors"] == 0, report["results"]["parsing_errors"]
@@ -80,8 +86,8 @@ def test_checkov_passes(framework: str, folder: str) -> None:
     assert not failed, "checkov failed:\n" + "\n".join(failed)
 
 
-@pytest.mark.parametrize(("framework", "folder"), TARGETS)
-def test_every_skip_says_why(framework: str, folder: str) -> None:
+@pytest.mark.parametrize(("framework", "folder", "options"), TARGETS)
+def test_every_skip_says_why(framework: str, folder: str, options: list[str]) -> None:
     skips = []
     for file in sorted((ROOT / folder).rglob("*")):
         if file.is_file() and file.suffix in {".tf", ".yaml", ".yml", ".tpl"}:
@@ -100,6 +106,6 @@ def test_checkov_finds_a_planted_weakness(tmp_path: Path) -> None:
     (tmp_path / "main.tf").write_text(
         'resource "aws_s3_bucket" "open" {\n  bucket = "dedup-checkov-probe"\n}\n', encoding="utf-8"
     )
-    report = run_checkov("terraform", tmp_path)
+    report = run_checkov("terraform", tmp_path, [])
     failed = {c["check_id"] for c in report["results"]["failed_checks"]}
     assert "CKV2_AWS_6" in failed  # no public access block
