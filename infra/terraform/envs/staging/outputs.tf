@@ -79,3 +79,13 @@ output "gpu_node_taint" {
   description = "Taint of the GPU nodes, for the Ray GPU worker group's toleration."
   value       = module.eks.gpu_node_taint
 }
+
+output "database_cidrs" {
+  description = "Address ranges the database can be at (its subnets: a failover moves it), for the review service's NetworkPolicy (review.networkPolicy.postgres)."
+  value       = module.network.private_subnet_cidr_blocks
+}
+
+output "object_store_cidrs" {
+  description = "S3's address ranges in the region, for the review service's NetworkPolicy (review.networkPolicy.objectStore.cidrs)."
+  value       = module.network.s3_cidr_blocks
+}

@@ -80,3 +80,10 @@ resource "aws_vpc_endpoint" "s3" {
 }
 
 data "aws_region" "current" {}
+
+# S3's address ranges in the region (the endpoint's prefix list): what a Kubernetes
+# NetworkPolicy, which cannot name a prefix list, must allow for the pods that reach the
+# lake and the gallery. AWS adds ranges now and then: a plan shows the change.
+data "aws_prefix_list" "s3" {
+  prefix_list_id = aws_vpc_endpoint.s3.prefix_list_id
+}
