@@ -46,6 +46,9 @@ module "cluster_addons" {
   oidc_provider_arn = module.eks.oidc_provider_arn
   region            = var.region
   gpu_node_labels   = module.eks.gpu_node_labels
+
+  # The releases wait for their pods (atomic): the CPU nodes must have joined first.
+  depends_on = [module.eks]
 }
 
 module "lake" {
