@@ -1,8 +1,6 @@
 """The chart as the deploy tests see it: the tools scripts/install-helm builds, the scenarios
-the chart is rendered over, and each scenario rendered once per process.
-
-    >>> sorted(SCENARIOS) == sorted(["defaults", "monitoring", "no-gpu", "ingress"])
-    True
+the chart is rendered over (defaults, monitoring, no-gpu, ingress), and each scenario rendered
+once per process.
 
 A scenario is the values a registry would give on top of the chart's defaults (a minimal
 install needs the database Secret and the network policy's address ranges) and the APIs the

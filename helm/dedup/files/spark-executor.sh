@@ -3,9 +3,9 @@
 # (executor-pod.yaml): the image's entrypoint is the dedup CLI, not Spark's launcher, so the
 # executor's JVM is started here from what the driver put in the pod's environment.
 # SPARK_JAVA_OPT_<n>: the executor's Java options in order (the driver's ports, Java 17's
-# module openings, spark.executor.extraJavaOptions).
+# module openings, spark.executor.extraJavaOptions). SPARK_HOME: pyspark's folder by default.
 set -euo pipefail
-spark_home=$(/app/.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+spark_home=${SPARK_HOME:-$(/app/.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}
 java_opts=()
 while IFS= read -r line; do
   java_opts+=("${line#*=}")
