@@ -1,12 +1,16 @@
-"""The scripts the chart puts in its pods, run here: the Spark executors' start (with a
-stand-in java that prints what it was given), and a local intake volume mounted where the
-driver and the executors read the batch."""
+"""The scripts the chart puts in its pods, run here: the night's first step (night-start.py:
+the batch id and the manifest), the Spark executors' start (with a stand-in java that prints
+what it was given), and a local intake volume mounted where the driver and the executors
+read the batch."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.deploy.chart_support import CHART, template, with_required
@@ -82,3 +86,58 @@ def test_a_local_intake_root_is_a_volume_of_the_driver_and_of_every_executor(
     assert {"name": "intake", "mountPath": "/intake", "readOnly": True} in mounts
     settings = yaml.safe_load(config["data"]["settings.yaml"])
     assert "manifest" not in settings  # photo paths stay relative to the batch folder
+
+
+def night_start(tmp_path: Path, root: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(CHART / "files" / "night-start.py")],
+        env={**os.environ, "DEDUP_NIGHT_TIME_ZONE": "Pacific/Kiritimati",
+             "DEDUP_INTAKE_ROOT": root, "DEDUP_NIGHT_DIR": str(tmp_path / "night"), **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def batch_today(zone: str) -> str:
+    import datetime as dt
+    import zoneinfo
+
+    return dt.datetime.now(zoneinfo.ZoneInfo(zone)).date().isoformat()
+
+
+def test_night_start_names_the_batch_by_the_date_in_the_time_zone(tmp_path: Path) -> None:
+    batch = batch_today("Pacific/Kiritimati")  # UTC+14: a day ahead of UTC most of the day
+    folder = tmp_path / "intake" / batch
+    folder.mkdir(parents=True)
+    (folder / "manifest.csv").write_text("enrollment_id\n", encoding="utf-8")
+    done = night_start(tmp_path, str(tmp_path / "intake"))
+    assert done.returncode == 0, done.stderr
+    night = tmp_path / "night"
+    assert (night / "batch-id").read_text() == batch
+    assert (night / "manifest").read_text() == str(folder / "manifest.csv")
+
+
+def test_night_start_copies_a_remote_manifest_into_the_pod(tmp_path: Path) -> None:
+    folder = tmp_path / "bucket" / "2026-12-01"
+    folder.mkdir(parents=True)
+    (folder / "manifest.csv").write_text("enrollment_id\nE1\n", encoding="utf-8")
+    root = (tmp_path / "bucket").as_uri()  # a URI root takes the copying path, as s3:// does
+    done = night_start(tmp_path, root, DEDUP_BATCH_ID="2026-12-01")
+    assert done.returncode == 0, done.stderr
+    copied = Path((tmp_path / "night" / "manifest").read_text())
+    assert copied == tmp_path / "night" / "intake" / "2026-12-01" / "manifest.csv"
+    assert copied.read_text() == "enrollment_id\nE1\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DEDUP_BATCH_ID": "2026-12-01"}, "no manifest at"),
+        ({"DEDUP_NIGHT_TIME_ZONE": "Mars/Olympus"}, "time zone 'Mars/Olympus' is unknown"),
+    ],
+)
+def test_night_start_stops_the_night_with_a_reason(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    done = night_start(tmp_path, str(tmp_path / "intake"), **env)
+    assert done.returncode == 1 and expected in done.stderr
+    assert not (tmp_path / "night" / "batch-id").exists()

@@ -5,6 +5,7 @@ strictly into the operators' Go types (tests/crd, built by scripts/install-helm)
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dedup.settings import Settings
 from tests.deploy.chart_support import (
+    CHART,
     KUBE_VERSION,
     MONITORING_API,
     REQUIRED,
@@ -81,6 +84,13 @@ def test_a_misspelt_or_bad_value_fails_through_the_schema(
 def test_a_misspelt_value_fails_helm_lint_too(tmp_path: Path) -> None:
     done = helm(["lint", "--strict"], with_required({"nightly": {"shedule": "x"}}), tmp_path)
     assert done.returncode != 0 and "'shedule' not allowed" in done.stdout + done.stderr
+
+
+def test_the_schema_knows_the_settings_top_level_keys() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    settings = schema["properties"]["settings"]
+    assert settings["additionalProperties"] is False
+    assert set(settings["properties"]) == set(Settings.model_fields)
 
 
 @pytest.mark.parametrize(
