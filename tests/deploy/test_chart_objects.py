@@ -231,3 +231,15 @@ def test_service_accounts_are_separate_and_carry_their_roles(tmp_path: Path) -> 
     assert accounts["dedup-nightly"]["metadata"]["annotations"] == irsa
     assert "annotations" not in accounts["dedup-review"]["metadata"]
     assert all(account["automountServiceAccountToken"] is False for account in accounts.values())
+
+
+def test_every_pod_that_opens_the_gallery_has_a_volume_for_its_cache() -> None:
+    docs = rendered("defaults").docs
+    cache = yaml.safe_load(settings_text(rendered("defaults").text))["gallery_cache"]
+    openers = [(w, p) for w, p in pod_specs(docs) if "head" not in w and "migrate" not in w]
+    assert len(openers) == 4  # the review service, the night, the CPU and the GPU workers
+    for where, pod in openers:
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert "emptyDir" in volumes["gallery-cache"], where
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["gallery-cache"] == cache, where

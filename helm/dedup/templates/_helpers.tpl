@@ -106,6 +106,7 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- $_ := set $conf $key ($value | toString) -}}
 {{- end -}}
 {{- $derived := dict
+  "gallery_cache" (include "dedup.galleryCachePath" .)
   "spark" (dict "master" "k8s://https://kubernetes.default.svc" "extra_conf" $conf)
   "adjudication" (dict "host" "0.0.0.0" "port" .Values.review.port)
 -}}
@@ -200,7 +201,7 @@ securityContext:
 - name: night
   mountPath: /night
 - name: gallery-cache
-  mountPath: {{ .Values.settings.gallery_cache | default "/var/cache/dedup/gallery" }}
+  mountPath: {{ include "dedup.galleryCachePath" . }}
 {{- if .Values.nightly.intake.volume }}
 - name: intake
   mountPath: {{ .Values.nightly.intake.root }}
@@ -231,7 +232,7 @@ containers:
         mountPath: /dev/shm
       {{- if .galleryCache }}
       - name: gallery-cache
-        mountPath: {{ $root.Values.settings.gallery_cache | default "/var/cache/dedup/gallery" }}
+        mountPath: {{ include "dedup.galleryCachePath" $root }}
       {{- end }}
 volumes:
   {{- include "dedup.volumes" $root | nindent 2 }}
@@ -282,4 +283,10 @@ spec:
     - name: intake
       {{- toYaml . | nindent 6 }}
     {{- end }}
+{{- end -}}
+
+{{/* Where the gallery's local copies go in a pod: settings.gallery_cache, a volume of each pod
+that opens an s3:// gallery (the night, the review service's erasures, the Ray workers). */}}
+{{- define "dedup.galleryCachePath" -}}
+{{- .Values.settings.gallery_cache | default "/var/cache/dedup/gallery" -}}
 {{- end -}}
