@@ -124,6 +124,56 @@ def test_every_core_object_meets_the_kubernetes_schema_strictly(name: str) -> No
             pytest.fail(f"{name}: {where}: {exc.message} at {list(exc.path)}")
 
 
+DIGEST = "sha256:" + "ab" * 32
+# Each switch and optional value on its own, over the required values: what a registry may
+# turn off or add must still render objects that Kubernetes and the operators accept.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "nightly off": {"nightly": {"enabled": False}},
+    "ray off": {"ray": {"enabled": False}},
+    "cpu workers off": {"ray": {"cpuWorkers": {"enabled": False}}},
+    "network policy off": {"review": {"networkPolicy": {"enabled": False}}},
+    "fixed replicas": {
+        "review": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}}
+    },
+    "dashboard off": {"monitoring": {"dashboard": {"enabled": False}, "pushgatewayUrl": ""}},
+    "images by digest": {
+        "image": {"digest": DIGEST},
+        "ray": {"gpuWorkers": {"image": {"repository": "registry.example/dedup-gpu"}}},
+    },
+    "extra environment": {
+        "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+        "extraEnvFrom": [{"secretRef": {"name": "proxy-settings"}}],
+        "imagePullSecrets": [{"name": "registry-pull"}],
+    },
+    "accounts made elsewhere": {
+        "serviceAccounts": {
+            "review": {"create": False, "name": "review"},
+            "nightly": {"create": False, "name": "night"},
+            "ray": {"create": False},
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_switch_renders_objects_kubernetes_and_the_operators_accept(
+    variant: str, tmp_path: Path
+) -> None:
+    text = template(with_required(VARIANTS[variant]), tmp_path)
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    for doc in core_docs(docs):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    done = crd_check(text)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_image_digest_wins_over_the_tag(tmp_path: Path) -> None:
+    text = template(with_required(VARIANTS["images by digest"]), tmp_path)
+    assert f"registry.example/dedup@{DIGEST}" in text
+    assert "registry.example/dedup-gpu:0.1.0" in text
+    assert "registry.example/dedup:" not in text
+
+
 def test_the_kubernetes_schema_check_rejects_an_unknown_field() -> None:
     deployment = rendered("defaults").one("Deployment", "-review")
     bad = merged(deployment, {"spec": {"template": {"spec": {"containers": [
