@@ -1,7 +1,7 @@
 """The scripts the chart puts in its pods, run here: the night's first step (night-start.py:
-the batch id and the manifest), the Spark executors' start (with a stand-in java that prints
-what it was given), and a local intake volume mounted where the driver and the executors
-read the batch."""
+the batch id and the manifest), the nightly container's command line, the Spark executors'
+start (with a stand-in java that prints what it was given), and a local intake volume
+mounted where the driver and the executors read the batch."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.chart_support import CHART, template, with_required
+from tests.deploy.chart_support import CHART, rendered, template, with_required
 
+# The nightly container's variable naming the driver pod (the executors' owner).
+DRIVER_POD_ENV = "DEDUP_SPARK__EXTRA_CONF__spark.kubernetes.driver.pod.name"
 EXECUTOR_ENV = {
     "SPARK_EXECUTOR_MEMORY": "4g",
     "SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@driver:7078",
@@ -141,3 +143,40 @@ def test_night_start_stops_the_night_with_a_reason(
     done = night_start(tmp_path, str(tmp_path / "intake"), **env)
     assert done.returncode == 1 and expected in done.stderr
     assert not (tmp_path / "night" / "batch-id").exists()
+
+
+def test_the_nightly_command_passes_the_batch_the_manifest_and_the_driver_s_name(
+    tmp_path: Path,
+) -> None:
+    cron = rendered("defaults").one("CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [nightly] = pod["containers"]
+    assert nightly["command"][:2] == ["/usr/bin/tini", "--"]
+    night = tmp_path / "night"
+    night.mkdir()
+    (night / "batch-id").write_text("2026-12-01", encoding="utf-8")
+    (night / "manifest").write_text("/night/intake/2026-12-01/manifest.csv", encoding="utf-8")
+    fake = tmp_path / "bin" / "dedup"
+    fake.parent.mkdir()
+    # A stand-in dedup in Python, as the real one is (a POSIX sh would drop the dotted name).
+    fake.write_text(
+        f"#!{sys.executable}\nimport os, sys\nprint(*sys.argv[1:], sep='\\n')\n"
+        f"print('{DRIVER_POD_ENV}=' + os.environ['{DRIVER_POD_ENV}'])\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    # The pod's /night is this test's folder; the rest is the container's command as rendered.
+    command = [part.replace("/night/", f"{night}/") for part in nightly["command"][2:]]
+    pod_name = {e["name"]: e for e in nightly["env"]}[DRIVER_POD_ENV]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    done = subprocess.run(
+        [*command, "--target-fpir", "0.001"],
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin", DRIVER_POD_ENV: "dedup-nightly-29-x"},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "nightly", "--config", "/etc/dedup/settings.yaml", "--batch-id", "2026-12-01",
+        "--manifest", "/night/intake/2026-12-01/manifest.csv", "--target-fpir", "0.001",
+        f"{DRIVER_POD_ENV}=dedup-nightly-29-x",
+    ]  # fmt: skip
