@@ -20,6 +20,7 @@ from tests.deploy.chart_support import (
     KUBE_VERSION,
     MONITORING_API,
     REQUIRED,
+    ROOT,
     SCENARIOS,
     RenderError,
     helm,
@@ -165,6 +166,19 @@ def test_each_switch_renders_objects_kubernetes_and_the_operators_accept(
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
     done = crd_check(text)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_values_operations_md_shows_render_valid_objects(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## Installing on Kubernetes", 1)[1].split("### Values", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    values = yaml.safe_load(example.replace("sha256:...", DIGEST))
+    rendering = template(values, tmp_path, (MONITORING_API,))  # it turns monitoring on
+    docs = [doc for doc in yaml.safe_load_all(rendering) if doc]
+    for doc in core_docs(docs):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    assert crd_check(rendering).returncode == 0
+    assert {"Ingress", "PrometheusRule"} <= {doc["kind"] for doc in docs}
 
 
 def test_an_image_digest_wins_over_the_tag(tmp_path: Path) -> None:
