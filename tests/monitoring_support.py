@@ -1,4 +1,4 @@
-"""The monitoring files (deploy/prometheus, deploy/grafana) as the tests read them: the rule
+"""The monitoring files (the chart's files/, linked from deploy/) as the tests read them: the rule
 file's alerts and recorded names, the dashboard's queries, and the metric names and label
 matchers a PromQL expression uses.
 
@@ -26,10 +26,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"
-RULES = PROMETHEUS / "alerts.yaml"
+# The rule file and the dashboard live in the Helm chart, which reads them with .Files.Get;
+# deploy/prometheus/alerts.yaml and deploy/grafana/dedup.json are links to them.
+CHART_FILES = ROOT / "helm" / "dedup" / "files"
+RULES = CHART_FILES / "alerts.yaml"
 RULE_TESTS = PROMETHEUS / "tests"
 SCRAPE_CONFIG = PROMETHEUS / "prometheus.yml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "dedup.json"
+DASHBOARD = CHART_FILES / "dedup-dashboard.json"
+LINKS = {PROMETHEUS / "alerts.yaml": RULES, ROOT / "deploy" / "grafana" / "dedup.json": DASHBOARD}
 RUNBOOKS = ROOT / "docs" / "runbooks"
 # The base of every runbook_url (alerts.yaml's header says how to change it).
 RUNBOOK_BASE = "https://runbooks.dedup.example/"

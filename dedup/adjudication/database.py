@@ -144,5 +144,5 @@ def require_current(engine: Engine) -> None:
         state = "empty" if not tables else f"at migration {have}"
         raise ConfigError(
             f"the review database is {state}; this version needs migration {want}: "
-            "run `dedup serve` with --migrate (or `dedup adjudication migrate`)"
+            "run `dedup serve` with --migrate (or `dedup migrate`)"
         )

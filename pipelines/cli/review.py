@@ -1,5 +1,5 @@
-"""``dedup serve``, ``dedup enqueue``, ``dedup users ...`` and ``dedup audit verify``: the review
-service and what operators do around it."""
+"""``dedup serve``, ``dedup migrate``, ``dedup enqueue``, ``dedup users ...`` and ``dedup audit
+verify``: the review service and what operators do around it."""
 
 from __future__ import annotations
 
@@ -83,6 +83,17 @@ def serve(
             update={"adjudication": settings.adjudication.model_copy(update=overrides)}
         )
     serve_review(settings, migrate)
+
+
+@review_app.command("migrate")
+def migrate_database(config: ConfigOption = None, lake: LakeOption = None) -> None:
+    """Bring the review database's schema to the current migration, without serving (a
+    deployment's step before its `dedup serve --no-migrate` replicas start)."""
+    from dedup.adjudication import database
+
+    engine = _engine(settings_from(config, lake), migrate=True)
+    database.require_current(engine)
+    console.print("the review database is at the current migration")
 
 
 @review_app.command()

@@ -74,6 +74,16 @@ def test_bad_accounts_are_refused_with_a_reason(tmp_path: Path) -> None:
 def test_an_unmigrated_database_is_not_served(tmp_path: Path) -> None:
     done = runner.invoke(app, ["serve", "--no-migrate"], env=env(tmp_path))
     assert done.exit_code == 2 and "needs migration 0002" in done.output
+    assert "`dedup migrate`" in done.output
+
+
+def test_migrate_brings_the_database_to_the_current_migration(tmp_path: Path) -> None:
+    for _ in range(2):  # a second run (the next release's hook) finds nothing to do
+        done = runner.invoke(app, ["migrate"], env=env(tmp_path))
+        assert done.exit_code == 0, done.output
+        assert "at the current migration" in done.output
+    engine = database.connect(env(tmp_path)["DEDUP_ADJUDICATION__DATABASE_URL"])
+    database.require_current(engine)
 
 
 def test_enqueue_without_a_match_run_says_what_to_do(tmp_path: Path) -> None:

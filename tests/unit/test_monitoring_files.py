@@ -8,12 +8,14 @@ promtool itself checks the rules and runs their unit tests in
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import yaml
 
 from tests.monitoring_support import (
+    LINKS,
     RULE_TESTS,
     RULES,
     RUNBOOK_BASE,
@@ -51,6 +53,15 @@ def test_every_alert_has_a_severity_its_annotations_and_a_runbook() -> None:
         assert text.startswith(f"# {name}\n"), page
         missing = [section for section in RUNBOOK_SECTIONS if section not in text]
         assert not missing, f"{page}: no {missing}"
+
+
+def test_the_deploy_paths_are_relative_links_to_the_chart_s_files() -> None:
+    # One source each: the chart reads its files/ (.Files.Get cannot leave the chart), and the
+    # plain paths that promtool, Prometheus and Grafana are pointed at lead to the same bytes.
+    for link, target in LINKS.items():
+        assert link.is_symlink(), f"{link} must be a link to {target}"
+        assert not os.readlink(link).startswith("/"), f"{link} must be a relative link"
+        assert link.resolve() == target.resolve()
 
 
 def test_the_runbook_base_is_the_one_the_rule_file_documents() -> None:
