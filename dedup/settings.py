@@ -82,9 +82,7 @@ class SparkSettings(_Section):
     # Photos per Arrow batch handed to a Python worker: bounds worker memory on big photos.
     photos_per_arrow_batch: int = Field(default=16, ge=1)
     extra_conf: dict[str, str] = Field(default_factory=dict)
-    # Options for the driver's JVM (in local mode, the whole of Spark), after dedup's own: the
-    # tests run short-lived JVMs with the quick compiler only (``-XX:TieredStopAtLevel=1``).
-    java_options: str = ""
+    java_options: str = ""  # for the driver's JVM (local mode: all of Spark), after dedup's
     # Spark's s3a file system (hadoop-aws and the AWS SDK bundle it was built against) on the
     # classpath: None adds it when the lake is an s3:// location. Its versions follow the
     # Hadoop that pyspark ships (3.3.4 in pyspark 3.5).
