@@ -52,15 +52,9 @@ class Scenario:
 
 
 # What every install gives: the database Secret's name and the network policy's ranges.
-REQUIRED: dict[str, Any] = {
-    "database": {"existingSecret": "dedup-database"},
-    "review": {
-        "networkPolicy": {
-            "postgres": {"cidr": "10.20.0.0/16"},
-            "objectStore": {"cidrs": ["52.218.0.0/17", "3.5.0.0/18"]},
-        }
-    },
-}
+REQUIRED: dict[str, Any] = yaml.safe_load(
+    (Path(__file__).with_name("required-values.yaml")).read_text(encoding="utf-8")
+)
 MONITORING_ON: dict[str, Any] = {
     "monitoring": {
         "serviceMonitor": {"enabled": True},

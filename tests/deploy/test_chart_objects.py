@@ -118,7 +118,7 @@ def test_the_database_url_comes_from_the_named_secret_to_those_that_need_it() ->
 
 
 def test_the_network_policy_admits_only_the_ingress_and_prometheus_namespaces() -> None:
-    policy = rendered("defaults").one("NetworkPolicy")["spec"]
+    policy = rendered("defaults").one("NetworkPolicy", "-review")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     [ingress] = policy["ingress"]
     namespaces = [p["namespaceSelector"]["matchLabels"] for p in ingress["from"]]
@@ -132,6 +132,26 @@ def test_the_network_policy_admits_only_the_ingress_and_prometheus_namespaces() 
     assert store["ports"] == [{"port": 443, "protocol": "TCP"}]
     assert {p["port"] for p in dns["ports"]} == {53}
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+
+
+def test_the_migration_hook_reaches_only_the_database_and_dns() -> None:
+    chart = rendered("defaults")
+    policy = chart.one("NetworkPolicy", "-migrate")
+    annotations = policy["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    job = chart.one("Job", "-migrate")
+    # created before the Job it admits (helm runs hooks by ascending weight)
+    assert int(annotations["helm.sh/hook-weight"]) < int(
+        job["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+    selected = spec["podSelector"]["matchLabels"]
+    assert selected.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    postgres, dns = spec["egress"]
+    assert postgres == {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+                        "ports": [{"port": 5432, "protocol": "TCP"}]}  # fmt: skip
+    assert {p["port"] for p in dns["ports"]} == {53}
 
 
 def test_the_ingress_serves_https_only() -> None:
