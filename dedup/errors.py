@@ -39,6 +39,11 @@ class GalleryError(DedupError):
     """A gallery is missing, corrupt (a checksum does not match), or used with the wrong model."""
 
 
+class EvaluationError(DedupError):
+    """An evaluation set (templates and labels for ``dedup evaluate``) cannot be used as given:
+    a missing column, a duplicate or unmatched id, a non-finite vector, mixed dimensions."""
+
+
 class AdjudicationError(DedupError):
     """A review step the rules do not allow: a case in the wrong state, the same adjudicator
     twice on a four-eyes decision, a missing reason, or a lease that is not the caller's."""

@@ -2,8 +2,9 @@
 
 One module per command group: ``batch`` (the jobs of a night), ``gallery``, ``review`` (the
 review service and its accounts), ``erase`` (erasure on legal request), ``models`` (model
-export, fetching artefacts), ``reference`` (reason codes, settings) and ``report`` (the batch
-report); ``output`` holds the consoles and the one error boundary every command runs inside.
+export, fetching artefacts), ``reference`` (reason codes, settings), ``report`` (the batch
+report) and ``evaluate`` (open-set metrics of a labelled evaluation set); ``output`` holds
+the consoles and the one error boundary every command runs inside.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typer
 
 from pipelines.cli.batch import batch_app
 from pipelines.cli.erase import erase_app
+from pipelines.cli.evaluate import evaluate_app
 from pipelines.cli.gallery import gallery_app
 from pipelines.cli.models import fetch_app, model_app
 from pipelines.cli.output import ErrorBoundary
@@ -29,7 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for group in (batch_app, review_app, erase_app, reference_app, report_app):
+for group in (batch_app, review_app, erase_app, reference_app, report_app, evaluate_app):
     app.registered_commands += group.registered_commands
 app.add_typer(fetch_app, name="fetch")
 app.add_typer(model_app, name="model")
