@@ -85,13 +85,16 @@ def clopper_pearson(errors: int, trials: int, alpha: float = 0.05) -> tuple[floa
     return lo, hi
 
 
-def weighted_rate_at_or_above(scores: Floats, weights: Floats, thresholds: Floats) -> Floats:
+def weighted_rate_at_or_above(
+    scores: Floats, weights: Floats, thresholds: NDArray[np.floating]
+) -> Floats:
     """Weighted share of ``scores`` at or above each threshold."""
     order = np.argsort(scores)
     ordered, w = scores[order], weights[order]
     tail = np.r_[np.cumsum(w[::-1])[::-1], 0.0]
     total = tail[0] if len(tail) > 1 else 0.0
-    return tail[np.searchsorted(ordered, thresholds, side="left")] / max(total, 1e-300)
+    rates: Floats = tail[np.searchsorted(ordered, thresholds, side="left")] / max(total, 1e-300)
+    return rates
 
 
 def weighted_threshold_at_fpir(scores: Floats, weights: Floats, target: float) -> float:

@@ -94,7 +94,8 @@ def unit_vectors(column: pa.ChunkedArray, path: Path) -> NDArray[np.float32]:
     norms = np.linalg.norm(matrix, axis=1)
     if (norms == 0).any():
         raise EvaluationError(f"{path}: {int((norms == 0).sum())} vectors are all zeros")
-    return (matrix / norms[:, None]).astype(np.float32)
+    unit: NDArray[np.float32] = (matrix / norms[:, None]).astype(np.float32)
+    return unit
 
 
 def read_evaluation_set(templates: Path, labels: Path) -> EvaluationSet:

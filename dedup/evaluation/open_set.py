@@ -189,4 +189,7 @@ def growth(
 
 def mates_of(split_: Split, probes: int) -> NDArray[np.int64]:
     """The mate positions of ``search``'s probes: mated first, then non-mated."""
-    return np.r_[split_.mates, np.full(probes - len(split_.mates), NO_MATE)].astype(np.int64)
+    mates: NDArray[np.int64] = np.r_[
+        split_.mates, np.full(probes - len(split_.mates), NO_MATE)
+    ].astype(np.int64)
+    return mates

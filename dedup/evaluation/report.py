@@ -101,7 +101,8 @@ def evaluate(data: EvaluationSet, options: EvaluationOptions) -> dict[str, Any]:
         GROUP_FPIR,
         options.rank,
     )
-    group_threshold = points[FPIR_TARGETS.index(GROUP_FPIR)]["threshold"]
+    group_point = open_set.operating_point(GROUP_FPIR, top, returned)
+    group_threshold = _finite(group_point.threshold)
     groups: dict[str, list[dict[str, Any]]] = {}
     differentials: dict[str, dict[str, Any]] = {}
     if data.groups and group_threshold is not None:

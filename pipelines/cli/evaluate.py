@@ -4,7 +4,7 @@ evaluation set (``dedup.evaluation.report``), and ``dedup evaluate-synth`` to ma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,28 +50,34 @@ def evaluate(
     options = EvaluationOptions(_sizes(gallery_sizes), rank, 0.5, bootstrap, seed, fmr_factor)
     with console.status("searching and bootstrapping"):
         written = write_evaluation(templates, labels, out, options)
-    r = written.report
+    for line in summary(written.report, written.json, written.html):
+        # Column names come from the labels file: printed as text, never as rich markup.
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def summary(r: dict[str, Any], report: Path, page: Path) -> list[str]:
+    """The few lines the console shows: the searches, the three operating points, each group
+    column's FMR ratio, the flags and the two files."""
     c = r["counts"]
-    console.print(
+    lines = [
         f"{c['mated_searches']} mated and {c['nonmated_searches']} non-mated searches against "
         f"a gallery of {c['gallery']}; rank 1 {r['rank1']:.4f}"
-    )
+    ]
     for p in r["fnir_at_fpir"]:
         t = "–" if p["threshold"] is None else f"{p['threshold']:.4f}"
-        console.print(
+        lines.append(
             f"FPIR {p['fpir']}: threshold {t}, FNIR {p['fnir']:.4f} "
             f"[{p['fnir_ci'][0]:.4f}, {p['fnir_ci'][1]:.4f}]"
             + (" (few errors)" if p["few_errors"] else "")
         )
     for column, d in r["differentials"].items():
         ratio = d["fmr_max_over_geomean"]
-        console.print(
-            f"{column}: FMR max/geomean {'–' if ratio is None else f'{ratio:.2f}'}, "
-            f"flagged {len(d['flagged'])}",
-            markup=False,
-            highlight=False,
+        lines.append(
+            f"{column}: FMR max/geomean {'–' if ratio is None else f'{ratio:.2f}'} at threshold "
+            f"{r['group_threshold']['threshold']:.4f}, {len(d['flagged'])} groups flagged"
         )
-    console.print(f"{len(r['flags'])} flags; report: {written.json}; page: {written.html}")
+    lines.append(f"{len(r['flags'])} flags; report: {report}; page: {page}")
+    return lines
 
 
 @evaluate_app.command("evaluate-synth")
