@@ -9,7 +9,9 @@ it), over all pairs of enrollments of the evaluation set:
 - for each error type, the ratio of the largest group rate to the geometric mean of all groups'
   rates (None where a group has no error: the geometric mean is then 0);
 - the cross-group impostor matrix: FMR over pairs of one subject of group A and one of B;
-- a flag where a group's FMR exceeds the best (lowest) group's by more than ``factor``.
+- a flag where a group's FMR exceeds the best (lowest) group's by more than ``factor`` and
+  the two Clopper-Pearson intervals do not overlap: at 1:N thresholds most groups have a
+  handful of false matches, and one against none is not a differential.
 
 The scores come from ``search.pairs_at_or_above`` and ``search.pair_scores``, which take
 vectors only; the groups meet the results here, after the search.
@@ -135,12 +137,15 @@ def column_differentials(
         ]
         for x in range(k)
     ]
-    fmrs = [r.fmr for r in rows if r.impostor_pairs]
-    best = min(fmrs) if fmrs else math.nan
+    measured = [r for r in rows if r.impostor_pairs]
+    best = min(measured, key=lambda r: r.fmr) if measured else None
     flagged = [
         r.group
-        for r in rows
-        if r.impostor_pairs and (r.fmr > factor * best if best > 0 else r.fmr > 0)
+        for r in measured
+        if best is not None
+        and r.fmr > factor * best.fmr
+        and r.fmr_ci[0] > best.fmr_ci[1]
+        and r is not best
     ]
     return ColumnDifferentials(
         column,
