@@ -247,7 +247,11 @@ def test_identities_on_the_case_page_and_the_compare_view_on_a_laptop(
     keys(driver, "o")
     wait(driver).until(lambda d: frame_state(d)[:2] == (False, "overlay"), "no overlay")
     mixed = (SHADE["G-B1"] + IDENTITY_PROBE_SHADE) / 2
-    assert near(red_at_centre(driver, "#frame .frame-box"), mixed)
+    # the overlay's images paint a moment after it opens (seen on a loaded machine: the dark
+    # frame itself, 34, before the blend): wait for the blend, failing if it never shows
+    wait(driver).until(
+        lambda d: near(red_at_centre(d, "#frame .frame-box"), mixed), "the overlay never blended"
+    )
     keys(driver, "o")
     wait(driver).until(lambda d: frame_state(d)[0] is True, "the overlay did not close")
 
