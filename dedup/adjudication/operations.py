@@ -144,8 +144,13 @@ def view_image(
         found = views.image(tx.db, case_id, enrollment_id, kind) if permitted else None
         if found is not None:
             permission = Permission.REVIEW if holding else Permission.SUPERVISE
-            target = f"image:{enrollment_id}/{kind}"
-            tx.record(permission, "image.view", target, {"case": case_id})
+            target, details = f"image:{enrollment_id}/{kind}", {"case": case_id}
+            # A catch trial's copy is a view of a catch-trial subject; the log keeps whose.
+            source = catch_trials.sources_of(tx.db, [enrollment_id]).get(enrollment_id)
+            if source is not None:
+                target = f"catch-subject:{enrollment_id}/{kind}"
+                details["source"] = source
+            tx.record(permission, "image.view", target, details)
     if not permitted:
         raise refuse(context, actor, Permission.REVIEW, "not your case", f"case:{case_id}")
     return found
