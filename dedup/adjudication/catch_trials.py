@@ -3,9 +3,10 @@
 A supervisor marks a decided real case as a known pair (its final decision is the truth) and
 sets a rate. Each import then seeds about ``rate × new cases`` catch cases among the batch's
 new ones (``intake`` shuffles them into the same random queue positions), each replaying a
-known pair's probe and candidates. Their judgements measure each adjudicator's accuracy
-against the truth, and how often a decision changed after the scores were shown; they are
-never exported as decisions.
+known pair's probe and candidates as copies under fresh ids (``catch_subjects`` maps them
+back), so that no id tells a trial from the real case. Their judgements measure each
+adjudicator's accuracy against the truth, and how often a decision changed after the scores
+were shown; they are never exported as decisions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dedup.adjudication.queue import DECIDED, CaseNotFound, load_case, new_case, new_case_id
+from dedup.adjudication.queue_erasure import delete_cases
 from dedup.adjudication.tables import (
     CaseCandidate,
     CaseRow,
@@ -32,6 +34,7 @@ from dedup.adjudication.tables import (
     SubjectImage,
 )
 from dedup.errors import AdjudicationError
+from dedup.proportions import TrialAccuracy
 
 CATCH_RATE_KEY = "catch_rate"
 
@@ -174,6 +177,17 @@ def copy_subjects(db: Session, case_id: str, fresh: dict[str, str]) -> None:
             )  # fmt: skip
 
 
+def withdraw_trials_showing(db: Session, copies: Iterable[str]) -> int:
+    """Delete the catch trials showing any of ``copies``: an import names one of them as a
+    real enrollment (a fresh id can match a registry id the queue had not seen yet), and the
+    real subject must not be shadowed by the copy. How many trials went."""
+    wanted = sorted(set(copies))
+    cases = sorted(set(db.scalars(select(CatchSubject.case_id).where(
+        CatchSubject.subject_id.in_(wanted)))))  # fmt: skip
+    delete_cases(db, cases)
+    return len(cases)
+
+
 def sources_of(db: Session, subject_ids: Iterable[str]) -> dict[str, str]:
     """The real enrollment behind each catch-trial copy among ``subject_ids``."""
     wanted = sorted(set(subject_ids))
@@ -188,15 +202,11 @@ def sources_of(db: Session, subject_ids: Iterable[str]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Accuracy:
+class Accuracy(TrialAccuracy):
     adjudicator: str
     trials: int
     correct: int
     changed_after_scores: int  # judgements that differ from the blind one
-
-    @property
-    def rate(self) -> float | None:
-        return None if self.trials == 0 else self.correct / self.trials
 
 
 def accuracy(db: Session) -> list[Accuracy]:

@@ -80,7 +80,7 @@ def erase_enrollment(db: Session, enrollment_id: str, renamed_to: str | None = N
     # A catch trial showing a copy of the erased one goes whole: its copies with it.
     copied_in = set(db.scalars(select(CatchSubject.case_id).where(CatchSubject.source_id == x)))
     every_case = sorted(set(dropped) | set(removed_pairs_cases) | copied_in)
-    _delete_cases(db, every_case)
+    delete_cases(db, every_case)
     db.execute(delete(CatchPair).where(CatchPair.id.in_(pairs)))
     candidacies = db.execute(delete(CaseCandidate).where(CaseCandidate.candidate_id == x)).rowcount  # type: ignore[attr-defined]
     renamed = db.execute(
@@ -92,7 +92,8 @@ def erase_enrollment(db: Session, enrollment_id: str, renamed_to: str | None = N
     return Erasure(len(every_case), int(candidacies), bool(subject), stayed, promoted, int(renamed))
 
 
-def _delete_cases(db: Session, case_ids: Sequence[str]) -> None:
+def delete_cases(db: Session, case_ids: Sequence[str]) -> None:
+    """Delete cases with their judgements, candidates, members and catch-trial copies."""
     if not case_ids:
         return
     copies = select(CatchSubject.subject_id).where(CatchSubject.case_id.in_(case_ids))

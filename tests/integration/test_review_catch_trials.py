@@ -1,7 +1,8 @@
 """Catch trials over HTTP, on SQLite and PostgreSQL: an adjudicator's view of a trial (API
 JSON, case page, compare page) holds none of the real case's ids; image views of its copies
 are audited as views of catch-trial subjects that the log maps back; the export holds none
-of the copies; accuracy is measured against the truth."""
+of the copies; accuracy is measured against the truth; a real import that names a copy's
+id withdraws the trial."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from dedup.adjudication import audit_store, database
-from dedup.adjudication.tables import CaseCandidate, CaseRow, CatchSubject
-from tests.review_support import ReviewWorld, batch_payload
+from dedup.adjudication.tables import CaseCandidate, CaseRow, CatchSubject, Subject
+from tests.review_support import ReviewWorld, batch_payload, rows_payload
 
 
 def _post_batch(world: ReviewWorld, batch: str, probes: int) -> None:
@@ -83,3 +84,12 @@ def test_a_catch_trial_shows_none_of_the_real_ids(world: ReviewWorld) -> None:
     assert not [c for c in copies if c in exported] and trial.case_id not in exported
     [row] = sue.get("/api/v1/accuracy").json()
     assert (row["adjudicator"], row["trials"], row["correct"]) == ("bob", 1, 1)
+
+    # A real enrollment that happens to bear a copy's id takes it back: the trial goes.
+    body = rows_payload([(trial.probe_id, "G-REAL", "gallery", 0.95)])
+    answer = world.client("operator").post("/api/v1/batches/later/candidates", json=body)
+    assert answer.json()["cases_created"] == 1
+    with database.sessions(world.engine)() as db:
+        assert db.get(CaseRow, trial.case_id) is None
+        assert db.get(CatchSubject, trial.probe_id) is None
+        assert db.get(Subject, trial.probe_id) is not None  # the real one, imported now
