@@ -36,6 +36,7 @@ from dedup.reporting.batch_report import (
     Night,
     Outcome,
     ReportInputs,
+    ReviewHabits,
     StepRun,
     build_report,
     decided_scores,
@@ -104,21 +105,32 @@ def _review_database_exists(settings: Settings) -> bool:
     return Path(settings.adjudication_database_url().removeprefix("sqlite:///")).is_file()
 
 
-def catch_trials(settings: Settings) -> CatchTrials | None:
-    """All adjudicators' catch-trial accuracy together (no one's name); None without a
-    review database (reading a report does not create one)."""
+def review_figures(settings: Settings) -> tuple[CatchTrials | None, ReviewHabits | None]:
+    """All adjudicators' catch-trial accuracy and review habits together (no one's name);
+    None without a review database (reading a report does not create one)."""
     if not _review_database_exists(settings):
-        return None
+        return None, None
     from dedup.adjudication import operations
     from dedup.adjudication.context import opened
 
     with opened(settings) as context:
         rows = operations.accuracy(context)
-    return CatchTrials(
+        habits = operations.review_habits(context)
+    trials = CatchTrials(
         adjudicators=len(rows),
         trials=sum(r.trials for r in rows),
         correct=sum(r.correct for r in rows),
         changed_after_scores=sum(r.changed_after_scores for r in rows),
+    )
+    bias, times = habits.overall_influence, habits.overall_times
+    return trials, ReviewHabits(
+        blind=bias.blind,
+        changed=bias.changed,
+        towards=bias.towards,
+        away=bias.away,
+        timed=times.judgements,
+        median_seconds=times.median_seconds,
+        p90_seconds=times.p90_seconds,
     )
 
 
@@ -145,13 +157,15 @@ def report_inputs(settings: Settings, batch_id: str) -> ReportInputs:
     left = run.work("match")
     if batch_id not in match_figures and left.exists(SEARCH_FILE):
         match_figures[batch_id] = _figures(left.read_text(SEARCH_FILE))
+    trials, habits = review_figures(settings)
     return ReportInputs(
         batch_id=batch_id,
         verdicts=dict(verdicts),
         steps=steps,
         candidates=_candidates(tables, sorted({batch_id, *match_figures}), settings.model),
         outcomes=_outcomes(tables),
-        catch_trials=catch_trials(settings),
+        catch_trials=trials,
+        habits=habits,
         match_figures=match_figures,
     )
 

@@ -88,6 +88,7 @@ def store(db: Session, row: CaseRow, case: Case, now: datetime) -> None:
         "version": row.version + 1,
         "revision": case.revision,
         "decided_at": now if case.state in DECIDED else None,
+        "claimed_at": _claimed_at(row, lease, now),
     }
     if lease is None or case.state is not CaseState.IN_REVIEW:
         values.update(blind_outcome=None, blind_duplicate_of=None)
@@ -100,6 +101,13 @@ def store(db: Session, row: CaseRow, case: Case, now: datetime) -> None:
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"case {row.case_id} changed while it was being updated; try again")
     db.expire(row)
+
+
+def _claimed_at(row: CaseRow, lease: Lease | None, now: datetime) -> datetime | None:
+    """When the lease was taken: a new lease (token) starts the clock of time per case."""
+    if lease is None:
+        return None
+    return row.claimed_at if lease.token == row.lease_token else now
 
 
 def add_judgement(
@@ -116,5 +124,6 @@ def add_judgement(
             blind_outcome=row.blind_outcome,
             blind_duplicate_of=row.blind_duplicate_of,
             at=now,
+            claimed_at=row.claimed_at,
         )
     )

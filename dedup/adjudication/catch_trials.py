@@ -3,15 +3,18 @@
 A supervisor marks a decided real case as a known pair (its final decision is the truth) and
 sets a rate. Each import then seeds about ``rate × new cases`` catch cases among the batch's
 new ones (``intake`` shuffles them into the same random queue positions), each replaying a
-known pair's probe and candidates. Their judgements measure each adjudicator's accuracy
-against the truth, and how often a decision changed after the scores were shown; they are
-never exported as decisions.
+known pair's probe and candidates as copies under fresh ids (``catch_subjects`` maps them
+back), so that no id tells a trial from the real case. Their judgements measure each
+adjudicator's accuracy against the truth, and how often a decision changed after the scores
+were shown; they are never exported as decisions.
 """
 
 from __future__ import annotations
 
 import random
+import string
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,14 +22,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dedup.adjudication.queue import DECIDED, CaseNotFound, load_case, new_case, new_case_id
+from dedup.adjudication.queue_erasure import delete_cases
 from dedup.adjudication.tables import (
     CaseCandidate,
     CaseRow,
     CatchPair,
+    CatchSubject,
     JudgementRow,
     ServiceSetting,
+    Subject,
+    SubjectImage,
 )
 from dedup.errors import AdjudicationError
+from dedup.proportions import TrialAccuracy
 
 CATCH_RATE_KEY = "catch_rate"
 
@@ -86,37 +94,119 @@ def planned(db: Session, real: int, rng: random.Random) -> list[CatchPair]:
 
 def add_trial_case(db: Session, pair: CatchPair, batch_id: str, pos: int, now: datetime) -> None:
     """A catch case replaying ``pair`` at queue position ``pos``, filed under ``batch_id`` like
-    the real cases around it."""
+    the real cases around it. Its probe and candidates are copies of the real subjects under
+    fresh ids (``copy_subjects``): an adjudicator who saw the real case sees other ids."""
     case_id = new_case_id()
-    db.add(CaseRow(**new_case(case_id, f"catch:{case_id}", pair.probe_id, batch_id, pair.id,
-                              pos, now)))  # fmt: skip
+    sources = list(
+        db.execute(
+            select(CaseCandidate).where(CaseCandidate.case_id == pair.source_case_id)
+        ).scalars()
+    )
+    fresh = fresh_ids(db, [pair.probe_id, *(c.candidate_id for c in sources)])
+    db.add(CaseRow(**new_case(case_id, f"catch:{case_id}", fresh[pair.probe_id], batch_id,
+                              pair.id, pos, now)))  # fmt: skip
     db.flush()
-    for source in db.execute(
-        select(CaseCandidate).where(CaseCandidate.case_id == pair.source_case_id)
-    ).scalars():
+    copy_subjects(db, case_id, fresh)
+    labels = fresh_ids(db, [c.identity_id for c in sources if c.identity_id not in fresh])
+    for source in sources:
+        identity = source.identity_id
         db.add(
             CaseCandidate(
                 case_id=case_id,
-                candidate_id=source.candidate_id,
+                candidate_id=fresh[source.candidate_id],
                 score=source.score,
                 rank=source.rank,
                 source=source.source,
-                # as the real case showed them: a trial must not be told by its layout
-                identity_id=source.identity_id,
+                # grouped as the real case showed them, under fresh labels
+                identity_id=None if identity is None else fresh.get(identity, labels.get(identity)),
             )
         )
 
 
+def fresh_ids(db: Session, real: Iterable[str | None]) -> dict[str, str]:
+    """A fresh random id for each real id, of the same shape (each digit a random digit, each
+    letter a random letter of its case; the rest kept), so that it looks like any other
+    enrollment id, and held by no subject the queue has."""
+    out: dict[str, str] = {}
+    for original in dict.fromkeys(r for r in real if r is not None):
+        for _ in range(100):
+            candidate = "".join(_random_like(ch) for ch in original)
+            if candidate not in out.values() and db.get(Subject, candidate) is None:
+                out[original] = candidate
+                break
+        else:
+            raise AdjudicationError(f"no fresh id of the shape of {original!r} is free")
+    return out
+
+
+def _random_like(ch: str) -> str:
+    pool = next((p for p in _POOLS if ch in p), None)
+    return ch if pool is None else _RNG.choice(pool)
+
+
+_POOLS = (string.digits, string.ascii_lowercase, string.ascii_uppercase)
+_RNG = random.SystemRandom()
+
+
+def copy_subjects(db: Session, case_id: str, fresh: dict[str, str]) -> None:
+    """Copy each real subject (display fields, capture, quality, images) under its fresh id,
+    and record the mapping (``CatchSubject``) for accuracy, erasure and the audit log."""
+    for real, copy in fresh.items():
+        subject = db.get(Subject, real)
+        db.add(
+            Subject(
+                enrollment_id=copy,
+                batch_id=None if subject is None else subject.batch_id,
+                captured_at=None if subject is None else subject.captured_at,
+                center_id=None if subject is None else subject.center_id,
+                display="{}" if subject is None else subject.display,
+                quality="{}" if subject is None else subject.quality,
+            )
+        )
+        db.add(CatchSubject(subject_id=copy, case_id=case_id, source_id=real))
+    db.flush()
+    for real, copy in fresh.items():
+        for image in db.execute(
+            select(SubjectImage).where(SubjectImage.enrollment_id == real)
+        ).scalars():
+            db.add(
+                SubjectImage(
+                    enrollment_id=copy, kind=image.kind, media_type=image.media_type,
+                    data=image.data,
+                )
+            )  # fmt: skip
+
+
+def withdraw_trials_showing(db: Session, copies: Iterable[str]) -> int:
+    """Delete the catch trials showing any of ``copies``: an import names one of them as a
+    real enrollment (a fresh id can match a registry id the queue had not seen yet), and the
+    real subject must not be shadowed by the copy. How many trials went."""
+    wanted = sorted(set(copies))
+    cases = sorted(set(db.scalars(select(CatchSubject.case_id).where(
+        CatchSubject.subject_id.in_(wanted)))))  # fmt: skip
+    delete_cases(db, cases)
+    return len(cases)
+
+
+def sources_of(db: Session, subject_ids: Iterable[str]) -> dict[str, str]:
+    """The real enrollment behind each catch-trial copy among ``subject_ids``."""
+    wanted = sorted(set(subject_ids))
+    if not wanted:
+        return {}
+    rows = db.execute(
+        select(CatchSubject.subject_id, CatchSubject.source_id).where(
+            CatchSubject.subject_id.in_(wanted)
+        )
+    )
+    return {copy: real for copy, real in rows}
+
+
 @dataclass(frozen=True)
-class Accuracy:
+class Accuracy(TrialAccuracy):
     adjudicator: str
     trials: int
     correct: int
     changed_after_scores: int  # judgements that differ from the blind one
-
-    @property
-    def rate(self) -> float | None:
-        return None if self.trials == 0 else self.correct / self.trials
 
 
 def accuracy(db: Session) -> list[Accuracy]:
@@ -130,9 +220,12 @@ def accuracy(db: Session) -> list[Accuracy]:
     trials: Counter[str] = Counter()
     correct: Counter[str] = Counter()
     changed: Counter[str] = Counter()
+    real = sources_of(db, (j.duplicate_of for j, _ in rows if j.duplicate_of is not None))
     for judgement, pair in rows:
         trials[judgement.adjudicator] += 1
-        if (judgement.outcome, judgement.duplicate_of) == (
+        named = judgement.duplicate_of
+        # A trial's judgement names a copy: the truth names the real enrollment.
+        if (judgement.outcome, None if named is None else real.get(named, named)) == (
             pair.truth_outcome,
             pair.truth_duplicate_of,
         ):

@@ -31,6 +31,7 @@ from dedup.adjudication.tables import (
     CaseCandidate,
     CaseMember,
     CaseRow,
+    CatchSubject,
     Subject,
     SubjectImage,
 )
@@ -80,6 +81,7 @@ def import_batch(
         if row.identity_id not in (None, row.candidate_id):
             identity[row.candidate_id] = row.identity_id
     named = {r.candidate_id for r in payload.candidates} | set(by_probe)
+    catch_trials.withdraw_trials_showing(db, present(db, CatchSubject.subject_id, named))
     _add_subjects(db, payload, images, named)
 
     groups = probe_groups(payload.candidates)

@@ -19,7 +19,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from dedup.adjudication import accounts, audit_store, catch_trials, erasure, intake, queue, views
+from dedup.adjudication import (
+    accounts,
+    audit_store,
+    catch_trials,
+    erasure,
+    intake,
+    queue,
+    review_stats,
+    views,
+)
 from dedup.adjudication.access import Actor, Permission, allowed, parse_roles
 from dedup.adjudication.accounts import IdentityProvider, LoginRefusal, Principal
 from dedup.adjudication.audit_chain import ChainCheck
@@ -27,6 +36,7 @@ from dedup.adjudication.cases import Case, CaseState, Judgement, Outcome
 from dedup.adjudication.context import Context, audited, refuse
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
+from dedup.adjudication.queue_metrics import CASE_SECONDS
 from dedup.adjudication.tables import SubjectImage, User
 from dedup.adjudication.views import CaseView
 from dedup.errors import StaleLease
@@ -144,8 +154,13 @@ def view_image(
         found = views.image(tx.db, case_id, enrollment_id, kind) if permitted else None
         if found is not None:
             permission = Permission.REVIEW if holding else Permission.SUPERVISE
-            target = f"image:{enrollment_id}/{kind}"
-            tx.record(permission, "image.view", target, {"case": case_id})
+            target, details = f"image:{enrollment_id}/{kind}", {"case": case_id}
+            # A catch trial's copy is a view of a catch-trial subject; the log keeps whose.
+            source = catch_trials.sources_of(tx.db, [enrollment_id]).get(enrollment_id)
+            if source is not None:
+                target = f"catch-subject:{enrollment_id}/{kind}"
+                details["source"] = source
+            tx.record(permission, "image.view", target, details)
     if not permitted:
         raise refuse(context, actor, Permission.REVIEW, "not your case", f"case:{case_id}")
     return found
@@ -193,10 +208,14 @@ def judge(
 ) -> CaseState:
     with _refused_unless_holder(context, actor, case_id), audited(context, actor) as tx:
         blind = context.settings.hide_scores_until_judgement
+        claimed = queue.case_row(tx.db, case_id).claimed_at
         after = queue.judge_case(tx.db, case_id, token, judgement, tx.now, blind)
         details = {**_judgement_details(judgement), "state": after.state.value}
         tx.record(Permission.REVIEW, "case.judge", f"case:{case_id}", details)
-        return after.state
+        took = None if claimed is None else (tx.now - claimed).total_seconds()
+    if took is not None:
+        CASE_SECONDS.observe(max(0.0, took))
+    return after.state
 
 
 def supervise(context: Context, actor: Actor, case_id: str, judgement: Judgement) -> CaseState:
@@ -311,6 +330,21 @@ def add_catch_pair(context: Context, actor: Actor, case_id: str) -> int:
 def accuracy(context: Context) -> list[catch_trials.Accuracy]:
     with context.sessions() as db:
         return catch_trials.accuracy(db)
+
+
+@dataclass(frozen=True)
+class ReviewHabits:
+    """How adjudicators decide (``review_stats``), per adjudicator and overall."""
+
+    influence: list[review_stats.ScoreInfluence]
+    overall_influence: review_stats.ScoreInfluence
+    times: list[review_stats.CaseTimes]
+    overall_times: review_stats.CaseTimes
+
+
+def review_habits(context: Context) -> ReviewHabits:
+    with context.sessions() as db:
+        return ReviewHabits(*review_stats.score_influence(db), *review_stats.case_times(db))
 
 
 # ---------------------------------------------------------------- accounts

@@ -1,5 +1,6 @@
 """Erasing an enrollment from the review queue (``queue.erase_enrollment``): its subject,
-images, cases, memberships and candidacies, inside the caller's transaction.
+images, cases, memberships and candidacies, and every catch trial that shows a copy of it
+(the copies with it), inside the caller's transaction.
 
 What the database files still hold afterwards is ``database.reclaim_deleted``'s concern.
 """
@@ -17,6 +18,7 @@ from dedup.adjudication.tables import (
     CaseMember,
     CaseRow,
     CatchPair,
+    CatchSubject,
     JudgementRow,
     Subject,
     SubjectImage,
@@ -75,8 +77,10 @@ def erase_enrollment(db: Session, enrollment_id: str, renamed_to: str | None = N
     removed_pairs_cases = list(
         db.execute(select(CaseRow.case_id).where(CaseRow.catch_pair_id.in_(pairs))).scalars()
     )
-    every_case = sorted(set(dropped) | set(removed_pairs_cases))
-    _delete_cases(db, every_case)
+    # A catch trial showing a copy of the erased one goes whole: its copies with it.
+    copied_in = set(db.scalars(select(CatchSubject.case_id).where(CatchSubject.source_id == x)))
+    every_case = sorted(set(dropped) | set(removed_pairs_cases) | copied_in)
+    delete_cases(db, every_case)
     db.execute(delete(CatchPair).where(CatchPair.id.in_(pairs)))
     candidacies = db.execute(delete(CaseCandidate).where(CaseCandidate.candidate_id == x)).rowcount  # type: ignore[attr-defined]
     renamed = db.execute(
@@ -88,9 +92,14 @@ def erase_enrollment(db: Session, enrollment_id: str, renamed_to: str | None = N
     return Erasure(len(every_case), int(candidacies), bool(subject), stayed, promoted, int(renamed))
 
 
-def _delete_cases(db: Session, case_ids: Sequence[str]) -> None:
+def delete_cases(db: Session, case_ids: Sequence[str]) -> None:
+    """Delete cases with their judgements, candidates, members and catch-trial copies."""
     if not case_ids:
         return
+    copies = select(CatchSubject.subject_id).where(CatchSubject.case_id.in_(case_ids))
+    db.execute(delete(SubjectImage).where(SubjectImage.enrollment_id.in_(copies)))
+    db.execute(delete(Subject).where(Subject.enrollment_id.in_(copies)))
+    db.execute(delete(CatchSubject).where(CatchSubject.case_id.in_(case_ids)))
     db.execute(delete(JudgementRow).where(JudgementRow.case_id.in_(case_ids)))
     db.execute(delete(CaseCandidate).where(CaseCandidate.case_id.in_(case_ids)))
     db.execute(delete(CaseMember).where(CaseMember.case_id.in_(case_ids)))

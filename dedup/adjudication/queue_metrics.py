@@ -21,6 +21,13 @@ CLAIM_SECONDS = Histogram(
     registry=None,
 )
 
+CASE_SECONDS = Histogram(
+    "dedup_review_case_seconds",
+    "Time from claiming a case to judging it, judgements made in this process.",
+    buckets=(10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0),
+    registry=None,
+)
+
 HTTP_RESPONSES = Counter(
     "dedup_review_http_responses",
     "Responses of this process, by route (its template, never an id) and status class.",
@@ -80,5 +87,6 @@ def service_registry(context: Context) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(QueueCollector(context))
     registry.register(CLAIM_SECONDS)
+    registry.register(CASE_SECONDS)
     registry.register(HTTP_RESPONSES)
     return registry

@@ -164,6 +164,8 @@ class CaseRow(Base):
     revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the current lease was taken (None without one): a judgement's time per case.
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("ix_cases_state_queue_pos", "state", "queue_pos"),)
 
@@ -208,6 +210,7 @@ class JudgementRow(Base):
     blind_outcome: Mapped[str | None] = mapped_column(String(32))
     blind_duplicate_of: Mapped[str | None] = mapped_column(String(ID))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the lease it was made under
 
 
 class CatchPair(Base):
@@ -222,6 +225,19 @@ class CatchPair(Base):
     created_by: Mapped[str] = mapped_column(String(ID))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CatchSubject(Base):
+    """A copy of a known pair's subject in one catch trial, under a fresh random id (its row
+    in ``subjects``): an adjudicator who saw the real case cannot tell the trial by its ids.
+    ``source_id`` maps it back, for accuracy, erasure and the audit log; never exported."""
+
+    __tablename__ = "catch_subjects"
+    subject_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.case_id", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[str] = mapped_column(String(ID), index=True)
 
 
 class ServiceSetting(Base):

@@ -3,7 +3,8 @@
 What a registry operator reads the morning after a night: rows by outcome and by reject
 reason, each step's time and throughput, candidates by source and score band, the review
 threshold and the FPIR target it was calibrated to, the false candidates predicted against
-those adjudicators found, and catch-trial accuracy. Only counts, scores and times: no
+those adjudicators found, catch-trial accuracy (with its exact interval), and how
+adjudicators decide (changes after the scores, time per case). Only counts, scores and times: no
 enrollment id, name or image ever reaches a report.
 
 >>> bands = score_bands([0.905, 0.93, 0.99], ["gallery", "batch", "gallery"], 0.9)
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dedup.contracts.schemas import CandidateSource, OutcomeStatus
+from dedup.proportions import TrialAccuracy
 
 Figure = float | int | str | None
 # Band edges above the review threshold: false candidates crowd just above it.
@@ -64,7 +66,7 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class CatchTrials:
+class CatchTrials(TrialAccuracy):
     """Catch-trial accuracy over all adjudicators (no one's name is in a report)."""
 
     adjudicators: int
@@ -72,9 +74,20 @@ class CatchTrials:
     correct: int
     changed_after_scores: int
 
-    @property
-    def rate(self) -> float | None:
-        return None if self.trials == 0 else self.correct / self.trials
+
+@dataclass(frozen=True)
+class ReviewHabits:
+    """How all adjudicators together decided (no one's name): held judgements whose blind
+    one came before the scores, how many changed after the scores and which way (towards the
+    top-scored candidate, away from it), and seconds from claim to judgement."""
+
+    blind: int
+    changed: int
+    towards: int
+    away: int
+    timed: int
+    median_seconds: float | None
+    p90_seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ class BatchReport:
     observed: Observed | None
     catch_trials: CatchTrials | None
     nights: list[Night] = field(default_factory=list)
+    habits: ReviewHabits | None = None
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -141,6 +155,7 @@ class BatchReport:
         out = asdict(self)
         out["catch_trials"] = None if self.catch_trials is None else {
             **asdict(self.catch_trials), "rate": self.catch_trials.rate,
+            "interval": self.catch_trials.interval, "few_trials": self.catch_trials.few,
         }  # fmt: skip
         return out
 
@@ -265,6 +280,7 @@ class ReportInputs:
     # Outcomes by enrollment id; None when decisions have never been applied (no table).
     outcomes: Mapping[str, Outcome] | None
     catch_trials: CatchTrials | None = None
+    habits: ReviewHabits | None = None
     # The match step's figures of every night that has one (``batch_runs``), by batch; this
     # batch's falls back to what its match job left in its work folder.
     match_figures: Mapping[str, Mapping[str, Figure]] = field(default_factory=dict)
@@ -300,6 +316,7 @@ def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:
         observed=None if outcomes is None else observed_false(rows, outcomes),
         catch_trials=inputs.catch_trials,
         nights=nights(inputs),
+        habits=inputs.habits,
     )
 
 

@@ -45,7 +45,7 @@ def test_migrating_twice_changes_nothing(review_engine: Engine) -> None:
 
 def test_the_service_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     engine = database.connect(f"sqlite:///{tmp_path / 'empty.sqlite'}")
-    with pytest.raises(ConfigError, match=r"empty.*needs migration 0002"):
+    with pytest.raises(ConfigError, match=r"empty.*needs migration 0003"):
         create_app(AdjudicationSettings(), engine)
 
 

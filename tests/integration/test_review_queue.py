@@ -18,7 +18,15 @@ from dedup.adjudication.context import Context
 from dedup.adjudication.payloads import BatchImport, ImportResult
 from dedup.adjudication.queue import Claim
 from dedup.adjudication.queue_metrics import service_registry
-from dedup.adjudication.tables import CaseCandidate, CaseRow, JudgementRow, Subject, SubjectImage
+from dedup.adjudication.tables import (
+    CaseCandidate,
+    CaseMember,
+    CaseRow,
+    CatchSubject,
+    JudgementRow,
+    Subject,
+    SubjectImage,
+)
 from dedup.errors import AdjudicationError, StaleLease
 from dedup.settings import AdjudicationSettings
 from tests.review_support import batch_payload
@@ -200,13 +208,24 @@ def test_catch_trials_are_seeded_measured_and_never_exported(review_engine: Engi
     run(review_engine, lambda db: catch_trials.set_catch_rate(db, 0.5))
     result = imported(review_engine, 10, batch="new", rng=random.Random(7))
     assert result.catch_trials_seeded == 5
-    with database.sessions(review_engine)() as db:  # a trial shows them as its source did
-        shown = db.scalars(
-            select(CaseCandidate.identity_id)
+    with database.sessions(review_engine)() as db:  # grouped as its source, under fresh labels
+        shown = db.execute(
+            select(CaseCandidate.case_id, CaseCandidate.identity_id, CaseCandidate.candidate_id)
             .join(CaseRow, CaseRow.case_id == CaseCandidate.case_id)
             .where(CaseRow.catch_pair_id.is_not(None))
         ).all()
-    assert shown and set(shown) == {"I-old"}
+        probes = set(db.scalars(select(CaseRow.probe_id).where(CaseRow.catch_pair_id.is_not(None))))
+        real_ids = set(db.scalars(select(CaseMember.enrollment_id))) | set(
+            db.scalars(
+                select(CaseCandidate.candidate_id)
+                .join(CaseRow, CaseRow.case_id == CaseCandidate.case_id)
+                .where(CaseRow.catch_pair_id.is_(None))
+            )
+        )
+    assert shown and "I-old" not in {label for _, label, _ in shown}
+    assert len({(case, label) for case, label, _ in shown}) == 5  # one identity per trial
+    copies = probes | {candidate for _, _, candidate in shown}
+    assert copies.isdisjoint(real_ids | {"I-old"})
     # Catch cases carry the batch's id, like its own cases, so the queue cannot tell them apart.
     with database.sessions(review_engine)() as db:
         in_batch = db.scalar(
@@ -221,8 +240,12 @@ def test_catch_trials_are_seeded_measured_and_never_exported(review_engine: Engi
         judge(review_engine, got, Judgement("bob", Outcome.NOT_DUPLICATE))
     [accuracy] = run(review_engine, catch_trials.accuracy)
     assert (accuracy.adjudicator, accuracy.trials, accuracy.correct) == ("bob", 5, 5)
-    exported = run(review_engine, lambda db: queue.decisions(db, "new"))
-    assert len(exported) == 10
+    exported = run(review_engine, lambda db: queue.decisions(db, None))
+    assert len(exported) == 12
+    named = {d.enrollment_id for d in exported} | {
+        d.final.duplicate_of for d in exported if d.final is not None
+    }
+    assert named.isdisjoint(copies)
     imported(review_engine, 1, batch="third")
     with database.sessions(review_engine)() as db, db.begin():
         pending = db.scalars(
@@ -250,6 +273,47 @@ def test_a_wrong_catch_trial_judgement_lowers_accuracy(review_engine: Engine) ->
     scraped = generate_latest(service_registry(context)).decode()  # what /metrics shows
     assert 'dedup_review_catch_trial_judgements_total{result="wrong"} 1.0' in scraped
     assert 'dedup_review_catch_trial_judgements_total{result="correct"} 0.0' in scraped
+
+
+def test_a_catch_trial_shows_copies_that_map_back_to_the_truth(review_engine: Engine) -> None:
+    imported(review_engine, 1, batch="old")
+    got = claim(review_engine, "ann")
+    assert got is not None
+    truth = got.case.candidates[0]
+    judge(review_engine, got, Judgement("ann", Outcome.DUPLICATE, truth))
+    second = claim(review_engine, "cy")
+    assert second is not None
+    judge(review_engine, second, Judgement("cy", Outcome.DUPLICATE, truth))
+    source = second.case_id
+    run(review_engine, lambda db: catch_trials.add_catch_pair(db, source, "sue", T0))
+    run(review_engine, lambda db: catch_trials.set_catch_rate(db, 0.5))
+    imported(review_engine, 2, batch="new", rng=random.Random(1))
+    while (got := claim(review_engine, "bob")) is not None:
+        judge(review_engine, got, Judgement("bob", Outcome.DUPLICATE, got.case.candidates[0]))
+    with database.sessions(review_engine)() as db:
+        trial = db.scalars(select(CaseRow).where(CaseRow.catch_pair_id.is_not(None))).one()
+        copied = db.execute(select(CatchSubject.subject_id, CatchSubject.source_id))
+        copies = {copy: real for copy, real in copied}
+        copied_images = db.scalar(
+            select(func.count())
+            .select_from(SubjectImage)
+            .where(SubjectImage.enrollment_id.in_(copies))
+        )
+    assert copies[trial.probe_id] == "OLDP00000" and truth in copies.values()
+    assert not {trial.probe_id, *copies}.intersection({"OLDP00000", truth})
+    assert all(len(copy) == len(copies[copy]) for copy in copies)  # shaped like a real id
+    assert copied_images == len(copies)
+    [accuracy] = run(review_engine, catch_trials.accuracy)
+    assert (accuracy.trials, accuracy.correct) == (1, 1)  # the copy's id maps to the truth
+    # Erasing the real candidate takes the trial and every copy in it, pair and all.
+    run(review_engine, lambda db: queue.erase_enrollment(db, truth))
+    with database.sessions(review_engine)() as db:
+        assert db.get(CaseRow, trial.case_id) is None
+        assert db.scalar(select(func.count()).select_from(CatchSubject)) == 0
+        left = set(db.scalars(select(Subject.enrollment_id))) | set(
+            db.scalars(select(SubjectImage.enrollment_id))
+        )
+    assert left.isdisjoint(copies)
 
 
 def test_erasure_removes_an_enrollment_from_the_queue(review_engine: Engine) -> None:

@@ -82,6 +82,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("PUT", "/api/v1/catch-trials/rate"): frozenset({SUPERVISOR}),
     ("POST", "/api/v1/catch-trials/pairs"): frozenset({SUPERVISOR}),
     ("GET", "/api/v1/accuracy"): frozenset({SUPERVISOR}),
+    ("GET", "/api/v1/review-habits"): frozenset({SUPERVISOR}),
     ("GET", "/api/v1/users"): frozenset({ADMIN}),
     ("POST", "/api/v1/users"): frozenset({ADMIN}),
     # pages
@@ -173,6 +174,7 @@ def call_for(method: str, route: str, role: Role, matrix: Matrix) -> Call:
             "/api/v1/catch-trials/pairs", 409, {"params": {"case_id": case}}
         ),
         ("GET", "/api/v1/accuracy"): Call("/api/v1/accuracy", 200, {}),
+        ("GET", "/api/v1/review-habits"): Call("/api/v1/review-habits", 200, {}),
         ("GET", "/api/v1/users"): Call("/api/v1/users", 200, {}),
         ("POST", "/api/v1/users"): Call(
             "/api/v1/users",

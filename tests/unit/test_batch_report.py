@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import itertools
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -16,6 +17,7 @@ from dedup.reporting.batch_report import (
     CatchTrials,
     Outcome,
     ReportInputs,
+    ReviewHabits,
     StepRun,
     build_report,
     decided_scores,
@@ -135,6 +137,9 @@ def inputs(outcomes: dict[str, Outcome] | None) -> ReportInputs:
         candidates={"b2": CANDIDATES, "b1": []},
         outcomes=outcomes,
         catch_trials=CatchTrials(adjudicators=2, trials=4, correct=3, changed_after_scores=1),
+        habits=ReviewHabits(
+            blind=5, changed=2, towards=2, away=0, timed=5, median_seconds=40.0, p90_seconds=95.0
+        ),
         match_figures={"b1": {"expected_false": 0.4}, "b2": match},
     )
 
@@ -151,7 +156,12 @@ def test_the_report_gathers_the_figures() -> None:
         ("b1", 0.4, 0),
         ("b2", 2.5, 3),
     ]
-    assert report.to_json()["catch_trials"]["rate"] == 0.75
+    catch = report.to_json()["catch_trials"]
+    assert catch["rate"] == 0.75 and catch["few_trials"]  # 4 trials: under 30
+    assert catch["interval"] == pytest.approx((0.1941, 0.9937), abs=1e-4)
+    assert report.to_json()["habits"]["towards"] == 2
+    page = render_page(report, {})
+    assert "fewer than 30" in page and 'id="habits"' in page and "<td>95</td>" in page
 
 
 def test_before_decisions_are_applied_the_report_says_so() -> None:

@@ -4,6 +4,7 @@ and review clients claim and judge. Every route declares its permission; see ``a
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -34,6 +35,7 @@ from dedup.adjudication.payloads import (
     VerifyOut,
 )
 from dedup.adjudication.queue_metrics import CLAIM_SECONDS
+from dedup.adjudication.review_stats import ScoreInfluence
 from dedup.adjudication.views import CaseView
 from dedup.adjudication.web.guards import acting, context_of, log_in, require, set_session_cookie
 
@@ -312,10 +314,32 @@ def adjudicator_accuracy(
             "trials": a.trials,
             "correct": a.correct,
             "accuracy": a.rate,
+            "interval_95": a.interval,
+            "few_trials": a.few,
             "changed_after_scores": a.changed_after_scores,
         }
         for a in operations.accuracy(context_of(request))
     ]
+
+
+@router.get("/review-habits", responses=ERRORS)
+def review_habits(
+    request: Request, _: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
+) -> dict[str, object]:
+    """Decisions changed after the scores were shown, and which way (towards the top-scored
+    candidate or away from it), and seconds from claim to judgement: per adjudicator and
+    overall."""
+    habits = operations.review_habits(context_of(request))
+    return {
+        "score_influence": [_influence(i) for i in habits.influence],
+        "score_influence_overall": _influence(habits.overall_influence),
+        "case_seconds": [asdict(t) for t in habits.times],
+        "case_seconds_overall": asdict(habits.overall_times),
+    }
+
+
+def _influence(i: ScoreInfluence) -> dict[str, object]:
+    return {**asdict(i), "other": i.other, "changed_rate": i.changed_rate}
 
 
 @router.get("/users", responses=ERRORS)

@@ -171,8 +171,9 @@ def catch_pair_form(
 def accuracy_page(
     request: Request, principal: Annotated[Principal, Depends(require(Permission.VIEW_ACCURACY))]
 ) -> Response:
-    rows = operations.accuracy(context_of(request))
-    return render(request, "accuracy.html", principal, rows=rows)
+    context = context_of(request)
+    rows, habits = operations.accuracy(context), operations.review_habits(context)
+    return render(request, "accuracy.html", principal, rows=rows, habits=habits)
 
 
 # ---------------------------------------------------------------- auditor
