@@ -1,11 +1,10 @@
 """Uncertainty of the rates: Clopper-Pearson intervals and a subject-level bootstrap.
 
 Clopper-Pearson: the exact binomial interval, from quantiles of the Beta distribution,
-``lo = B^-1(alpha/2; k, n-k+1)`` and ``hi = B^-1(1-alpha/2; k+1, n-k)``. SciPy is not a
-dependency, so the regularised incomplete beta is computed here (Lentz's continued fraction,
-as in Numerical Recipes) and inverted by bisection: 100 halvings of [0, 1] reach double
-precision. It assumes independent trials; pairs that share a template are not, so the
-intervals of pair rates (FMR, FNMR) are too narrow where templates repeat across pairs.
+``lo = B^-1(alpha/2; k, n-k+1)`` and ``hi = B^-1(1-alpha/2; k+1, n-k)``, computed by
+``dedup.proportions`` (SciPy is not a dependency). It assumes independent trials; pairs that
+share a template are not, so the intervals of pair rates (FMR, FNMR) are too narrow where
+templates repeat across pairs.
 
 The bootstrap resamples subjects (with replacement, seeded), never comparisons: each search
 carries its subject's weight (how often the subject was drawn), so the searches of one person
@@ -22,55 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dedup.evaluation.open_set import Floats
+from dedup.proportions import beta_quantile
 
 MIN_ERRORS = 30  # fewer errors behind a rate: flagged as weakly supported
 Z95 = 1.959963984540054
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 10_000):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
-
-
-def incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta I_x(a, b) (the Beta(a, b) distribution function)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def beta_quantile(q: float, a: float, b: float) -> float:
-    """x with I_x(a, b) = q, by bisection (the distribution function is increasing)."""
-    low, high = 0.0, 1.0
-    for _ in range(100):
-        middle = (low + high) / 2.0
-        if incomplete_beta(a, b, middle) < q:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2.0
 
 
 def clopper_pearson(errors: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
