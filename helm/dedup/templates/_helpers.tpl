@@ -290,3 +290,31 @@ that opens an s3:// gallery (the night, the review service's erasures, the Ray w
 {{- define "dedup.galleryCachePath" -}}
 {{- .Values.settings.gallery_cache | default "/var/cache/dedup/gallery" -}}
 {{- end -}}
+
+{{/*
+Egress rules the network policies share, given review.networkPolicy: to PostgreSQL, and to
+the cluster's DNS.
+*/}}
+{{- define "dedup.databaseEgress" -}}
+- to:
+    - ipBlock:
+        cidr: {{ required "review.networkPolicy.postgres.cidr is required with the network policy: the review database's address range (or set review.networkPolicy.enabled=false)" .postgres.cidr }}
+  ports:
+    - port: {{ .postgres.port }}
+      protocol: TCP
+{{- end }}
+
+{{- define "dedup.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .dns.podLabels | nindent 10 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
