@@ -11,7 +11,12 @@ it), over all pairs of enrollments of the evaluation set:
 - the cross-group impostor matrix: FMR over pairs of one subject of group A and one of B;
 - a flag where a group's FMR exceeds the best (lowest) group's by more than ``factor`` and
   the two Clopper-Pearson intervals do not overlap: at 1:N thresholds most groups have a
-  handful of false matches, and one against none is not a differential.
+  handful of false matches, and one against none is not a differential;
+- each group's FMR over the best group's, with a 95% subject-bootstrap interval. The
+  Clopper-Pearson intervals treat pairs as independent, but a template sits in hundreds of
+  impostor pairs, so they are too narrow for a ratio; the bootstrap draws subjects with
+  replacement (a subject drawn twice is two people whose pairs with each other are excluded,
+  like genuine pairs) and re-weights every pair by its two subjects' draws.
 
 The scores come from ``search.pairs_at_or_above`` and ``search.pair_scores``, which take
 vectors only; the groups meet the results here, after the search.
@@ -21,13 +26,15 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dedup.evaluation.intervals import clopper_pearson
 from dedup.evaluation.search import pair_scores, pairs_at_or_above
+
+PAIR_CHUNK = 20_000  # false-match pairs re-weighted at once (replicates x chunk floats)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class GroupRates:
     fnmr_ci: tuple[float, float]
     false_non_matches: int
     genuine_pairs: int
+    # FMR over the best (lowest-FMR) group's, and its subject-bootstrap interval
+    fmr_to_best: float | None = None
+    fmr_to_best_ci: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,9 +104,16 @@ def _ratio(rates: list[float]) -> float | None:
 
 
 def column_differentials(
-    column: str, labels: list[str], pairs: PairCounts, threshold: float, factor: float = 2.0
+    column: str,
+    labels: list[str],
+    pairs: PairCounts,
+    threshold: float,
+    factor: float = 2.0,
+    replicates: int = 1000,
+    seed: int = 0,
 ) -> ColumnDifferentials:
-    """The differentials of one group column (one label per enrollment)."""
+    """The differentials of one group column (one label per enrollment); ``replicates``
+    subject draws for the ratios' intervals."""
     names, group = np.unique(np.array(labels, dtype=object), return_inverse=True)
     k = len(names)
     subjects = pairs.subjects
@@ -139,6 +156,19 @@ def column_differentials(
     ]
     measured = [r for r in rows if r.impostor_pairs]
     best = min(measured, key=lambda r: r.fmr) if measured else None
+    if best is not None and best.fmr > 0:
+        draws = bootstrap_fmr(group, k, pairs, replicates, seed)
+        lowest = draws[:, list(names).index(best.group)]
+        rows = [
+            replace(
+                r, fmr_to_best=r.fmr / best.fmr, fmr_to_best_ci=_ratio_band(draws[:, g], lowest)
+            )
+            if r.impostor_pairs
+            else r
+            for g, r in enumerate(rows)
+        ]
+        measured = [r for r in rows if r.impostor_pairs]
+        best = min(measured, key=lambda r: r.fmr)
     flagged = [
         r.group
         for r in measured
@@ -167,9 +197,64 @@ def _all_pairs(group: NDArray[np.int64], k: int) -> NDArray[np.int64]:
     return np.triu(pairs)
 
 
-def ratio_interval(rates: GroupRates, best: GroupRates) -> tuple[float, float]:
-    """A conservative interval of ``rates.fmr / best.fmr``: the ratio of the ends of their
-    Clopper-Pearson intervals (each 95%, so the pair holds at least 90%)."""
-    lo = rates.fmr_ci[0] / best.fmr_ci[1] if best.fmr_ci[1] > 0 else math.inf
-    hi = rates.fmr_ci[1] / best.fmr_ci[0] if best.fmr_ci[0] > 0 else math.inf
-    return lo, hi
+def bootstrap_fmr(
+    group: NDArray[np.int64], k: int, pairs: PairCounts, replicates: int, seed: int
+) -> NDArray[np.float64]:
+    """Each group's same-group FMR in each of ``replicates`` subject draws (replicates x k)."""
+    if replicates < 1:
+        raise ValueError(f"bootstrap replicates must be at least 1, not {replicates}")
+    count = len(np.unique(pairs.subjects))
+    rng = np.random.default_rng([seed, 17])
+    weights = np.stack(
+        [np.bincount(rng.integers(0, count, count), minlength=count) for _ in range(replicates)]
+    )
+    return weighted_fmr(group, k, pairs, weights.astype(np.float64))
+
+
+def weighted_fmr(
+    group: NDArray[np.int64], k: int, pairs: PairCounts, weights: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Each group's same-group FMR under each row of subject ``weights`` (rows x subjects,
+    subjects in sorted order): weights of 1 give the plain rates.
+
+    A subject drawn ``w`` times counts ``w`` times in every pair it is in, so a pair weighs
+    ``w_a * w_b``; a group's impostor pairs are then ``(T^2 - sum w_s^2 n_s^2) / 2``, with
+    ``n_s`` the subject's enrollments of the group and ``T = sum w_s n_s`` (pairs within one
+    subject or between two draws of one subject left out)."""
+    names, subject = np.unique(pairs.subjects, return_inverse=True)
+    per_group = np.zeros((len(names), k), dtype=np.float64)
+    np.add.at(per_group, (subject, group), 1.0)
+    totals = weights @ per_group
+    impostors = (totals**2 - (weights**2) @ (per_group**2)) / 2
+    si, sj = subject[pairs.hit_i], subject[pairs.hit_j]
+    same = (si != sj) & (group[pairs.hit_i] == group[pairs.hit_j])
+    hits = np.zeros((len(weights), k), dtype=np.float64)
+    for g in range(k):
+        mine = np.flatnonzero(same & (group[pairs.hit_i] == g))
+        for start in range(0, len(mine), PAIR_CHUNK):
+            chunk = mine[start : start + PAIR_CHUNK]
+            hits[:, g] += (weights[:, si[chunk]] * weights[:, sj[chunk]]).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(impostors > 0, hits / impostors, np.nan)
+
+
+def _ratio_band(rates: NDArray[np.float64], best: NDArray[np.float64]) -> tuple[float, float]:
+    """The 95% percentile interval of ``rates / best`` over the replicates (a replicate
+    where the best group has no false match gives an unbounded ratio)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(best > 0, rates / best, np.inf)
+    kept = np.sort(ratios[~np.isnan(ratios)])
+    if not len(kept):
+        return math.nan, math.nan
+    # order statistics, not interpolation: an unbounded replicate stays unbounded
+    last = len(kept) - 1
+    return float(kept[int(np.floor(0.025 * last))]), float(kept[int(np.ceil(0.975 * last))])
+
+
+def ratio_interval(rates: GroupRates) -> tuple[float, float]:
+    """The subject-bootstrap interval of a group's FMR over the best group's."""
+    if rates.fmr_to_best_ci is None:
+        raise ValueError(
+            f"group {rates.group!r} has no FMR ratio (the best group has no false match)"
+        )
+    return rates.fmr_to_best_ci

@@ -108,7 +108,15 @@ def evaluate(data: EvaluationSet, options: EvaluationOptions) -> dict[str, Any]:
     if data.groups and group_threshold is not None:
         pairs = score_pairs(data.vectors, data.subjects, group_threshold)
         for column, labels in data.groups.items():
-            d = column_differentials(column, labels, pairs, group_threshold, options.fmr_factor)
+            d = column_differentials(
+                column,
+                labels,
+                pairs,
+                group_threshold,
+                options.fmr_factor,
+                options.bootstrap,
+                options.seed,
+            )
             groups[column] = [
                 asdict(g)
                 | {"few_errors": g.false_matches < MIN_ERRORS or g.false_non_matches < MIN_ERRORS}
