@@ -30,17 +30,15 @@ from dedup.observability.job_metrics import job_metrics, observed_registry, publ
 from dedup.reporting import REPORT_HTML, REPORT_JSON, report_folder, reports_root
 from dedup.reporting.batch_report import (
     BatchReport,
-    Candidate,
     CatchTrials,
     Figure,
-    Night,
-    Outcome,
     ReportInputs,
     ReviewHabits,
     StepRun,
     build_report,
     decided_scores,
 )
+from dedup.reporting.nights import Candidate, Night, Outcome
 from dedup.reporting.page import render_page
 from dedup.reporting.plots import decided_histogram, nights_plot, score_histogram
 from dedup.settings import Settings
@@ -182,7 +180,7 @@ def render(inputs: ReportInputs, now: dt.datetime) -> tuple[BatchReport, str]:
             report.threshold,
         ),
         "decided": decided_histogram(duplicate, not_duplicate, report.threshold),
-        "nights": nights_plot(report.nights),
+        "nights": nights_plot(report.nights, report.cumulative),
     }
     return report, render_page(report, plots)
 

@@ -23,12 +23,20 @@ from typing import Any
 
 from dedup.contracts.schemas import CandidateSource, OutcomeStatus
 from dedup.proportions import TrialAccuracy
+from dedup.reporting.nights import (
+    Candidate,
+    Night,
+    Observed,
+    Outcome,
+    candidate_pairs,
+    cumulative,
+    nights,
+    observed_false,
+)
 
 Figure = float | int | str | None
 # Band edges above the review threshold: false candidates crowd just above it.
 BAND_STEPS = (0.02, 0.05, 0.10)
-DECIDED = frozenset({OutcomeStatus.NOT_DUPLICATE, OutcomeStatus.DUPLICATE})
-OPEN = frozenset({OutcomeStatus.PENDING_REVIEW, OutcomeStatus.ESCALATED})
 STEP_ORDER = ("stage", "embed", "match", "enqueue", "apply")
 
 
@@ -40,29 +48,6 @@ class StepRun:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     figures: Mapping[str, Figure]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    probe_id: str
-    candidate_id: str
-    score: float
-    source: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """An ``outcomes`` row, as far as the report needs it."""
-
-    enrollment_id: str
-    batch_id: str
-    status: str
-    identity_id: str | None = None
-    duplicate_of: str | None = None
-
-    @property
-    def identity(self) -> str:
-        return self.identity_id or self.duplicate_of or self.enrollment_id
 
 
 @dataclass(frozen=True)
@@ -100,15 +85,6 @@ class Band:
 
 
 @dataclass(frozen=True)
-class Observed:
-    """False candidate pairs found by adjudicators' decisions, and pairs not decided yet."""
-
-    false: int
-    decided: int
-    undecided: int
-
-
-@dataclass(frozen=True)
 class StepFigures:
     step: str
     seconds: float | None
@@ -117,16 +93,6 @@ class StepFigures:
     rows_per_second: float | None
     started_at: str | None
     finished_at: str | None
-
-
-@dataclass(frozen=True)
-class Night:
-    """One batch's predicted and observed false candidates, for the plot across nights."""
-
-    batch_id: str
-    expected_false: float | None
-    observed_false: int | None
-    undecided: int | None
 
 
 @dataclass(frozen=True)
@@ -148,6 +114,8 @@ class BatchReport:
     catch_trials: CatchTrials | None
     nights: list[Night] = field(default_factory=list)
     habits: ReviewHabits | None = None
+    # Each night's sums with every night before it (``nights``, cumulative).
+    cumulative: list[Night] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -157,6 +125,8 @@ class BatchReport:
             **asdict(self.catch_trials), "rate": self.catch_trials.rate,
             "interval": self.catch_trials.interval, "few_trials": self.catch_trials.few,
         }  # fmt: skip
+        out["nights"] = [n.to_json() for n in self.nights]
+        out["cumulative"] = [n.to_json() for n in self.cumulative]
         return out
 
 
@@ -189,41 +159,6 @@ def outcome_counts(outcomes: Iterable[Outcome], batch_id: str) -> dict[str, int]
     """The batch's enrollments by outcome status, every status listed."""
     counts = Counter(o.status for o in outcomes if o.batch_id == batch_id)
     return {status.value: counts.get(status.value, 0) for status in OutcomeStatus}
-
-
-def _pairs(candidates: Iterable[Candidate]) -> dict[tuple[str, str, str], Candidate]:
-    """One entry per pair: the in-batch search finds (a, b) and (b, a), counted once, as the
-    prediction counts B(B-1)/2 pairs within a batch."""
-    pairs: dict[tuple[str, str, str], Candidate] = {}
-    for row in candidates:
-        a, b = row.probe_id, row.candidate_id
-        if row.source == CandidateSource.BATCH and b < a:
-            a, b = b, a
-        pairs.setdefault((a, b, row.source), row)
-    return pairs
-
-
-def observed_false(candidates: Iterable[Candidate], outcomes: Mapping[str, Outcome]) -> Observed:
-    """Pairs adjudicators found false: the probe's outcome is decided and the two
-    enrollments are not of one identity. A pair whose ends are not both decided (or whose
-    candidate has no outcome) is undecided; one with an erased end is not counted."""
-    false = decided = undecided = 0
-    for probe_id, candidate_id, _ in _pairs(candidates):
-        ends = (outcomes.get(probe_id), outcomes.get(candidate_id))
-        if any(o is not None and o.status == OutcomeStatus.ERASED for o in ends):
-            continue
-        probe, candidate = ends
-        if (
-            probe is None
-            or candidate is None
-            or probe.status not in DECIDED
-            or candidate.status in OPEN
-        ):
-            undecided += 1
-        else:
-            decided += 1
-            false += probe.identity != candidate.identity
-    return Observed(false, decided, undecided)
 
 
 def decided_scores(
@@ -294,6 +229,7 @@ def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:
     rows = inputs.candidates.get(batch, [])
     sources = Counter(row.source for row in rows)
     outcomes = inputs.outcomes
+    listed = nights(inputs.match_figures, inputs.candidates, outcomes)
     return BatchReport(
         batch_id=batch,
         generated_at=now.isoformat(),
@@ -304,7 +240,7 @@ def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:
         steps=[step_figures(s) for s in sorted(inputs.steps, key=lambda s: _order(s.step))],
         candidates={
             "total": len(rows),
-            "pairs": len(_pairs(rows)),
+            "pairs": len(candidate_pairs(rows)),
             **{source.value: sources.get(source.value, 0) for source in CandidateSource},
         },
         bands=[]
@@ -315,31 +251,10 @@ def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:
         expected_false=_number(match.get("expected_false")),
         observed=None if outcomes is None else observed_false(rows, outcomes),
         catch_trials=inputs.catch_trials,
-        nights=nights(inputs),
+        nights=listed,
         habits=inputs.habits,
+        cumulative=cumulative(listed),
     )
-
-
-def nights(inputs: ReportInputs) -> list[Night]:
-    """Predicted against observed false candidates for every night with a match step, in
-    the order given (the lake reader's: when each match step finished); observed is None
-    where decisions were never applied."""
-    out = []
-    for batch in inputs.match_figures:
-        observed = (
-            None
-            if inputs.outcomes is None
-            else observed_false(inputs.candidates.get(batch, []), inputs.outcomes)
-        )
-        out.append(
-            Night(
-                batch,
-                _number(inputs.match_figures[batch].get("expected_false")),
-                None if observed is None else observed.false,
-                None if observed is None else observed.undecided,
-            )
-        )
-    return out
 
 
 def rejected_by_reason(verdicts: Mapping[str | None, int]) -> dict[str, int]:

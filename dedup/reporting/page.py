@@ -37,5 +37,5 @@ def render_page(report: BatchReport, plots: Mapping[str, bytes | None]) -> str:
 
     environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     return environment.from_string(PAGE.read_text(encoding="utf-8")).render(
-        r=report, num=_num, plot=plot
+        r=report, num=_num, plot=plot, zip=zip
     )

@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from dedup.reporting.batch_report import Night
+from dedup.reporting.nights import Night
 
 WIDTH, HEIGHT, DPI = 6.4, 3.2, 100
 
@@ -71,16 +71,19 @@ def decided_histogram(
     return _png(figure)
 
 
-def nights_plot(nights: Sequence[Night]) -> bytes | None:
-    """Predicted and observed false candidates, night by night."""
+def nights_plot(nights: Sequence[Night], cumulative: Sequence[Night] = ()) -> bytes | None:
+    """Predicted and observed false candidates, night by night and (dashed) cumulative."""
     if not any(n.expected_false is not None or n.observed_false is not None for n in nights):
         return None
     figure, axes = _figure()
     xs = list(range(len(nights)))
-    predicted = [float("nan") if n.expected_false is None else n.expected_false for n in nights]
-    observed = [float("nan") if n.observed_false is None else n.observed_false for n in nights]
-    axes.plot(xs, predicted, marker="o", label="predicted false candidates")
-    axes.plot(xs, observed, marker="s", label="observed (decided) false candidates")
+    for listed, style, kind in ((nights, "-", "night"), (cumulative, "--", "cumulative")):
+        if not listed:
+            continue
+        predicted = [float("nan") if n.expected_false is None else n.expected_false for n in listed]
+        observed = [float("nan") if n.observed_false is None else n.observed_false for n in listed]
+        axes.plot(xs, predicted, style, marker="o", color="C0", label=f"predicted, {kind}")
+        axes.plot(xs, observed, style, marker="s", color="C1", label=f"observed (decided), {kind}")
     axes.set_xticks(xs, [n.batch_id for n in nights], rotation=30, ha="right", fontsize=8)
     axes.set_ylabel("false candidate pairs")
     axes.legend(loc="upper left")

@@ -68,3 +68,63 @@ def test_every_dashboard_query_is_valid_promql(promtool: str, tmp_path: Path) ->
         for index, query in enumerate(queries):
             print(f"dashboard_query_{index}: {query.where}: {query.expr}")
         raise
+
+
+def test_the_drift_alert_fires_exactly_where_the_report_says_it_alerts(
+    promtool: str, tmp_path: Path
+) -> None:
+    """The report shows the drift figure and whether it alerts (``dedup.reporting.nights``);
+    the shipped rule computes it from the pushed figures. One batch per combination of
+    predicted, observed and undecided counts, through the real rule: it must fire for exactly
+    the batches the report marks."""
+    from dedup.reporting.nights import Night
+
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    rule = next(
+        r for g in groups for r in g["rules"] if r.get("alert") == "DedupFalseCandidatesDrift"
+    )
+    # the annotations quote the value: the scratch copy compares labels only
+    scratch = tmp_path / "drift.yaml"
+    bare = {k: v for k, v in rule.items() if k != "annotations"}
+    scratch.write_text(yaml.safe_dump({"groups": [{"name": "drift", "rules": [bare]}]}))
+    series, expected = [], []
+    combos = [
+        (e, o, u)
+        for e in (0.0, 0.2, 2.0, 4.0, 5.0, 20.0, 40.0)
+        for o in (0, 2, 4, 6, 12, 18, 100)
+        for u in (0, 3)
+    ]
+    for index, (e, o, u) in enumerate(combos):
+        batch = f"b{index}"
+        for name, job, value in (
+            ("dedup_search_expected_false_candidates", "dedup_match", e),
+            ("push_time_seconds", "dedup_match", 0),
+            ("dedup_report_observed_false_candidates", "report", o),
+            ("dedup_report_undecided_candidate_pairs", "report", u),
+        ):
+            series.append(
+                {"series": f'{name}{{job="{job}", batch="{batch}"}}', "values": f"{value}x3"}
+            )
+        if Night(batch, e, o, u).drift_alerts:
+            expected.append({"exp_labels": {"severity": "warning", "batch": batch}})
+    assert 5 < len(expected) < len(combos) / 2  # both answers are well represented
+    test = {
+        "rule_files": [str(scratch)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {
+                        "eval_time": "2m",
+                        "alertname": "DedupFalseCandidatesDrift",
+                        "exp_alerts": expected,
+                    }
+                ],
+            }
+        ],
+    }
+    file = tmp_path / "drift_test.yaml"
+    file.write_text(yaml.safe_dump(test))
+    assert "SUCCESS" in run(promtool, "test", "rules", file)

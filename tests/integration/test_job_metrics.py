@@ -128,7 +128,7 @@ def test_the_enqueue_job_pushes_through_the_wrapper(pushgateway: str, tmp_path: 
 def test_the_report_publishes_each_decided_night_s_observed_false_candidates(
     pushgateway: str, tmp_path: Path
 ) -> None:
-    from dedup.reporting.batch_report import Night
+    from dedup.reporting.nights import Night
     from pipelines.report import publish_observed
 
     settings = make_settings(tmp_path / "lake", metrics={"pushgateway": pushgateway})

@@ -13,19 +13,17 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dedup.reporting.batch_report import (
-    Candidate,
     CatchTrials,
-    Outcome,
     ReportInputs,
     ReviewHabits,
     StepRun,
     build_report,
     decided_scores,
-    observed_false,
     outcome_counts,
     score_bands,
     step_figures,
 )
+from dedup.reporting.nights import Candidate, Outcome, observed_false
 from dedup.reporting.page import render_page
 from dedup.reporting.plots import decided_histogram, nights_plot, score_histogram
 
@@ -162,6 +160,10 @@ def test_the_report_gathers_the_figures() -> None:
     assert report.to_json()["habits"]["towards"] == 2
     page = render_page(report, {})
     assert "fewer than 30" in page and 'id="habits"' in page and "<td>95</td>" in page
+    assert page.count('<tr class="night">') == page.count('<tr class="cumulative">') == 2
+    cumulative = report.to_json()["cumulative"]
+    assert [r["expected_false"] for r in cumulative] == [0.4, pytest.approx(2.9)]
+    assert cumulative[-1]["observed_fpir"] is not None and "drift" in cumulative[-1]
 
 
 def test_before_decisions_are_applied_the_report_says_so() -> None:
