@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from dedup.contracts.schemas import STAGE_TABLES
 from dedup.crash_points import CRASH_AT_ENV, CRASH_MODE_ENV
 from dedup.demo.batch import DemoBatch, build_demo_batch
 from dedup.errors import InjectedCrash
+from dedup.settings import Settings
 from tests.conftest import make_settings
-from tests.support import snapshot, stage, table_rows
+from tests.support import delta_snapshot, stage
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -29,47 +31,57 @@ BATCH = "night-1"
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> DemoBatch:
-    return build_demo_batch(tmp_path_factory.mktemp("batches") / "b", portraits, seed=5)
+    """Every usable portrait once and every way a row can be rejected: rows in all three
+    tables (the re-captures and converted formats would only add faces)."""
+    folder = tmp_path_factory.mktemp("batches") / "b"
+    return build_demo_batch(folder, portraits, seed=5, recaptures=0, conversions=False)
+
+
+def tables(settings: Settings, *, keep_times: bool = False) -> dict[str, list[Any]]:
+    """The stage job's tables, read with delta-rs (a table never written is empty)."""
+    found = delta_snapshot(settings.lake, keep_times=keep_times)
+    return {name: found[name] for name in STAGE_TABLES}
 
 
 @pytest.fixture(scope="module")
 def clean(spark: Any, batch: DemoBatch, tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = make_settings(tmp_path_factory.mktemp("clean") / "lake")
     stage(spark, settings, BATCH, batch.manifest)
-    return snapshot(spark, settings)
+    return tables(settings)
 
 
-@pytest.mark.parametrize(
-    ("point", "written"),
-    [
-        ("stage.after_manifest", set()),
-        ("stage.after_results", set()),
-        ("stage.after_faces", {"faces"}),
-        ("stage.after_rejects", {"faces", "rejects"}),
-        ("stage.after_enrollments", {"faces", "rejects", "enrollments"}),
-    ],
-)
-def test_crash_then_rerun_gives_the_clean_tables(
-    spark: Any,
-    batch: DemoBatch,
-    clean: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    point: str,
-    written: set[str],
+# Each crash point of the job, and the tables that hold rows once a run stops there.
+CRASH_POINTS = [
+    ("stage.after_manifest", set()),
+    ("stage.after_results", set()),
+    ("stage.after_faces", {"faces"}),
+    ("stage.after_rejects", {"faces", "rejects"}),
+    ("stage.after_enrollments", {"faces", "rejects", "enrollments"}),
+]
+
+
+def test_crashes_at_every_point_in_turn_then_a_rerun_give_the_clean_tables(
+    spark: Any, batch: DemoBatch, clean: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A night that keeps failing: each run of the batch crashes one step later than the one
+    before, on the same lake, and then a run completes. After each crash exactly the tables
+    up to that point hold rows, and nothing an earlier run wrote is written again (its rows
+    keep their times); the completed run leaves the tables a clean run leaves."""
     settings = make_settings(tmp_path / "lake")
-    monkeypatch.setenv(CRASH_AT_ENV, point)
-    with pytest.raises(InjectedCrash):
-        stage(spark, settings, BATCH, batch.manifest)
-    before = snapshot(spark, settings, keep_times=True)
-    assert {name for name, rows in before.items() if rows} == written  # what the crash left
+    kept: dict[str, list[Any]] = {}
+    for point, written in CRASH_POINTS:
+        monkeypatch.setenv(CRASH_AT_ENV, point)
+        with pytest.raises(InjectedCrash):
+            stage(spark, settings, BATCH, batch.manifest)
+        now = tables(settings, keep_times=True)
+        assert {name for name, rows in now.items() if rows} == written, point
+        assert {name: now[name] for name in kept} == kept, point
+        kept = {name: now[name] for name in written}
     monkeypatch.delenv(CRASH_AT_ENV)
     stage(spark, settings, BATCH, batch.manifest)
-    assert snapshot(spark, settings) == clean
-    # What the crashed run wrote stays as it wrote it (times included): nothing is written twice.
-    after = snapshot(spark, settings, keep_times=True)
-    assert {name: after[name] for name in written} == {name: before[name] for name in written}
+    assert tables(settings) == clean
+    after = tables(settings, keep_times=True)
+    assert {name: after[name] for name in kept} == kept
 
 
 def test_process_killed_mid_merge_then_rerun_gives_the_clean_tables(
@@ -87,9 +99,10 @@ def test_process_killed_mid_merge_then_rerun_gives_the_clean_tables(
     command += ["--manifest", str(batch.manifest), "--lake", settings.lake]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == 137, killed.stderr[-2000:]
-    assert table_rows(spark, settings, "faces") and not table_rows(spark, settings, "enrollments")
+    left = tables(settings)
+    assert left["faces"] and not left["enrollments"]
     stage(spark, settings, BATCH, batch.manifest)
-    assert snapshot(spark, settings) == clean
+    assert tables(settings) == clean
 
 
 def test_ids_of_a_crashed_batch_stay_its_own_until_it_is_rerun(
@@ -109,7 +122,6 @@ def test_ids_of_a_crashed_batch_stay_its_own_until_it_is_rerun(
     assert other.rejected_by_reason["already_enrolled"] == len(clean["faces"])
     stage(spark, settings, BATCH, batch.manifest)
     mine = {
-        name: [r for r in rows if r["batch_id"] == BATCH]
-        for name, rows in snapshot(spark, settings).items()
+        name: [r for r in rows if r["batch_id"] == BATCH] for name, rows in tables(settings).items()
     }
     assert mine == clean
