@@ -144,6 +144,23 @@ def embed_batch(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> De
 
 
 @pytest.fixture(scope="session")
+def staged_embed_lake(
+    spark: Any, embed_batch: DemoBatch, dlib_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """A lake with ``embed_batch`` staged and nothing embedded, built once per run: the embed
+    job's tests each take their own copy (``tests.night_support.copy_lake``)."""
+    from tests.night_support import EMBED_BATCH, settings_for
+    from tests.support import stage
+
+    def build(folder: Path) -> Settings:
+        settings = settings_for(folder / "lake", dlib_model)
+        stage(spark, settings, EMBED_BATCH, embed_batch.manifest)
+        return settings
+
+    return built_once(tmp_path_factory, "staged-embed-lake", build)
+
+
+@pytest.fixture(scope="session")
 def match_batches(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> list[DemoBatch]:
     """The match job's two demo batches (``tests.night_support.build_match_batches``)."""
     from tests.night_support import build_match_batches

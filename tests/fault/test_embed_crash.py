@@ -19,18 +19,16 @@ from dedup.errors import InjectedCrash
 from dedup.settings import Settings
 from pipelines.lake.batch_run import BatchRun
 from tests.night_support import EMBED_BATCH as BATCH
-from tests.night_support import copy_lake, settings_for, staged_ids, templates
-from tests.support import stage
+from tests.night_support import copy_lake, staged_ids, templates
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def test_a_worker_killed_mid_job_leaves_every_template_once(
-    spark: Any, embed_batch: DemoBatch, dlib_model: Path, tmp_path: Path
+    staged_embed_lake: Settings, embed_batch: DemoBatch, tmp_path: Path
 ) -> None:
     """The first embedding batch kills its worker process; Ray restarts it and retries."""
-    settings = settings_for(tmp_path / "lake", dlib_model)
-    stage(spark, settings, BATCH, embed_batch.manifest)
+    settings = copy_lake(staged_embed_lake, tmp_path)
     marker = tmp_path / "killed"
     config = tmp_path / "dedup.yaml"
     config.write_text(settings.to_json(), encoding="utf-8")  # JSON is YAML
@@ -58,18 +56,16 @@ def template_rows(settings: Settings) -> list[dict[str, Any]]:
 
 
 def test_a_crash_before_the_commit_then_a_rerun_gives_the_clean_templates(
-    spark: Any,
+    staged_embed_lake: Settings,
     embed_batch: DemoBatch,
-    dlib_model: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pipelines.lake.delta_rs import DeltaRsTables
     from pipelines.ray.embed import run_embed
 
-    settings = settings_for(tmp_path / "lake", dlib_model)
-    stage(spark, settings, BATCH, embed_batch.manifest)
-    clean = copy_lake(settings, tmp_path / "clean")
+    settings = copy_lake(staged_embed_lake, tmp_path / "crashed")
+    clean = copy_lake(staged_embed_lake, tmp_path / "clean")
     run_embed(BatchRun(BATCH, clean))
 
     monkeypatch.setenv(CRASH_AT_ENV, "embed.before_commit")

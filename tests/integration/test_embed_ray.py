@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,19 +13,14 @@ from dedup.errors import LakeError
 from dedup.settings import Settings
 from pipelines.lake.batch_run import BatchRun
 from tests.night_support import EMBED_BATCH as BATCH
-from tests.night_support import settings_for, staged_ids, templates
-from tests.support import stage
+from tests.night_support import copy_lake, staged_ids, templates
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def staged(
-    spark: Any, embed_batch: DemoBatch, dlib_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    settings = settings_for(tmp_path_factory.mktemp("embed") / "lake", dlib_model)
-    stage(spark, settings, BATCH, embed_batch.manifest)
-    return settings
+def staged(staged_embed_lake: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return copy_lake(staged_embed_lake, tmp_path_factory.mktemp("embed"))
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,9 @@ def test_an_id_staged_by_an_earlier_batch_is_rejected_not_overwritten(
 
 
 def test_a_json_lines_manifest_stages_like_csv(spark: Any, tmp_path: Path, portraits: Path) -> None:
-    batch = build_demo_batch(tmp_path / "jl", portraits, seed=3, manifest_format="jsonl")
+    batch = build_demo_batch(
+        tmp_path / "jl", portraits, seed=3, manifest_format="jsonl", recaptures=0, conversions=False
+    )
     settings = make_settings(tmp_path / "lake")
     stage(spark, settings, "jsonl", batch.manifest)
     verdicts = {
