@@ -26,6 +26,7 @@ from dedup.reporting.batch_report import (
 from dedup.reporting.nights import Candidate, Outcome, observed_false
 from dedup.reporting.page import render_page
 from dedup.reporting.plots import decided_histogram, nights_plot, score_histogram
+from tests.report_support import CANDIDATES, OUTCOMES, outcome
 
 NOW = dt.datetime(2026, 12, 2, 6, 0, tzinfo=dt.UTC)
 T0 = dt.datetime(2026, 12, 1, 22, 0, tzinfo=dt.UTC)
@@ -55,10 +56,6 @@ def test_bands_are_narrow_near_the_threshold() -> None:
     ]
 
 
-def outcome(eid: str, status: str, batch: str = "b2", identity: str | None = None) -> Outcome:
-    return Outcome(eid, batch, status, identity_id=identity or eid)
-
-
 def test_outcome_counts_list_every_status_of_the_batch_only() -> None:
     rows = [
         outcome("a", "unique"),
@@ -69,33 +66,6 @@ def test_outcome_counts_list_every_status_of_the_batch_only() -> None:
     counts = outcome_counts(rows, "b2")
     assert counts["unique"] == 1 and counts["pending_review"] == 2
     assert counts["duplicate"] == 0 and set(counts) >= {"erased", "escalated", "not_duplicate"}
-
-
-# b2's probes: p1 decided not duplicate (both its candidates false), p2 decided a duplicate
-# of g2 (one true pair, one false), p3 and p4 one person found within the batch (both ways),
-# p5 still pending.
-OUTCOMES = {
-    o.enrollment_id: o
-    for o in [
-        outcome("g1", "unique", "b1"),
-        outcome("g2", "unique", "b1"),
-        outcome("g3", "unique", "b1"),
-        outcome("p1", "not_duplicate"),
-        outcome("p2", "duplicate", identity="g2"),
-        outcome("p3", "not_duplicate", identity="p3"),
-        outcome("p4", "duplicate", identity="p3"),
-        outcome("p5", "pending_review"),
-    ]
-}
-CANDIDATES = [
-    Candidate("p1", "g1", 0.91, "gallery"),
-    Candidate("p1", "g3", 0.92, "gallery"),
-    Candidate("p2", "g2", 0.97, "gallery"),
-    Candidate("p2", "g1", 0.905, "gallery"),
-    Candidate("p3", "p4", 0.96, "batch"),
-    Candidate("p4", "p3", 0.96, "batch"),
-    Candidate("p5", "g1", 0.93, "gallery"),
-]
 
 
 def test_observed_false_counts_pairs_of_different_identities_once_decided() -> None:

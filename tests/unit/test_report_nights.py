@@ -11,47 +11,26 @@ from dedup.reporting.nights import (
     DRIFT_FACTOR,
     Candidate,
     Night,
-    Outcome,
     Searches,
     cumulative,
     drift_factor,
     nights,
     searches,
 )
+from tests.report_support import CANDIDATES as SHARED_CANDIDATES
+from tests.report_support import OUTCOMES as SHARED_OUTCOMES
+from tests.report_support import outcome
 
-
-def outcome(
-    enrollment: str, status: str, batch: str = "b2", identity: str | None = None
-) -> Outcome:
-    return Outcome(enrollment, batch, status, identity or enrollment)
-
-
+# The shared night, plus an earlier night's enrollment still in review (g4), a probe whose one
+# gallery candidate is g4 (p6), and an erased probe (p7).
 OUTCOMES = {
-    o.enrollment_id: o
-    for o in [
-        outcome("g1", "unique", "b1"),
-        outcome("g2", "unique", "b1"),
-        outcome("g3", "unique", "b1"),
-        outcome("g4", "pending_review", "b1"),
-        outcome("p1", "not_duplicate"),  # two false gallery candidates: a false positive
-        outcome("p2", "duplicate", identity="g2"),  # its mate g2 found: a mated search
-        outcome("p3", "not_duplicate"),  # found within the batch only: no gallery candidate
-        outcome(
-            "p4", "duplicate", identity="p3"
-        ),  # an in-batch duplicate: non-mated in the gallery
-        outcome("p5", "pending_review"),
-        outcome("p6", "not_duplicate"),  # its one gallery candidate is still open
-        outcome("p7", "erased"),
-    ]
+    **SHARED_OUTCOMES,
+    "g4": outcome("g4", "pending_review", "b1"),
+    "p6": outcome("p6", "not_duplicate"),
+    "p7": outcome("p7", "erased"),
 }
 CANDIDATES = [
-    Candidate("p1", "g1", 0.91, "gallery"),
-    Candidate("p1", "g3", 0.92, "gallery"),
-    Candidate("p2", "g2", 0.97, "gallery"),
-    Candidate("p2", "g1", 0.905, "gallery"),
-    Candidate("p3", "p4", 0.96, "batch"),
-    Candidate("p4", "p3", 0.96, "batch"),
-    Candidate("p5", "g1", 0.93, "gallery"),
+    *SHARED_CANDIDATES,
     Candidate("p6", "g4", 0.93, "gallery"),
     Candidate("p7", "g2", 0.99, "gallery"),
 ]
