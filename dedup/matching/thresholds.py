@@ -37,9 +37,9 @@ Limits, which the numbers it gives should be read with:
   brute force from 1e-5 down to 1e-10. Trust p(t) down to about ``1 / pairs`` of the set the
   tail is fitted on (5e-11 for 200,000 rows) and no further: 1e-10 was 2 / pairs there; with
   1e5 rows it is 0.5 / pairs and came out 0.43 to 0.99, with 5e4 rows 0.125 / pairs and 0.17
-  to 0.99. FPIR 0.01 at a billion (p = 1e-11) needs 450,000 rows or more (1e11 pairs, about
-  6 minutes on two cores), and has not been checked against brute force. Re-fit whenever the
-  model, the capture process or the population changes.
+  to 0.99. FPIR 0.01 at a billion (p = 1e-11) needs 450,000 rows or more (1e11 pairs, an
+  estimated 6 minutes on two cores), and has not been checked against brute force. Re-fit
+  whenever the model, the capture process or the population changes.
 - Brute force with 10,000 probes cannot check closer than its own spread, since a few sharp
   probes carry the far tail: 90% of probe resamples fall within about 9% of the count at
   p = 1e-8, 20% at 1e-9 and 50% at 1e-10, and seven sets of 10,000 probes against the same
