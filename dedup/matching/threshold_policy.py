@@ -35,13 +35,16 @@ import numpy as np
 
 from dedup.errors import ConfigError
 from dedup.gallery.reader import Gallery
-from dedup.matching.thresholds import ImpostorTail, review_threshold_for, sample_impostor_scores
+from dedup.matching.impostor_pairs import score_all_pairs
+from dedup.matching.thresholds import ImpostorTail, review_threshold_for
 from dedup.settings import MatchingSettings
 
-# How much of the gallery the impostor tail is fitted on: enough pairs to trust p(t) down to
-# about 1e-3 / pairs (see dedup.matching.thresholds), from enough distinct templates.
+# How much of the gallery the impostor tail is fitted on: every pair of TAIL_ROWS templates,
+# the TAIL_KEEP highest of their scores kept exactly and TAIL_SAMPLE of the rest for the body
+# (see dedup.matching.thresholds for how far below 1 / pairs the fit may be trusted).
 TAIL_ROWS = 200_000
-TAIL_PAIRS = 10_000_000
+TAIL_KEEP = 200_000
+TAIL_SAMPLE = 20_000_000
 # Below this many live templates no tail is fitted (and no target FPIR calibrated).
 MIN_TAIL_TEMPLATES = 2_000
 
@@ -69,19 +72,30 @@ class ReviewThreshold:
 
 
 def gallery_tail(gallery: Gallery, seed: int = 0) -> ImpostorTail | None:
-    """The impostor score tail of the gallery, from random pairs of its live templates.
+    """The impostor score tail of the gallery, from every pair of up to ``TAIL_ROWS`` of its
+    live templates, drawn at random.
 
-    Gallery entries are distinct people (that is what deduplication keeps them), so random
-    pairs of them are non-mated. None when the gallery is too small to fit a tail.
+    Gallery entries are distinct people (that is what deduplication keeps them), so pairs of
+    them are non-mated. None when the gallery is too small to fit a tail.
     """
     live = gallery.ids_table()["gallery_id"].to_numpy()
     if len(live) < MIN_TAIL_TEMPLATES:
         return None
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(live, size=min(TAIL_ROWS, len(live)), replace=False))
-    vectors = np.asarray(gallery.vectors[rows], dtype=np.float32)
-    pairs = min(TAIL_PAIRS, 50 * len(rows))
-    return ImpostorTail.fit(sample_impostor_scores(vectors, pairs=pairs, seed=seed))
+    return tail_of_templates(np.asarray(gallery.vectors[rows], dtype=np.float32), seed)
+
+
+def tail_of_templates(vectors: np.ndarray, seed: int = 0) -> ImpostorTail:
+    """The impostor tail fitted on every pair of ``vectors`` (distinct people, unit length).
+
+    Cost: ``n^2 / 2`` dot products in BLAS blocks. At 200,000 rows (2e10 pairs, 5.1e12 flops)
+    69 s on two quiet x86_64 cores (sgemm at about 100 GFLOP/s, the scan of each block for
+    kept scores a third more), where the 1e7 random pairs it replaced took 10 s; 23 s at
+    100,000 rows, 0.2 s at 2,000. Memory: 100 MiB of rows, 64 MiB of block, 80 MiB of sample.
+    """
+    scores = score_all_pairs(vectors, keep=TAIL_KEEP, sample=TAIL_SAMPLE, seed=seed)
+    return ImpostorTail.fit_all_pairs(scores)
 
 
 def review_threshold(

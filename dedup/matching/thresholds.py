@@ -14,21 +14,36 @@ Generalised Pareto distribution (GPD) to the sample's top ``tail_fraction`` (pea
 threshold ``u``; extreme-value theory says exceedances of a high ``u`` are close to GPD whatever
 the parent distribution) and keeps the empirical distribution below ``u``.
 
+Two samples to fit on: ``fit`` takes any sample of scores (the random pairs of
+``sample_impostor_scores``, u at its 99.9th percentile); ``fit_all_pairs`` takes every pair of
+a set of templates (``score_all_pairs``), u where 10,000 of them lie above. The gallery's tail
+(``threshold_policy.gallery_tail``) is the second, on every pair of 200,000 gallery rows.
+
 Limits, which the numbers it gives should be read with:
 
 - Independence. Pairs that share a probe are not independent: a sharp, well-lit capture scores
   higher against everyone. The expected number of false candidates (``B * N * p``) does not
   need independence, but FPIR does; with such per-probe spread the true FPIR is *lower* than
   ``fpir_at`` says (Jensen), so the threshold errs on the side of fewer false candidates.
-- Extrapolation. The shape of the tail is estimated from the exceedances; its error grows
-  with the square of how many decades one extrapolates, and a u set too low biases it: cosine
-  tails look more bounded (a more negative shape) at the 99th percentile than further up. On
-  the calibrated synthetic templates, 1e7 sampled pairs with u at the 99.9th percentile gave
-  p(t) within a factor 2 of brute force (1e10 pairs scored) down to 1e-10; u at the 99th
-  percentile under-stated 1e-10 a hundredfold, a threshold far too low for a billion. Sample
-  1e7 pairs or more from 1e5 templates or more (a sharp capture meets many pairs, so the
-  templates, not the pairs, limit the sample), trust probabilities to about 1e-3 / pairs, and
-  re-fit whenever the model, the capture process or the population changes.
+- Extrapolation. The far tail is a mixture dominated by captures that score high against
+  everyone (at p = 1e-9 a third of the pairs brute force found came from the 1% of probes
+  with the highest mean score), and a GPD fitted far above it does not see it coming: the
+  fitted shape is too negative and the extrapolation too short, the more so the more decades
+  it spans. Measured on the calibrated
+  synthetic templates against brute force (1e11 probe x gallery pairs at N = 10 M,
+  ``benchmarks/tail_fit.py``, docs/benchmarks.md): 1e7 random pairs of 200,000 rows (u at
+  p = 1e-3) under-stated p(t) 3 to 20 times at 3e-9 and 5 to 100 times at 1e-9, on three row
+  samples; every pair of the same rows (2e10 pairs, u at p = 5e-7) was within 0.63 to 1.41 of
+  brute force from 1e-5 down to 1e-10. Trust p(t) down to about ``1 / pairs`` of the set the
+  tail is fitted on (5e-11 for 200,000 rows) and no further: 1e-10 was 2 / pairs there; with
+  1e5 rows it is 0.5 / pairs and came out 0.43 to 0.99, with 5e4 rows 0.125 / pairs and 0.17
+  to 0.99. FPIR 0.01 at a billion (p = 1e-11) needs 450,000 rows or more (1e11 pairs, an
+  estimated 6 minutes on two cores), and has not been checked against brute force. Re-fit
+  whenever the model, the capture process or the population changes.
+- Brute force with 10,000 probes cannot check closer than its own spread, since a few sharp
+  probes carry the far tail: 90% of probe resamples fall within about 9% of the count at
+  p = 1e-8, 20% at 1e-9 and 50% at 1e-10, and seven sets of 10,000 probes against the same
+  200,000 rows differed by up to 20% at 1e-6 and 30% at 1e-7.
 - A fitted negative shape gives the scores an upper end point (``upper_endpoint``); a target
   beyond what the sample supports returns a threshold just below it.
 - The counts ignore the per-probe cap on candidates (top ``k``) and assume the sample of pairs
@@ -36,7 +51,7 @@ Limits, which the numbers it gives should be read with:
 
 Example::
 
-    tail = ImpostorTail.fit(sample_impostor_scores(templates, 10_000_000, seed=0))
+    tail = ImpostorTail.fit_all_pairs(score_all_pairs(templates, keep=200_000))
     t = review_threshold_for(0.01, gallery_size=1_000_000_000, tail=tail)
     expected_false_candidates(t, batch_size=50_000, gallery_size=1_000_000_000, tail=tail)
 """
@@ -44,22 +59,22 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dedup.errors import DedupError
-
-IndexArray = NDArray[np.int64]
-Exclude = Callable[[IndexArray, IndexArray], NDArray[np.bool_]] | Collection[tuple[int, int]]
+from dedup.matching.impostor_pairs import PairScores
+from dedup.matching.impostor_pairs import sample_impostor_scores as sample_impostor_scores
 
 MIN_SCORES = 1_000  # fewer sampled pairs cannot say anything about a 1e-3 tail, let alone 1e-10
 MIN_EXCEEDANCES = 50  # the GPD's two parameters need a few dozen points above u at the least
 BODY_KNOTS = 513  # quantiles kept of the distribution below u: the body matters only for plots
 SHAPE_BOUNDS = (-0.5, 0.5)  # outside, maximum likelihood is irregular; cosines have no heavy tail
-PAIR_CHUNK = 65_536  # pairs scored per gather, to bound memory (about 32 MiB at 128 dims)
+DEEP_EXCEEDANCES = 10_000  # points above u in a fit on every pair (``fit_all_pairs``)
+KNOTS_PER_DECADE = 16  # body knots a decade between p = 1e-2 and u in ``fit_all_pairs``
 
 
 class TailFitError(DedupError, ValueError):
@@ -80,7 +95,9 @@ class ImpostorTail:
     tail_fraction: float
     shape: float
     scale: float
-    body: tuple[float, ...]  # scores at evenly spaced probabilities 0 .. 1 - tail_fraction
+    body: tuple[float, ...]  # scores below u, ascending, ending at or just below u
+    # P(score > body[k]), descending to tail_fraction; empty: evenly spaced from 1 (``fit``).
+    body_exceedance: tuple[float, ...] = ()
 
     @classmethod
     def fit(
@@ -130,19 +147,78 @@ class ImpostorTail:
             body=tuple(float(k) for k in knots),
         )
 
+    @classmethod
+    def fit_all_pairs(cls, scores: PairScores, exceedances: int = DEEP_EXCEEDANCES) -> ImpostorTail:
+        """Fit the tail to every pair of a set of templates (``score_all_pairs``).
+
+        u is the ``exceedances``-th highest of all the pairs' scores, or their 99.9th
+        percentile where that is higher (a set of a few thousand templates). For the 2e10
+        pairs of 200,000 templates u lies at p = 5e-7 instead of the 1e-3 of a random sample,
+        so p = 1e-9 (FPIR 0.01 at ten million) is 2.7 decades of extrapolation instead of 6.
+        Below u the knots are exact order statistics of all the pairs as far as
+        ``scores.top`` reaches, and quantiles of ``scores.sample`` above that (p(t) at a
+        configured threshold feeds the report and the drift alert, so it must hold there
+        too): evenly spaced in probability down to 1e-2, then
+        ``KNOTS_PER_DECADE`` a decade down to u.
+        """
+        top = np.asarray(scores.top, dtype=np.float64)
+        pairs = scores.pairs
+        count = max(MIN_EXCEEDANCES, min(exceedances, math.ceil(pairs * 1e-3)))
+        if len(top) <= count:
+            raise TailFitError(
+                f"the {len(top):,} highest of {pairs:,} pair scores are too few to fit a tail "
+                f"on: keep more than {count:,} of them"
+            )
+        u = float(top[count])
+        above = top[top > u] - u
+        if len(above) < MIN_EXCEEDANCES or not np.all(np.isfinite(top)):
+            raise TailFitError(f"only {len(above)} finite pair scores lie above u = {u:.4f}")
+        fraction = len(above) / pairs
+        decades = max(0.0, -2.0 - math.log10(fraction))
+        steps = np.concatenate(
+            [
+                1.0 - np.linspace(0.0, 0.99, 199),
+                np.logspace(-2.0, math.log10(fraction), 2 + int(decades * KNOTS_PER_DECADE))[1:-1],
+            ]
+        )
+        probabilities = np.append(steps[steps > fraction], fraction)
+        ranks = np.rint(probabilities * pairs).astype(np.int64)
+        exact = ranks < len(top)
+        knots = np.empty(len(probabilities))
+        knots[exact] = top[ranks[exact]]
+        if not np.all(exact):
+            knots[~exact] = np.quantile(scores.sample, 1.0 - probabilities[~exact])
+        knots = np.minimum(np.maximum.accumulate(knots), u)  # sample noise must not fold it
+        knots[-1] = u
+        shape, scale = fit_gpd(above)
+        return cls(
+            sample_size=pairs,
+            threshold=u,
+            tail_fraction=fraction,
+            shape=shape,
+            scale=scale,
+            body=tuple(float(k) for k in knots),
+            body_exceedance=tuple(float(p) for p in probabilities),
+        )
+
     @property
     def upper_endpoint(self) -> float:
         """The highest score the fitted tail allows (infinite unless the shape is negative)."""
         return self.threshold - self.scale / self.shape if self.shape < 0 else math.inf
 
-    def _body_probabilities(self) -> NDArray[np.float64]:
-        return np.linspace(0.0, 1.0 - self.tail_fraction, len(self.body))
+    def _body_log_exceedance(self) -> NDArray[np.float64]:
+        """log P(score > knot) of the body's knots, between which both directions interpolate
+        linearly: exact at the knots, continuous into the GPD at u, and, where knots are
+        decades apart, the straight line that an exponential-like tail nearly follows."""
+        if self.body_exceedance:
+            return np.log(np.asarray(self.body_exceedance, dtype=np.float64))
+        below = np.linspace(0.0, 1.0 - self.tail_fraction, len(self.body))
+        return np.asarray(np.log1p(-below), dtype=np.float64)
 
     def exceedance(self, t: float) -> float:
         """p(t) = P(score > t) for one different-person pair: what every count here rests on."""
         if t < self.threshold:
-            below = float(np.interp(t, self.body, self._body_probabilities(), left=0.0))
-            return 1.0 - below
+            return math.exp(float(np.interp(t, self.body, self._body_log_exceedance(), left=0.0)))
         z = (t - self.threshold) / self.scale
         if abs(self.shape) < 1e-9:
             return self.tail_fraction * math.exp(-z)
@@ -155,7 +231,8 @@ class ImpostorTail:
         if not 0.0 < p < 1.0:
             raise ValueError(f"an exceedance probability lies in (0, 1), not {p}")
         if p >= self.tail_fraction:
-            return float(np.interp(1.0 - p, self._body_probabilities(), self.body))
+            log_p = self._body_log_exceedance()[::-1]
+            return float(np.interp(math.log(p), log_p, np.asarray(self.body)[::-1]))
         log_ratio = math.log(p / self.tail_fraction)  # < 0
         if abs(self.shape) < 1e-9:
             excess = -self.scale * log_ratio
@@ -221,58 +298,6 @@ def _theta_for(shape_of: Callable[[float], float], shape: float, y: NDArray[np.f
         else:
             high = middle
     return (low + high) / 2.0
-
-
-def sample_impostor_scores(
-    templates: NDArray[np.floating],
-    pairs: int,
-    seed: int,
-    exclude: Exclude | None = None,
-) -> NDArray[np.float64]:
-    """Cosines of ``pairs`` random pairs ``i != j`` of unit-length ``templates``.
-
-    Uniform random pairs give the score distribution that a probe meets across the gallery,
-    at the cost of a sample rather than all ``n^2 / 2`` pairs. The caller knows which
-    templates are the same person: ``exclude`` is either a set of index pairs ``(i, j)``
-    (either order) or a function of the index arrays ``(i, j)`` that returns True for pairs to
-    drop. Scores are float32 dot products, as the search computes them.
-    """
-    vectors = np.asarray(templates)
-    if vectors.ndim != 2 or len(vectors) < 2:
-        raise ValueError("templates must be a (count, dim) array of at least two templates")
-    if pairs < 1:
-        raise ValueError(f"pairs must be at least 1, not {pairs}")
-    n = len(vectors)
-    dropped = _exclusion(exclude, n)
-    rng = np.random.default_rng(seed)
-    chunks: list[NDArray[np.float64]] = []
-    found, barren = 0, 0
-    while found < pairs:
-        want = min(pairs - found, PAIR_CHUNK)
-        draw = want + want // 8 + 16
-        i = rng.integers(0, n, size=draw, dtype=np.int64)
-        j = rng.integers(0, n, size=draw, dtype=np.int64)
-        keep = (i != j) & ~dropped(i, j)
-        i, j = i[keep][:want], j[keep][:want]
-        barren = barren + 1 if len(i) == 0 else 0
-        if barren > 100:
-            raise ValueError("exclude removes (nearly) every pair: no impostor pairs to sample")
-        scores = np.einsum("ij,ij->i", vectors[i], vectors[j])
-        chunks.append(scores.astype(np.float64))
-        found += len(i)
-    return np.concatenate(chunks)
-
-
-def _exclusion(
-    exclude: Exclude | None, n: int
-) -> Callable[[IndexArray, IndexArray], NDArray[np.bool_]]:
-    if exclude is None:
-        return lambda i, j: np.zeros(len(i), dtype=np.bool_)
-    if callable(exclude):
-        return lambda i, j: np.asarray(exclude(i, j), dtype=np.bool_)
-    known = np.array(sorted(exclude), dtype=np.int64).reshape(-1, 2)
-    keys = np.unique(np.concatenate([known[:, 0] * n + known[:, 1], known[:, 1] * n + known[:, 0]]))
-    return lambda i, j: np.isin(i * n + j, keys)
 
 
 def _check_gallery_size(gallery_size: int, least: int) -> None:
