@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from dedup.evaluation.intervals import clopper_pearson
+from dedup.evaluation.intervals import clopper_pearson, subject_weights
 from dedup.evaluation.search import pair_scores, pairs_at_or_above
 
 PAIR_CHUNK = 20_000  # false-match pairs re-weighted at once (replicates x chunk floats)
@@ -167,15 +167,14 @@ def column_differentials(
             else r
             for g, r in enumerate(rows)
         ]
-        measured = [r for r in rows if r.impostor_pairs]
-        best = min(measured, key=lambda r: r.fmr)
     flagged = [
         r.group
-        for r in measured
-        if best is not None
+        for r in rows
+        if r.impostor_pairs
+        and best is not None
         and r.fmr > factor * best.fmr
         and r.fmr_ci[0] > best.fmr_ci[1]
-        and r is not best
+        and r.group != best.group
     ]
     return ColumnDifferentials(
         column,
@@ -201,14 +200,8 @@ def bootstrap_fmr(
     group: NDArray[np.int64], k: int, pairs: PairCounts, replicates: int, seed: int
 ) -> NDArray[np.float64]:
     """Each group's same-group FMR in each of ``replicates`` subject draws (replicates x k)."""
-    if replicates < 1:
-        raise ValueError(f"bootstrap replicates must be at least 1, not {replicates}")
-    count = len(np.unique(pairs.subjects))
-    rng = np.random.default_rng([seed, 17])
-    weights = np.stack(
-        [np.bincount(rng.integers(0, count, count), minlength=count) for _ in range(replicates)]
-    )
-    return weighted_fmr(group, k, pairs, weights.astype(np.float64))
+    draw = subject_weights(np.unique(pairs.subjects), replicates, seed)  # one weight a subject
+    return weighted_fmr(group, k, pairs, np.stack([draw(b) for b in range(replicates)]))
 
 
 def weighted_fmr(
