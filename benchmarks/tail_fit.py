@@ -38,12 +38,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dedup.evaluation.synthetic import CHUNK, TemplateSynth
+from dedup.matching.impostor_pairs import sample_impostor_scores
 from dedup.matching.threshold_policy import tail_of_templates
 from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,
     review_threshold_for,
-    sample_impostor_scores,
 )
 from dedup.settings import MatchingSettings
 

@@ -41,7 +41,7 @@ from dedup.evaluation.differentials import column_differentials, score_pairs
 from dedup.evaluation.labelled import read_evaluation_set
 from dedup.evaluation.report import GROUP_FPIR, EvaluationOptions, write_evaluation
 from dedup.evaluation.synthetic_groups import DEFAULT_GROUPS, write_labelled_set
-from dedup.matching.thresholds import sample_impostor_scores
+from dedup.matching.impostor_pairs import sample_impostor_scores
 
 workdir = tempfile.TemporaryDirectory(prefix="dedup-walkthrough-")
 root = Path(workdir.name)

@@ -40,12 +40,12 @@ from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from dedup.evaluation.synthetic import TemplateSynth
+from dedup.matching.impostor_pairs import sample_impostor_scores
 from dedup.matching.thresholds import (
     ImpostorTail,
     expected_false_candidates,
     fpir_at,
     review_threshold_for,
-    sample_impostor_scores,
 )
 
 

@@ -67,7 +67,6 @@ from numpy.typing import NDArray
 
 from dedup.errors import DedupError
 from dedup.matching.impostor_pairs import PairScores
-from dedup.matching.impostor_pairs import sample_impostor_scores as sample_impostor_scores
 
 MIN_SCORES = 1_000  # fewer sampled pairs cannot say anything about a 1e-3 tail, let alone 1e-10
 MIN_EXCEEDANCES = 50  # the GPD's two parameters need a few dozen points above u at the least

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from dedup.contracts.vectors import read_templates
 from dedup.errors import DedupError
 from dedup.evaluation.synthetic import TemplateSynth, write_synthetic_set
-from dedup.matching.impostor_pairs import score_all_pairs
+from dedup.matching.impostor_pairs import sample_impostor_scores, score_all_pairs
 from dedup.matching.threshold_policy import tail_of_templates
 from dedup.matching.thresholds import (
     ImpostorTail,
@@ -22,7 +22,6 @@ from dedup.matching.thresholds import (
     expected_false_candidates,
     fpir_at,
     review_threshold_for,
-    sample_impostor_scores,
 )
 
 Vectors = NDArray[np.float32]
