@@ -31,6 +31,7 @@ from dedup.reporting.nights import (
     candidate_pairs,
     cumulative,
     nights,
+    number,
     observed_false,
 )
 
@@ -175,16 +176,12 @@ def decided_scores(
     return duplicate, not_duplicate
 
 
-def _number(value: Figure) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
-
-
 def step_figures(run: StepRun) -> StepFigures:
     """A step's time (its figures' ``seconds``, else finished - started) and throughput."""
-    seconds = _number(run.figures.get("seconds"))
+    seconds = number(run.figures.get("seconds"))
     if seconds is None and run.started_at and run.finished_at:
         seconds = (run.finished_at - run.started_at).total_seconds()
-    rows_in, rows_out = _number(run.figures.get("rows_in")), _number(run.figures.get("rows_out"))
+    rows_in, rows_out = number(run.figures.get("rows_in")), number(run.figures.get("rows_out"))
     rate = rows_in / seconds if rows_in is not None and seconds else None
     return StepFigures(
         step=run.step,
@@ -225,7 +222,7 @@ def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:
     """The batch's report from its rows."""
     batch = inputs.batch_id
     match = inputs.match_figures.get(batch, {})
-    threshold = _number(match.get("threshold"))
+    threshold = number(match.get("threshold"))
     rows = inputs.candidates.get(batch, [])
     sources = Counter(row.source for row in rows)
     outcomes = inputs.outcomes
@@ -247,8 +244,8 @@ def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:
         if threshold is None
         else score_bands([r.score for r in rows], [r.source for r in rows], threshold),
         threshold=threshold,
-        target_fpir=_number(match.get("target_fpir")),
-        expected_false=_number(match.get("expected_false")),
+        target_fpir=number(match.get("target_fpir")),
+        expected_false=number(match.get("expected_false")),
         observed=None if outcomes is None else observed_false(rows, outcomes),
         catch_trials=inputs.catch_trials,
         nights=listed,

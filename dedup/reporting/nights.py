@@ -210,10 +210,10 @@ def nights(
         out.append(
             Night(
                 batch,
-                _number(figures.get("expected_false")),
+                number(figures.get("expected_false")),
                 None if pairs is None else pairs.false,
                 None if pairs is None else pairs.undecided,
-                _number(figures.get("target_fpir")),
+                number(figures.get("target_fpir")),
                 None if outcomes is None else searches(batch, rows, outcomes),
             )
         )
@@ -239,7 +239,8 @@ def cumulative(listed: Sequence[Night]) -> list[Night]:
     return out
 
 
-def _number(value: object) -> float | None:
+def number(value: object) -> float | None:
+    """A figure as a float; None for anything that is not a number (a missing figure)."""
     return float(value) if isinstance(value, int | float) else None
 
 
