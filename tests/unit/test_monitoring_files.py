@@ -146,4 +146,5 @@ def test_the_dashboard_shows_what_the_operators_need() -> None:
         "dedup_review_catch_trial_judgements_total",  # catch-trial accuracy
         "dedup_report_observed_false_candidates",  # predicted against observed
         "dedup_review_http_responses_total",  # server errors
+        "dedup_review_case_seconds_bucket",  # time per case
     } <= used
