@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dedup.demo.batch import DemoBatch, build_demo_nights, read_demo_batch
 from dedup.settings import Settings
@@ -118,7 +119,8 @@ def run_demo_nights(
     batches = demo_batches(workdir / "batches", fetch)
     gallery = workdir / "gallery"
     for night, batch in zip(NIGHTS, batches, strict=True):
-        console.print(f"[bold]night {night}[/]: {len(batch.expected)} rows at {batch.manifest}")
+        rows = f": {len(batch.expected)} rows at {batch.manifest}"
+        console.print(Text.assemble((f"night {night}", "bold"), rows))
         run = BatchRun(night, settings)
         print_night(run_night(run, Night(batch.manifest, gallery, ray=False), watcher))
         check_answer_sheet(settings.lake, night, batch.expected_reasons())
@@ -133,4 +135,4 @@ def run_demo_nights(
         console.print(line)
     for table in outcome_tables(settings):
         console.print(table)
-    console.print(accounts, soft_wrap=True)
+    console.print(accounts)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from dedup.errors import ManifestError
 from pipelines.cli.options import (
@@ -159,13 +160,13 @@ class ConsoleWatcher:
 
     def finished(self, result: StepResult) -> None:
         if result.state == "done before":
-            console.print(f"[dim]{result.step}: done on an earlier run (recorded), skipped")
+            console.print(f"{result.step}: done on an earlier run (recorded), skipped", style="dim")
             return
         colour = "red" if result.state == "failed" else "bold"
-        console.print(f"[{colour}]{result.step}[/] ({result.seconds:.1f} s)")
+        console.print(Text.assemble((result.step, colour), f" ({result.seconds:.1f} s)"))
         for line in result.output.splitlines():
             if line.strip():
-                console.print(f"  {line}", highlight=False, markup=False)
+                console.print(f"  {line}", highlight=False)
         if result.judged_by_record:
             console.print(
                 f"  note: its process exited {result.exit_code} after recording its "
@@ -189,7 +190,8 @@ def check_answer_sheet(lake: str, batch_id: str, expected: dict[int, str | None]
     got = batch_verdicts(lake, batch_id)
     wrong = {row: (want, got.get(row)) for row, want in expected.items() if got.get(row) != want}
     for row, (want, actual) in sorted(wrong.items()):
-        console.print(f"[red]row {row}: expected {want or 'staged'}, got {actual or 'staged'}")
+        verdicts = f"expected {want or 'staged'}, got {actual or 'staged'}"
+        console.print(f"row {row}: {verdicts}", style="red")
     matched = len(expected) - len(wrong)
     console.print(f"{matched} of {len(expected)} rows got the verdict the answer sheet gives")
 

@@ -52,7 +52,7 @@ def evaluate(
         written = write_evaluation(templates, labels, out, options)
     for line in summary(written.report, written.json, written.html):
         # Column names come from the labels file: printed as text, never as rich markup.
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+        console.print(line, highlight=False)
 
 
 def summary(r: dict[str, Any], report: Path, page: Path) -> list[str]:

@@ -22,7 +22,7 @@ def reasons(
 ) -> None:
     """List the reject reason codes, in the order the checks run."""
     if markdown:
-        console.print(reasons_markdown(), markup=False, highlight=False, soft_wrap=True)
+        console.print(reasons_markdown(), highlight=False)
         return
     table = Table("code", "meaning")
     for code in RejectReason:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from dedup.contracts.locations import is_uri
 from dedup.errors import ConfigError
@@ -153,7 +154,7 @@ def users_add(
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     secret = add_user(settings, username, roles, password, display_name)
     console.print(f"created {username}; TOTP secret (shown once): {secret}")
-    console.print(totp_uri(secret, username), soft_wrap=True)
+    console.print(totp_uri(secret, username))
 
 
 @users_app.command("token")
@@ -170,7 +171,7 @@ def users_token(
     with opened(settings_from(config)) as context:
         cli = Actor.local("cli", Role.ADMIN)
         token = operations.issue_api_token(context, cli, username, label)
-    console.print(token, soft_wrap=True)
+    console.print(token)
 
 
 @users_app.command("deactivate")
@@ -217,10 +218,9 @@ def audit_verify(
         check = audit_store.verify_log(db, expected)
         stored = audit_store.stored_head(db)
     if not check.ok:
-        console.print(f"[bold red]audit chain broken[/] at entry {check.first_bad_seq}: "
-                      f"{check.problem}")  # fmt: skip
+        broken = f" at entry {check.first_bad_seq}: {check.problem}"
+        console.print(Text.assemble(("audit chain broken", "bold red"), broken))
         raise typer.Exit(code=1)
     console.print(f"audit chain verified: {check.entries} entries")
     if stored is not None:
-        console.print(f"head (keep it elsewhere; pass it as --head later): {stored[0]}:{stored[1]}",
-                      soft_wrap=True)  # fmt: skip
+        console.print(f"head (keep it elsewhere; pass it as --head later): {stored[0]}:{stored[1]}")

@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from rich.console import RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from dedup.contracts.reasons import RejectReason
 from dedup.contracts.schemas import STATUS_REJECTED, STATUS_STAGED, OutcomeStatus
@@ -60,9 +61,9 @@ class StageReport(JobReport):
         table = Table(title=f"batch {self.batch_id}: {self.rows} rows in {self.seconds:.1f} s")
         table.add_column("outcome")
         table.add_column("rows", justify="right")
-        table.add_row("[green]staged[/]", str(self.staged))
+        table.add_row(Text("staged", style="green"), str(self.staged))
         for reason, count in self.rejected_by_reason.items():
-            table.add_row(f"[red]rejected[/]: {reason}", str(count))
+            table.add_row(Text.assemble(("rejected", "red"), f": {reason}"), str(count))
         return [table]
 
     def figures(self) -> Figures:

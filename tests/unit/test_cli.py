@@ -44,6 +44,20 @@ def test_stage_refuses_bad_arguments_before_starting_spark(
     assert not (tmp_path / "lake").exists()
 
 
+@pytest.mark.parametrize("name", ["[/]", "[night]", "[bold red]x[/]", "\\[", "a" * 150])
+def test_an_error_prints_the_user_s_text_as_it_is_on_one_line(tmp_path: Path, name: str) -> None:
+    """Paths and ids reach the console: no markup is read in them, no line is wrapped."""
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    manifest = folder / "manifest.csv"
+    result = runner.invoke(
+        app, ["stage", "--batch-id", "b1", "--manifest", str(manifest), "--lake", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1
+    assert result.output.startswith("error: ") and str(manifest) in result.output
+
+
 def test_bad_settings_file_is_a_one_line_error(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("spark:\n  shuffle_partitions: -1\n", encoding="utf-8")
