@@ -19,14 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dedup.contracts.locations import is_uri
@@ -199,6 +192,9 @@ class MetricsSettings(_Section):
     # A folder node_exporter's textfile collector reads.
     textfile_dir: LocalPath | None = None
     push_timeout_s: float = Field(default=10.0, gt=0)
+    # Days a batch's groups stay published (``dedup.observability.retention``): above the
+    # drift alert's 30, which reads a batch's figures for 30 days after its match.
+    retention_days: int = Field(default=35, ge=1)
 
 
 class SearchSettings(_Section):

@@ -27,6 +27,7 @@ from dedup.atomic_files import write_bytes_atomically
 from dedup.contracts.schemas import CandidateSource
 from dedup.errors import DedupError, LakeError
 from dedup.observability.job_metrics import job_metrics, observed_registry, publish
+from dedup.observability.retention import prune_published
 from dedup.reporting import REPORT_HTML, REPORT_JSON, report_folder, reports_root
 from dedup.reporting.batch_report import (
     BatchReport,
@@ -38,14 +39,16 @@ from dedup.reporting.batch_report import (
     build_report,
     decided_scores,
 )
-from dedup.reporting.nights import Candidate, Night, Outcome
+from dedup.reporting.nights import Candidate, Night, Outcome, published_nights
 from dedup.reporting.page import render_page
 from dedup.reporting.plots import decided_histogram, nights_plot, score_histogram
 from dedup.settings import Settings
 from pipelines.lake.batch_run import BatchRun
 from pipelines.lake.delta_rs import DeltaRsTables
 from pipelines.lake.location import Lake
+from pipelines.match import JOB as SEARCH_JOB
 from pipelines.match import SEARCH_FILE
+from pipelines.steps import STEPS
 
 LOG = logging.getLogger(__name__)
 
@@ -152,6 +155,7 @@ def report_inputs(settings: Settings, batch_id: str) -> ReportInputs:
         raise LakeError(f"batch {batch_id!r} is not in the lake: it has never been staged")
     matched = sorted((r for r in runs if r["step"] == "match"), key=lambda r: r["finished_at"])
     match_figures = {r["batch_id"]: _figures(r["figures"]) for r in matched}
+    matched_at = {r["batch_id"]: r["finished_at"] for r in matched}
     left = run.work("match")
     if batch_id not in match_figures and left.exists(SEARCH_FILE):
         match_figures[batch_id] = _figures(left.read_text(SEARCH_FILE))
@@ -165,6 +169,7 @@ def report_inputs(settings: Settings, batch_id: str) -> ReportInputs:
         catch_trials=trials,
         habits=habits,
         match_figures=match_figures,
+        matched_at=matched_at,
     )
 
 
@@ -187,13 +192,19 @@ def render(inputs: ReportInputs, now: dt.datetime) -> tuple[BatchReport, str]:
 
 def write_report(settings: Settings, batch_id: str, now: dt.datetime | None = None) -> ReportPaths:
     """Write the batch's report under ``<lake>/reports/<batch>/``; its paths and figures."""
+    now = now or dt.datetime.now(dt.UTC)
     with job_metrics(settings.metrics, "report", batch_id) as metrics:
         folder = report_folder(reports_root(settings), batch_id)
-        report, page = render(report_inputs(settings, batch_id), now or dt.datetime.now(dt.UTC))
+        inputs = report_inputs(settings, batch_id)
+        report, page = render(inputs, now)
         document = json.dumps(report.to_json(), indent=2, sort_keys=True)
         json_path = write_bytes_atomically(folder / REPORT_JSON, document.encode("utf-8"))
         html_path = write_bytes_atomically(folder / REPORT_HTML, page.encode("utf-8"))
-        publish_observed(settings, report.nights)
+        days = settings.metrics.retention_days
+        publish_observed(
+            settings, published_nights(report.nights, inputs.matched_at, now, days, batch_id)
+        )
+        prune_quietly(settings, now)
         metrics.record({"rows_in": report.rows, "rows_out": 2})
     return ReportPaths(json_path, html_path, report)
 
@@ -201,8 +212,9 @@ def write_report(settings: Settings, batch_id: str, now: dt.datetime | None = No
 def publish_observed(settings: Settings, nights: list[Night]) -> None:
     """Each night's observed false candidates, grouped under the report job and that night's
     batch: decisions on an earlier night's cases arrive on later nights, so every report
-    brings every decided night's figure up to date. A monitoring outage is logged, not
-    fatal, as for the jobs' own figures."""
+    brings the figure of every decided night matched within ``metrics.retention_days`` up
+    to date (older nights' groups are pruned, ``prune_quietly``). A monitoring outage is
+    logged, not fatal, as for the jobs' own figures."""
     for night in nights:
         if night.observed_false is None or night.undecided is None:
             continue  # decisions never applied
@@ -212,3 +224,19 @@ def publish_observed(settings: Settings, nights: list[Night]) -> None:
         except DedupError as error:
             LOG.warning("observed false candidates of %s not published: %s", night.batch_id, error)
             return
+
+
+# Every job whose figures job_metrics or the match job publishes under {job, batch}.
+PUBLISHED_JOBS = frozenset({*STEPS, "nightly", SEARCH_JOB})
+
+
+def prune_quietly(settings: Settings, now: dt.datetime) -> None:
+    """Remove the published groups of batches past ``metrics.retention_days``
+    (``dedup.observability.retention``); a monitoring outage is logged, not fatal."""
+    try:
+        pruned = prune_published(settings.metrics, PUBLISHED_JOBS, now.timestamp())
+    except DedupError as error:
+        LOG.warning("old batches' metrics not pruned: %s", error)
+        return
+    if pruned.groups or pruned.files:
+        LOG.info(pruned.sentence())

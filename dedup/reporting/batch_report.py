@@ -216,6 +216,8 @@ class ReportInputs:
     # The match step's figures of every night that has one (``batch_runs``), by batch; this
     # batch's falls back to what its match job left in its work folder.
     match_figures: Mapping[str, Mapping[str, Figure]] = field(default_factory=dict)
+    # When each of those nights' match step finished (``batch_runs``), by batch.
+    matched_at: Mapping[str, dt.datetime] = field(default_factory=dict)
 
 
 def build_report(inputs: ReportInputs, now: dt.datetime) -> BatchReport:

@@ -25,6 +25,7 @@ the sums, so a steady 2x under-prediction that no single small night shows still
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -258,3 +259,22 @@ def _add_searches(total: Searches | None, value: Searches | None) -> Searches | 
         total.false_positive + value.false_positive,
         total.undecided + value.undecided,
     )
+
+
+def published_nights(
+    listed: Sequence[Night],
+    matched_at: Mapping[str, dt.datetime],
+    now: dt.datetime,
+    retention_days: int,
+    batch_id: str,
+) -> list[Night]:
+    """The nights whose observed figures a report publishes: ``batch_id``'s, and those whose
+    match step finished within ``retention_days`` of ``now``. An older night's figures were
+    pruned from the metrics (``dedup.observability.retention``); publishing them again each
+    night would bring every night ever matched back."""
+    kept = now - dt.timedelta(days=retention_days)
+    return [
+        n
+        for n in listed
+        if n.batch_id == batch_id or (n.batch_id in matched_at and matched_at[n.batch_id] >= kept)
+    ]

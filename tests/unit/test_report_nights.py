@@ -3,6 +3,8 @@ observed FPIR of the searches decisions can classify, and the drift figure the a
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from dedup.reporting.nights import (
     cumulative,
     drift_factor,
     nights,
+    published_nights,
     searches,
 )
 from tests.report_support import CANDIDATES as SHARED_CANDIDATES
@@ -120,3 +123,20 @@ def test_the_alert_condition(expected: float, observed: int, undecided: int, ale
     night = Night("b", expected, observed, undecided)
     assert night.drift_alerts is alerts
     assert night.drift is not None and (night.drift > DRIFT_FACTOR or not alerts)
+
+
+def test_a_report_publishes_the_nights_matched_within_the_retention_and_its_own() -> None:
+    now = dt.datetime(2026, 12, 2, 3, tzinfo=dt.UTC)
+    listed = [Night(b, 1.0, 1, 0) for b in ("old", "edge", "recent", "unrecorded", "tonight")]
+    matched_at = {
+        "old": now - dt.timedelta(days=35, seconds=1),
+        "edge": now - dt.timedelta(days=35),
+        "recent": now - dt.timedelta(days=2),
+        "tonight": now - dt.timedelta(days=40),  # re-run of an old batch: its own report
+    }
+    got = published_nights(listed, matched_at, now, 35, "tonight")
+    assert [n.batch_id for n in got] == ["edge", "recent", "tonight"]
+    # a night whose match was never recorded is published only as the report's own batch
+    assert [n.batch_id for n in published_nights(listed, {}, now, 35, "unrecorded")] == [
+        "unrecorded"
+    ]
