@@ -25,11 +25,13 @@ side by side in one run:
 
     .venv/bin/python benchmarks/gallery.py              # N = 1 M
     .venv/bin/python benchmarks/gallery.py --large      # N = 10 M
+    .venv/bin/python benchmarks/gallery.py --device cuda --exact-only --n 50000000  # GPU sweep
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import tempfile
@@ -44,7 +46,7 @@ import pyarrow.parquet as pq
 from dedup.contracts.schemas import CandidateSource
 from dedup.contracts.vectors import read_templates
 from dedup.evaluation.synthetic import write_synthetic_set
-from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine
+from dedup.gallery.engines import ExactSweepEngine, IvfPqEngine, Searchable
 from dedup.gallery.reader import Gallery, open_gallery
 from dedup.gallery.recipe_choice import RecallTarget, RecipeChoice
 from dedup.gallery.recipes import index_bytes_per_template
@@ -90,6 +92,46 @@ def matmul_gflops(probes: np.ndarray, gallery: np.ndarray, tile: int) -> float:
     return float(2.0 * len(probes) * len(gallery) * gallery.shape[1] / seconds / 1e9)
 
 
+@dataclasses.dataclass(frozen=True)
+class InMemory:
+    """Vectors searched as they are, nothing erased: what the exact sweep reads of a gallery."""
+
+    vectors: np.ndarray
+    shards: list[tuple[int, faiss.Index]] = dataclasses.field(default_factory=list)
+    tombstones: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def is_live(self, ids: np.ndarray) -> np.ndarray:
+        return np.ones(np.shape(ids), dtype=np.bool_)
+
+
+def sweep_rate(
+    engine: ExactSweepEngine, gallery: Searchable, probes: np.ndarray, k: int
+) -> tuple[float, float]:
+    """Seconds of one sweep of every probe over the gallery, and its rate in GFLOP/s."""
+    started = time.perf_counter()
+    engine.search(gallery, probes, k)
+    seconds = time.perf_counter() - started
+    flops = 2.0 * len(probes) * len(gallery.vectors) * probes.shape[1]
+    return seconds, flops / seconds / 1e9
+
+
+def exact_only(args: argparse.Namespace, vectors: np.ndarray, probes: np.ndarray) -> None:
+    """The exact sweep engine on the chosen device against numpy's matmul on the CPU, and on a
+    GPU its share of the dense fp16 tensor peak."""
+    device = "gpu" if args.device == "cuda" else "cpu"
+    engine = ExactSweepEngine(tile_rows=1 << 20 if device == "gpu" else 1 << 18, device=device)
+    gallery = InMemory(vectors)
+    sweep_rate(engine, gallery, probes[:64], 10)  # warm: GPU context, first tiles
+    seconds, rate = sweep_rate(engine, gallery, probes, 10)
+    print(f"exact sweep engine on {args.device}: {seconds:.2f} s = {rate:.1f} GFLOP/s")
+    if device == "gpu":
+        share = rate / (args.peak_tflops * 1e3)
+        print(f"  {share:.1%} of the {args.peak_tflops:g} TFLOP/s fp16 peak (target >= 50%)")
+    sample = probes[: min(len(probes), 1000)]
+    cpu = matmul_gflops(sample, vectors, 1 << 18)
+    print(f"numpy matmul on the CPU ({len(sample)} probes): {cpu:.1f} GFLOP/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="N = 10 M instead of 1 M")
@@ -102,6 +144,20 @@ def main() -> None:
         "--workdir", type=Path, help="keep the set and the gallery here; a later run reuses them"
     )
     parser.add_argument("--target-fpir", type=float, default=0.01)
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where the exact sweep runs"
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=989.0,
+        help="the GPU's dense fp16 tensor peak (H100/H200 SXM: 989), for the sweep's share",
+    )
+    parser.add_argument(
+        "--exact-only",
+        action="store_true",
+        help="time only the exact sweep engine against numpy (no gallery build, no IVF)",
+    )
     parser.add_argument(
         "--genuine-floor", type=float, default=0.93, help="the genuine band's floor (dlib's)"
     )
@@ -125,6 +181,9 @@ def main() -> None:
     )
     ids, vectors = read_templates(work / "synth" / "gallery.parquet")
     probe_ids, probes = read_templates(work / "synth" / "probes.parquet")
+    if args.exact_only:
+        exact_only(args, vectors, probes)
+        return
 
     started = time.perf_counter()
     choices: list[RecipeChoice] = []
@@ -197,7 +256,7 @@ def main() -> None:
     )
     del flat
 
-    sweep = ExactSweepEngine(tile_rows=1 << 18)
+    sweep = ExactSweepEngine(tile_rows=1 << 18, device="gpu" if args.device == "cuda" else "cpu")
     started = time.perf_counter()
     sweep.search(gallery, probes, k)
     sweep_seconds = time.perf_counter() - started
